@@ -1,0 +1,24 @@
+"""Ingest: discover sources, plan per output region, write parcel-sized chunks, commit."""
+
+from ._api import IngestReport, ingest, parse_time
+from ._names import S2Name, boa_offset, parse_s2_name
+from ._plan import BandSpec, GridPlan, IngestPlan, RegionTask, plan_ingest
+from ._sources import SourceInfo, discover_sources, expand_sources, inspect_source
+
+__all__ = [
+    "BandSpec",
+    "GridPlan",
+    "IngestPlan",
+    "IngestReport",
+    "RegionTask",
+    "S2Name",
+    "SourceInfo",
+    "boa_offset",
+    "discover_sources",
+    "expand_sources",
+    "ingest",
+    "inspect_source",
+    "parse_s2_name",
+    "parse_time",
+    "plan_ingest",
+]

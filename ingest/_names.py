@@ -1,0 +1,76 @@
+"""Band, tile, date and processing baseline from Sentinel-2 file and folder names (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+
+__all__ = ["S2Name", "boa_offset", "parse_s2_name"]
+
+_BAND = r"B0[1-9]|B1[0-2]|B8A|SCL|AOT|WVP|TCI"
+_FILE = re.compile(
+    rf"^(?:L2A_)?(?P<tile>T\d{{2}}[A-Z]{{3}})_(?P<date>\d{{8}}T\d{{6}})_(?P<band>{_BAND})"
+    r"(?:_(?P<res>\d{2})m)?$"
+)
+_BARE_BAND = re.compile(rf"^(?P<band>{_BAND})(?:_(?P<res>\d{{2}})m)?$")
+_TILE = re.compile(r"(?:^|_)T?(?P<tile>\d{2}[A-Z]{3})(?:_|$)")
+_DATE = re.compile(r"(?:^|_)(?P<date>\d{8}(?:T\d{6})?)(?:_|$)")
+_BASELINE = re.compile(r"_N(?P<baseline>\d{4})_")
+# Processing baseline 04.00 (from 2022-01-25) added BOA_ADD_OFFSET = -1000 to L2A products.
+_OFFSET_SINCE = datetime(2022, 1, 25)
+
+
+@dataclass(frozen=True)
+class S2Name:
+    """What a Sentinel-2 file name says about its contents."""
+
+    band: str
+    tile: str | None
+    time: datetime | None
+    baseline: str | None = None
+
+
+def _parse_date(text: str) -> datetime:
+    fmt = "%Y%m%dT%H%M%S" if "T" in text else "%Y%m%d"
+    return datetime.strptime(text, fmt)
+
+
+def parse_s2_name(path: str) -> S2Name | None:
+    """Parse a Sentinel-2 band file name, or a band file in a folder per product.
+
+    Examples
+    --------
+    >>> parse_s2_name("T16TCK_20240615T165849_B04_10m.tif").band
+    'B04'
+    >>> parse_s2_name("S2A_16TCK_20240615_0_L2A/B08.tif").tile
+    'T16TCK'
+    """
+    p = PurePosixPath(path.replace("\\", "/"))
+    stem = p.name.split(".", 1)[0]
+    parents = "/".join(p.parent.parts)
+    baseline = m.group("baseline") if (m := _BASELINE.search(parents + "/" + stem)) else None
+    if m := _FILE.match(stem):
+        return S2Name(m.group("band"), m.group("tile"), _parse_date(m.group("date")), baseline)
+    if m := _BARE_BAND.match(stem):
+        tile = time = None
+        for part in reversed(p.parent.parts):
+            base = part.split(".", 1)[0]
+            if tile is None and (t := _TILE.search(base)):
+                tile = "T" + t.group("tile")
+            if time is None and (d := _DATE.search(base)):
+                time = _parse_date(d.group("date"))
+        return S2Name(m.group("band"), tile, time, baseline)
+    return None
+
+
+def boa_offset(name: S2Name) -> int:
+    """BOA_ADD_OFFSET in DN for an L2A band: -1000 from baseline 04.00, else 0."""
+    if name.band in ("SCL", "TCI", "AOT", "WVP"):
+        return 0
+    if name.baseline is not None:
+        return -1000 if int(name.baseline) >= 400 else 0
+    if name.time is not None:
+        return -1000 if name.time >= _OFFSET_SINCE else 0
+    return 0

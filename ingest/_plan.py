@@ -1,0 +1,208 @@
+"""Plan an ingest (pure): sources in, grids and per-region write tasks out.
+
+Tasks are defined per *output region* (a block of whole chunks of one band and date), never
+per source, so no two tasks ever write the same object, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyproj import CRS
+
+from parcelzarr._grid import GridSpec
+from parcelzarr.errors import IngestConflictError
+
+from ._sources import SourceInfo
+
+__all__ = ["BandSpec", "GridPlan", "IngestPlan", "RegionTask", "plan_ingest"]
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    """Pixel type, nodata and attributes of one band in one grid."""
+
+    dtype: str
+    nodata: float | int | None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegionTask:
+    """Write one block of chunks of one band and date from the sources that cover it.
+
+    ``sources`` are indices into :attr:`IngestPlan.sources`, in priority order: where two
+    sources overlap, the first valid (non-nodata) pixel wins.
+    """
+
+    grid: str
+    band: str
+    time: datetime
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+    sources: tuple[int, ...]
+
+    @property
+    def npixels(self) -> int:
+        return (self.row1 - self.row0) * (self.col1 - self.col0)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """One target grid: its extent after the ingest, its bands and the dates written."""
+
+    spec: GridSpec
+    bands: Mapping[str, BandSpec]
+    times: tuple[datetime, ...]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """Everything an ingest will do, decided before a byte is written."""
+
+    sources: tuple[SourceInfo, ...]
+    grids: Mapping[str, GridPlan]
+    tasks: tuple[RegionTask, ...]
+    skipped: tuple[SourceInfo, ...]
+
+    @property
+    def total_pixels(self) -> int:
+        return sum(t.npixels for t in self.tasks)
+
+
+def _source_grid(src: SourceInfo, chunk: int) -> GridSpec:
+    rx, ry = src.res
+    _a, _, c, _, _, f = src.transform
+    return GridSpec.covering(
+        CRS.from_wkt(src.crs_wkt).to_wkt(), rx, ry, src.bounds, phase_x=c, phase_y=f,
+        chunk_y=chunk, chunk_x=chunk,
+    )
+
+
+def _check_duplicates(sources: Sequence[SourceInfo], grid_of: Mapping[int, str]) -> None:
+    seen: dict[tuple[str, str], SourceInfo] = {}
+    for i, src in enumerate(sources):
+        k = (grid_of[i], src.key)
+        if k in seen and (seen[k].uri, seen[k].band_index) != (src.uri, src.band_index):
+            raise IngestConflictError(
+                f"two sources claim {src.key} in grid {grid_of[i]}: {seen[k].uri} and {src.uri}; "
+                "ingest one of them"
+            )
+        seen[k] = src
+
+
+def plan_ingest(
+    sources: Sequence[SourceInfo],
+    *,
+    existing: Mapping[str, GridSpec] | None = None,
+    existing_bands: Mapping[str, Mapping[str, BandSpec]] | None = None,
+    done: Mapping[str, str] | None = None,
+    chunk: int = 256,
+    region_chunks: int = 8,
+) -> IngestPlan:
+    """Plan writing ``sources`` into a store that already has ``existing`` grids.
+
+    Parameters
+    ----------
+    sources:
+        Inspected sources.
+    existing:
+        Grid name -> spec of grids already in the store.
+    existing_bands:
+        Grid name -> band name -> spec of bands already in the store.
+    done:
+        Manifest: ``"{grid}/{source key}"`` -> fingerprint of sources already written; those
+        with an unchanged fingerprint are skipped.
+    chunk:
+        Chunk edge in pixels for new grids.
+    region_chunks:
+        Tasks write blocks of ``region_chunks`` x ``region_chunks`` chunks.
+    """
+    existing = dict(existing or {})
+    existing_bands = existing_bands or {}
+    done = done or {}
+    # Priority: earlier tiles win overlaps; stable order by (time, tile, uri).
+    order = sorted(range(len(sources)), key=lambda i: (
+        sources[i].time, sources[i].tile or "", sources[i].uri, sources[i].band_index))
+    srcs = [sources[i] for i in order]
+    specs: dict[str, GridSpec] = {}
+    grid_of: dict[int, str] = {}
+    for i, src in enumerate(srcs):
+        own = _source_grid(src, chunk)
+        base = existing.get(own.name) or specs.get(own.name)
+        if base is not None:
+            own = GridSpec.covering(
+                own.crs_wkt, own.res_x, own.res_y, own.bounds, phase_x=src.transform[2],
+                phase_y=src.transform[5], chunk_y=base.chunk_y, chunk_x=base.chunk_x,
+            )
+            if not base.same_lattice(own):
+                raise IngestConflictError(
+                    f"{src.uri} is not on the pixel grid of {own.name} already in the store "
+                    "(different pixel phase or chunking); resample it onto that grid first"
+                )
+            own = base.union(own)
+        specs[own.name] = own
+        grid_of[i] = own.name
+    _check_duplicates(srcs, grid_of)
+
+    written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") != s.fingerprint]
+    skipped = tuple(s for i, s in enumerate(srcs) if i not in set(written))
+
+    bands: dict[str, dict[str, BandSpec]] = defaultdict(dict)
+    times: dict[str, set[datetime]] = defaultdict(set)
+    for i in written:
+        s, g = srcs[i], grid_of[i]
+        spec = BandSpec(s.dtype, s.nodata, dict(s.attrs))
+        prior = existing_bands.get(g, {}).get(s.band) or bands[g].get(s.band)
+        if prior is not None and (prior.dtype != spec.dtype or not _same_nodata(prior, spec)):
+            raise IngestConflictError(
+                f"band {s.band} of {s.uri} is {s.dtype} with nodata {s.nodata}, but grid {g} "
+                f"holds it as {prior.dtype} with nodata {prior.nodata}"
+            )
+        bands[g].setdefault(s.band, spec)
+        times[g].add(s.time)
+
+    tasks: list[RegionTask] = []
+    for g in sorted(bands):
+        spec = specs[g]
+        groups: dict[tuple[str, datetime], list[int]] = defaultdict(list)
+        for i in written:
+            if grid_of[i] == g:
+                groups[(srcs[i].band, srcs[i].time)].append(i)
+        block_y, block_x = spec.chunk_y * region_chunks, spec.chunk_x * region_chunks
+        for (band, when), members in sorted(groups.items()):
+            windows = {i: spec.pixel_window(srcs[i].bounds) for i in members}
+            blocks: dict[tuple[int, int], list[int]] = defaultdict(list)
+            for i in members:
+                r0, r1, c0, c1 = windows[i]
+                for by in range(r0 // block_y, math.ceil(r1 / block_y)):
+                    for bx in range(c0 // block_x, math.ceil(c1 / block_x)):
+                        blocks[(by, bx)].append(i)
+            for (by, bx), idx in sorted(blocks.items()):
+                tasks.append(
+                    RegionTask(
+                        grid=g, band=band, time=when,
+                        row0=by * block_y, row1=min(spec.height, (by + 1) * block_y),
+                        col0=bx * block_x, col1=min(spec.width, (bx + 1) * block_x),
+                        sources=tuple(order[i] for i in idx),
+                    )
+                )
+    grids = {
+        g: GridPlan(specs[g], dict(bands[g]), tuple(sorted(times[g]))) for g in sorted(bands)
+    }
+    return IngestPlan(tuple(sources), grids, tuple(tasks), skipped)
+
+
+def _same_nodata(a: BandSpec, b: BandSpec) -> bool:
+    if a.nodata is None or b.nodata is None:
+        return a.nodata is b.nodata
+    if math.isnan(a.nodata) and math.isnan(b.nodata):
+        return True
+    return a.nodata == b.nodata

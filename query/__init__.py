@@ -1,0 +1,36 @@
+"""Query: plan which chunks each parcel needs, fetch each once, reduce per parcel."""
+
+from ._engine import GridJob, Layer, run_grid
+from ._indices import INDICES, IndexDef
+from ._parcels import ParcelSet, load_parcels
+from ._plan import ChunkPlan, overlap_passes, plan_chunks
+from ._rasterize import ChunkLabels, label_chunk
+from ._select import normalise_bands, select_times
+from ._stats import DEFAULT_STATS, Partials, StatSpec, exact_stats, parse_stats
+from ._store import GridInfo, ParcelStore, QueryReport, open_store
+
+__all__ = [
+    "DEFAULT_STATS",
+    "INDICES",
+    "ChunkLabels",
+    "ChunkPlan",
+    "GridInfo",
+    "GridJob",
+    "IndexDef",
+    "Layer",
+    "ParcelSet",
+    "ParcelStore",
+    "Partials",
+    "QueryReport",
+    "StatSpec",
+    "exact_stats",
+    "label_chunk",
+    "load_parcels",
+    "normalise_bands",
+    "open_store",
+    "overlap_passes",
+    "parse_stats",
+    "plan_chunks",
+    "run_grid",
+    "select_times",
+]

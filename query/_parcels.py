@@ -1,0 +1,163 @@
+"""Normalise parcels given by the user into geometries with ids and a CRS."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from parcelzarr.errors import GeometryError, UnknownCRSError
+
+__all__ = ["ParcelSet", "load_parcels"]
+
+logger = logging.getLogger(__name__)
+
+ParcelsLike = Any  # GeoDataFrame | GeoSeries | shapely geometry | path
+
+
+@dataclass(frozen=True)
+class ParcelSet:
+    """Parcels ready for planning.
+
+    Attributes
+    ----------
+    ids:
+        Parcel ids (one per geometry), as a pandas Index named after the id column.
+    geometry:
+        Shapely (multi)polygons in ``crs``; empty geometries stay (they give count 0).
+    crs:
+        Their CRS.
+    repaired:
+        How many invalid geometries were repaired with ``make_valid``.
+    """
+
+    ids: pd.Index
+    geometry: np.ndarray
+    crs: CRS
+    repaired: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_crs(self, crs: CRS) -> np.ndarray:
+        """The geometries in ``crs``."""
+        if crs == self.crs:
+            return self.geometry
+        return np.asarray(gpd.GeoSeries(self.geometry, crs=self.crs).to_crs(crs).values,
+                          dtype=object)
+
+
+def _crs(value: Any, what: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as exc:
+        raise UnknownCRSError(f"{what}: CRS {value!r} is not understood ({exc})") from exc
+
+
+def load_parcels(
+    parcels: ParcelsLike,
+    *,
+    crs: Any = None,
+    id_column: str | None = None,
+) -> ParcelSet:
+    """Turn a GeoDataFrame, GeoSeries, shapely geometry (or list of them) or a file path into a
+    :class:`ParcelSet`.
+
+    Invalid geometries are repaired with ``make_valid`` (keeping their polygonal part), with
+    one warning giving the count.
+
+    Raises
+    ------
+    GeometryError
+        The file cannot be read, has no CRS and none was given, the id column is missing or
+        not unique, or geometries are not polygons.
+    UnknownCRSError
+        The CRS cannot be parsed.
+    """
+    if isinstance(parcels, (str, os.PathLike)):
+        path = os.fspath(parcels)
+        if not os.path.exists(path) and "://" not in path:
+            raise GeometryError(f"parcels file {path!r} does not exist")
+        try:
+            parcels = gpd.read_file(path)
+        except Exception as exc:  # pyogrio raises several types; report them uniformly
+            raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
+    if isinstance(parcels, shapely.Geometry):
+        parcels = gpd.GeoSeries([parcels], crs=crs)
+    elif isinstance(parcels, (list, tuple)) and all(isinstance(g, shapely.Geometry) for g in parcels):
+        parcels = gpd.GeoSeries(list(parcels), crs=crs)
+    if isinstance(parcels, gpd.GeoDataFrame):
+        frame = parcels
+        series = frame.geometry
+    elif isinstance(parcels, gpd.GeoSeries):
+        frame = None
+        series = parcels
+    else:
+        raise TypeError(
+            "parcels must be a GeoDataFrame, GeoSeries, shapely geometry, list of geometries or "
+            f"a path to a file GeoPandas reads; got {type(parcels).__name__}"
+        )
+    source_crs = series.crs
+    if source_crs is None:
+        if crs is None:
+            raise GeometryError(
+                "parcels have no CRS: set one (gdf.set_crs('EPSG:4326')) or pass crs=..."
+            )
+        source_crs = crs
+    elif crs is not None and _crs(crs, "crs") != _crs(source_crs, "parcels"):
+        raise GeometryError(f"parcels are in {source_crs} but crs={crs!r} was given")
+    the_crs = _crs(source_crs, "parcels")
+
+    if id_column is not None:
+        if frame is None or id_column not in frame.columns:
+            raise GeometryError(
+                f"id column {id_column!r} is not among the parcel columns "
+                f"{[] if frame is None else [c for c in frame.columns if c != frame.geometry.name]}"
+            )
+        ids = pd.Index(frame[id_column].to_numpy(), name=id_column)
+    else:
+        ids = pd.Index(series.index.to_numpy(), name="parcel_id")
+    if not ids.is_unique:
+        raise GeometryError(
+            f"parcel ids ({ids.name}) are not unique: pass id_column= naming a unique column"
+        )
+
+    geoms = np.asarray(series.values, dtype=object)
+    geoms = np.where(pd.isna(geoms), shapely.Polygon(), geoms)
+    types = shapely.get_type_id(geoms)
+    bad = ~np.isin(types, (3, 6)) & ~shapely.is_empty(geoms)  # Polygon, MultiPolygon
+    if bad.any():
+        kinds = sorted({shapely.get_type_id(g) for g in geoms[bad]})
+        names = {0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint",
+                 5: "MultiLineString", 7: "GeometryCollection"}
+        raise GeometryError(
+            f"{int(bad.sum())} parcel geometries are not polygons "
+            f"({', '.join(names.get(k, str(k)) for k in kinds)}); e.g. parcel "
+            f"{ids[int(np.flatnonzero(bad)[0])]!r}. Buffer points/lines first."
+        )
+    invalid = ~shapely.is_valid(geoms)
+    repaired = int(invalid.sum())
+    if repaired:
+        fixed = shapely.make_valid(geoms[invalid])
+        # keep only the polygonal part of what make_valid returns
+        polys = [
+            shapely.union_all([p for p in shapely.get_parts(g) if shapely.get_type_id(p) in (3, 6)])
+            for g in fixed
+        ]
+        geoms = geoms.copy()
+        geoms[invalid] = polys
+        warnings.warn(
+            f"{repaired} invalid parcel geometries were repaired with make_valid",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ParcelSet(ids=ids, geometry=geoms, crs=the_crs, repaired=repaired)

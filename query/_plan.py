@@ -1,0 +1,146 @@
+"""Query planning (pure): which chunks each parcel needs, which parcels each chunk serves.
+
+Given parcel geometries in a grid's CRS and the grid, :func:`plan_chunks` returns a frozen
+:class:`ChunkPlan` before a byte is fetched: every needed chunk once, in spatial (row-major)
+order, with its parcels, plus the rasterisation pass of each parcel so that overlapping parcels
+are burned in separate passes and each keeps all its pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from parcelzarr._grid import GridSpec
+
+__all__ = ["ChunkPlan", "overlap_passes", "plan_chunks"]
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Chunks to read for a set of parcels on one grid.
+
+    Attributes
+    ----------
+    chunks:
+        ``(m, 2)`` chunk (row, col) indices, row-major.
+    ptr, parcels:
+        CSR: the parcels (indices into the input) served by chunk ``k`` are
+        ``parcels[ptr[k]:ptr[k + 1]]``.
+    per_parcel:
+        Number of chunks each parcel touches (0 for parcels outside the grid or empty).
+    passes:
+        Rasterisation pass of each parcel (0 for most; overlapping parcels get distinct ones).
+    """
+
+    spec: GridSpec
+    chunks: np.ndarray
+    ptr: np.ndarray
+    parcels: np.ndarray
+    per_parcel: np.ndarray
+    passes: np.ndarray
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.chunks.shape[0])
+
+    def chunk_window(self, k: int) -> tuple[int, int, int, int]:
+        """(row0, row1, col0, col1) pixel window of chunk ``k``."""
+        cy, cx = (int(v) for v in self.chunks[k])
+        s = self.spec
+        return (
+            cy * s.chunk_y, min(s.height, (cy + 1) * s.chunk_y),
+            cx * s.chunk_x, min(s.width, (cx + 1) * s.chunk_x),
+        )
+
+    def parcels_of(self, k: int) -> np.ndarray:
+        return self.parcels[self.ptr[k] : self.ptr[k + 1]]
+
+
+def _pixel_windows(bounds: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Vectorised :meth:`GridSpec.pixel_window` for ``(n, 4)`` bounds; empty rows for NaN."""
+    eps = 1e-9
+    left, bottom, right, top = (bounds[:, i] for i in range(4))
+    with np.errstate(invalid="ignore"):
+        c0 = np.floor((left - spec.x0) / spec.res_x + eps)
+        c1 = np.ceil((right - spec.x0) / spec.res_x - eps)
+        r0 = np.floor((spec.y0 - top) / spec.res_y + eps)
+        r1 = np.ceil((spec.y0 - bottom) / spec.res_y - eps)
+    win = np.stack([r0, r1, c0, c1], axis=1)
+    win = np.nan_to_num(win, nan=0.0)
+    win[:, 0:2] = np.clip(win[:, 0:2], 0, spec.height)
+    win[:, 2:4] = np.clip(win[:, 2:4], 0, spec.width)
+    # degenerate sub-pixel boxes still touch the pixel they sit in
+    win = win.astype(np.int64)
+    return win
+
+
+def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float) -> np.ndarray:
+    """Colour parcels so that no two that could claim the same pixel share a pass.
+
+    With the pixel-centre rule only parcels whose interiors overlap conflict; with
+    ``all_touched`` any two closer than a pixel diagonal do.
+    """
+    n = len(geoms)
+    passes = np.zeros(n, dtype=np.int32)
+    if n < 2:
+        return passes
+    tree = shapely.STRtree(geoms)
+    if all_touched:
+        pairs = tree.query(geoms, predicate="dwithin", distance=res * 1.5)
+    else:
+        pairs = np.concatenate(
+            [tree.query(geoms, predicate="overlaps"), tree.query(geoms, predicate="contains")],
+            axis=1,
+        )
+    a, b = pairs
+    keep = a != b
+    a, b = a[keep], b[keep]
+    if a.size == 0:
+        return passes
+    edges = np.concatenate([np.stack([a, b]), np.stack([b, a])], axis=1)
+    order = np.lexsort((edges[1], edges[0]))
+    src, dst = edges[0][order], edges[1][order]
+    starts = np.searchsorted(src, np.arange(n + 1))
+    involved = np.unique(src)
+    for i in involved:  # greedy colouring, only over parcels that have a conflict
+        used = {int(passes[j]) for j in dst[starts[i] : starts[i + 1]] if j < i}
+        c = 0
+        while c in used:
+            c += 1
+        passes[i] = c
+    return passes
+
+
+def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False) -> ChunkPlan:
+    """Plan the chunk reads for ``geoms`` (shapely array in the grid's CRS)."""
+    n = len(geoms)
+    empty = shapely.is_empty(geoms) | shapely.is_missing(geoms)
+    bounds = shapely.bounds(geoms)
+    win = _pixel_windows(bounds, spec)
+    ok = ~empty & (win[:, 1] > win[:, 0]) & (win[:, 3] > win[:, 2])
+    cy0 = win[:, 0] // spec.chunk_y
+    cy1 = (win[:, 1] - 1) // spec.chunk_y
+    cx0 = win[:, 2] // spec.chunk_x
+    cx1 = (win[:, 3] - 1) // spec.chunk_x
+    ny = np.where(ok, cy1 - cy0 + 1, 0)
+    nx = np.where(ok, cx1 - cx0 + 1, 0)
+    per_parcel = ny * nx
+    total = int(per_parcel.sum())
+    pid = np.repeat(np.arange(n), per_parcel)
+    # position of each expanded entry inside its parcel's (ny, nx) block
+    offs = np.arange(total) - np.repeat(np.cumsum(per_parcel) - per_parcel, per_parcel)
+    nxr = np.repeat(nx, per_parcel)
+    cy = np.repeat(cy0, per_parcel) + offs // np.maximum(nxr, 1)
+    cx = np.repeat(cx0, per_parcel) + offs % np.maximum(nxr, 1)
+    n_cols = spec.chunk_counts[1]
+    key = cy * n_cols + cx
+    order = np.lexsort((pid, key))
+    key, pid = key[order], pid[order]
+    uniq, first = np.unique(key, return_index=True)
+    ptr = np.r_[first, total].astype(np.int64)
+    chunks = np.stack([uniq // n_cols, uniq % n_cols], axis=1).astype(np.int64)
+    passes = overlap_passes(geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y))
+    return ChunkPlan(spec, chunks, ptr, pid.astype(np.int64), per_parcel.astype(np.int64), passes)

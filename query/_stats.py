@@ -1,0 +1,175 @@
+"""Statistic names and per-parcel reductions (pure numpy, no I/O).
+
+Reductions are streaming where they can be: per chunk, each parcel's pixels give a partial
+(count, sum, mean, M2, min, max, nodata), combined across chunks with Chan's parallel update,
+so ``std`` stays accurate for any dtype. ``median`` and ``percentile_N`` need the values: they
+are gathered per parcel and reduced exactly once a parcel's last chunk has been read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_STATS",
+    "Partials",
+    "StatSpec",
+    "exact_stats",
+    "parse_stats",
+]
+
+DEFAULT_STATS = ("count", "mean", "std", "min", "max", "median")
+_SIMPLE = ("count", "sum", "mean", "min", "max", "std", "median", "nodata", "range")
+_PERCENTILE = re.compile(r"^percentile_(\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class StatSpec:
+    """A validated list of statistics, in the order asked."""
+
+    names: tuple[str, ...]
+
+    @property
+    def percentiles(self) -> tuple[float, ...]:
+        out = []
+        for n in self.names:
+            if m := _PERCENTILE.match(n):
+                out.append(float(m.group(1)))
+        return tuple(out)
+
+    @property
+    def needs_values(self) -> bool:
+        """Whether exact order statistics (median, percentiles) are asked for."""
+        return "median" in self.names or bool(self.percentiles)
+
+
+def parse_stats(stats: str | Iterable[str]) -> StatSpec:
+    """Validate statistic names (rasterstats' names: count, sum, mean, min, max, std, median,
+    range, nodata, percentile_N).
+
+    Examples
+    --------
+    >>> parse_stats("count,mean,percentile_90").names
+    ('count', 'mean', 'percentile_90')
+    """
+    if isinstance(stats, str):
+        stats = [s.strip() for s in stats.replace(" ", ",").split(",") if s.strip()]
+    names = tuple(dict.fromkeys(str(s) for s in stats))
+    if not names:
+        raise ValueError("no statistics requested")
+    for n in names:
+        if n in _SIMPLE:
+            continue
+        m = _PERCENTILE.match(n)
+        if m is None or not 0 <= float(m.group(1)) <= 100:
+            raise ValueError(
+                f"unknown statistic {n!r}: choose from {', '.join(_SIMPLE)} or percentile_N "
+                "(0 <= N <= 100)"
+            )
+    return StatSpec(names)
+
+
+class Partials:
+    """Running per-parcel statistics of one layer (a band or index at one date)."""
+
+    def __init__(self, n: int) -> None:
+        self.count = np.zeros(n, dtype=np.int64)
+        self.sum = np.zeros(n, dtype=np.float64)
+        self.mean = np.zeros(n, dtype=np.float64)
+        self.m2 = np.zeros(n, dtype=np.float64)
+        self.min = np.full(n, np.inf, dtype=np.float64)
+        self.max = np.full(n, -np.inf, dtype=np.float64)
+        self.nodata = np.zeros(n, dtype=np.int64)
+
+    def add_sorted(self, parcels: np.ndarray, values: np.ndarray) -> None:
+        """Add valid pixels, ``parcels`` sorted ascending (values grouped by parcel)."""
+        if parcels.size == 0:
+            return
+        starts = np.flatnonzero(np.r_[True, parcels[1:] != parcels[:-1]])
+        ids = parcels[starts]
+        v = values.astype(np.float64, copy=False)
+        cnt = np.diff(np.r_[starts, parcels.size])
+        s = np.add.reduceat(v, starts)
+        mu = s / cnt
+        dev = v - np.repeat(mu, cnt)
+        m2 = np.add.reduceat(dev * dev, starts)
+        lo = np.minimum.reduceat(v, starts)
+        hi = np.maximum.reduceat(v, starts)
+        n_a = self.count[ids].astype(np.float64)
+        n_ab = n_a + cnt
+        delta = mu - self.mean[ids]
+        self.mean[ids] += delta * cnt / n_ab
+        self.m2[ids] += m2 + delta * delta * n_a * cnt / n_ab
+        self.count[ids] += cnt
+        self.sum[ids] += s
+        np.minimum.at(self.min, ids, lo)  # ids are unique here: cheap
+        np.maximum.at(self.max, ids, hi)
+
+    def add_nodata(self, parcels: np.ndarray) -> None:
+        """Count nodata pixels inside parcels."""
+        if parcels.size:
+            self.nodata += np.bincount(parcels, minlength=self.nodata.size)
+
+    def result(self, spec: StatSpec, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics for parcels ``ids`` (NaN where a parcel has no valid pixel)."""
+        cnt = self.count[ids]
+        empty = cnt == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: dict[str, np.ndarray] = {}
+            for name in spec.names:
+                if name == "count":
+                    out[name] = cnt.astype(np.int64)
+                elif name == "nodata":
+                    out[name] = self.nodata[ids].astype(np.int64)
+                elif name == "sum":
+                    out[name] = np.where(empty, np.nan, self.sum[ids])
+                elif name == "mean":
+                    out[name] = np.where(empty, np.nan, self.sum[ids] / cnt)
+                elif name == "std":
+                    out[name] = np.where(empty, np.nan, np.sqrt(self.m2[ids] / cnt))
+                elif name == "min":
+                    out[name] = np.where(empty, np.nan, self.min[ids])
+                elif name == "max":
+                    out[name] = np.where(empty, np.nan, self.max[ids])
+                elif name == "range":
+                    out[name] = np.where(empty, np.nan, self.max[ids] - self.min[ids])
+        return out
+
+
+def exact_stats(
+    parcels: np.ndarray, values: np.ndarray, n: int, percentiles: Sequence[float],
+    *, median: bool,
+) -> dict[str, np.ndarray]:
+    """Exact median and percentiles per parcel (numpy's 'linear' rule, as rasterstats).
+
+    ``parcels`` are parcel indices in ``[0, n)``; the result arrays have length ``n`` with NaN
+    for parcels without values.
+    """
+    order = np.lexsort((values, parcels))
+    p = parcels[order]
+    v = values[order].astype(np.float64)
+    cnt = np.bincount(p, minlength=n)
+    start = np.r_[0, np.cumsum(cnt)[:-1]]
+    has = cnt > 0
+    out: dict[str, np.ndarray] = {}
+
+    def quantile(q: float) -> np.ndarray:
+        res = np.full(n, np.nan)
+        pos = (cnt[has] - 1) * (q / 100.0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, cnt[has] - 1)
+        frac = pos - lo
+        a = v[start[has] + lo]
+        b = v[start[has] + hi]
+        res[has] = a + (b - a) * frac
+        return res
+
+    if median:
+        out["median"] = quantile(50.0)
+    for q in percentiles:
+        out[f"percentile_{q:g}"] = quantile(q)
+    return out

@@ -1,0 +1,475 @@
+"""``open_store`` and :class:`ParcelStore`: the query API over a parcelzarr store."""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+import zarr
+from rasterio.features import geometry_mask
+from zarr.core.sync import sync
+
+from parcelzarr import _config
+from parcelzarr._grid import GridSpec
+from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
+from parcelzarr._progress import progress
+from parcelzarr.errors import BandNotFoundError, GeometryError, StoreNotFoundError
+from parcelzarr.stores import StoreHandle, open_store_handle
+
+from ._engine import GridJob, Layer, run_grid
+from ._indices import INDICES
+from ._parcels import ParcelSet, load_parcels
+from ._plan import plan_chunks
+from ._select import TimeSelection, normalise_bands, select_times
+from ._stats import DEFAULT_STATS, parse_stats
+
+__all__ = ["GridInfo", "ParcelStore", "QueryReport", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """One grid of a store: its geometry, bands (with nodata, scale, offset) and dates."""
+
+    name: str
+    spec: GridSpec
+    bands: Mapping[str, Mapping[str, Any]]
+    times: np.ndarray
+
+
+@dataclass
+class QueryReport:
+    """What a query cost."""
+
+    parcels: int
+    rows: int
+    chunks: int
+    requests: int
+    bytes_read: int
+    seconds: float
+    grids: list[str] = field(default_factory=list)
+
+    @property
+    def parcels_per_s(self) -> float:
+        return self.parcels / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"parcels_per_s": self.parcels_per_s}
+
+    def __str__(self) -> str:
+        return (
+            f"{self.parcels} parcels in {self.seconds:.2f} s ({self.parcels_per_s:,.0f} parcels/s); "
+            f"{self.chunks} chunks, {self.requests} requests, {self.bytes_read / 1e6:.1f} MB read"
+        )
+
+
+def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) -> ParcelStore:
+    """Open a parcelzarr store for queries.
+
+    Parameters
+    ----------
+    url:
+        Local directory, ``az://container/path`` or ``memory://name``.
+    storage_options:
+        Passed to adlfs for ``az://`` (credentials; see :mod:`parcelzarr.stores`).
+
+    Raises
+    ------
+    StoreNotFoundError
+        No parcelzarr store at ``url``.
+    StoreUnreachableError, CredentialsError
+        The service cannot be reached, or no credentials are configured.
+
+    Examples
+    --------
+    >>> import parcelzarr as pz
+    >>> store = pz.open_store("stores/demo.zarr")  # doctest: +SKIP
+    >>> store.zonal_stats("parcels.parquet", bands=["B04", "B08"])  # doctest: +SKIP
+    """
+    handle = open_store_handle(url, storage_options, read_only=True)
+    handle.check_reachable()
+    return ParcelStore(handle)
+
+
+class ParcelStore:
+    """A parcelzarr store opened for reading (see :func:`open_store`)."""
+
+    def __init__(self, handle: StoreHandle) -> None:
+        self._handle = handle
+        try:
+            root = open_root(handle.store)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise StoreNotFoundError(
+                f"no parcelzarr store at {handle.url}: create one with `parcelzarr ingest SOURCE "
+                f"--store {handle.url}`"
+            ) from exc
+        meta = root.attrs.get(ROOT_ATTR)
+        if not meta:
+            raise StoreNotFoundError(f"{handle.url} is a Zarr group but not a parcelzarr store")
+        self._root = root
+        self.grids: dict[str, GridInfo] = {}
+        for name in meta.get("grids", []):
+            group = root[name]
+            assert isinstance(group, zarr.Group)
+            if GRID_ATTR not in group.attrs:
+                continue
+            bands = {k: band_info(a) for k, a in group.arrays() if a.ndim == 3}
+            t = np.asarray(group["time"][:]).astype("datetime64[s]") if bands else np.array(
+                [], dtype="datetime64[s]")
+            self.grids[name] = GridInfo(name, grid_spec(group), bands, t)
+        self.last_report: QueryReport | None = None
+
+    # -- catalogue -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The store URL (credential-free)."""
+        return self._handle.url
+
+    @property
+    def bands(self) -> list[str]:
+        """All band names in the store."""
+        return sorted({b for g in self.grids.values() for b in g.bands})
+
+    def __repr__(self) -> str:
+        return f"ParcelStore({self.url!r}, grids={list(self.grids)}, bands={self.bands})"
+
+    def _grids_with(self, band: str) -> list[GridInfo]:
+        found = [g for g in self.grids.values() if band in g.bands]
+        if not found:
+            raise BandNotFoundError(f"band {band!r} not in the store; it holds {self.bands}")
+        return found
+
+    def _array(self, grid: str, band: str) -> zarr.Array:
+        arr = self._root[f"{grid}/{band}"]
+        assert isinstance(arr, zarr.Array)
+        return arr
+
+    # -- xarray --------------------------------------------------------------------------
+    def to_xarray(self, grid: str | None = None) -> xr.Dataset:
+        """One grid as a lazy (dask), georeferenced :class:`xarray.Dataset`.
+
+        ``grid`` may be omitted when the store has only one. CRS and transform are readable
+        through rioxarray (``ds.B04.rio.crs``). Values are stored DNs with ``_FillValue``,
+        ``scale_factor`` and ``add_offset`` decoded by xarray (reflectance, NaN for nodata);
+        pass through ``xr.open_zarr(..., mask_and_scale=False)`` for raw DNs.
+        """
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+        if grid is None:
+            if len(self.grids) != 1:
+                raise ValueError(f"the store has grids {list(self.grids)}: name one (grid=...)")
+            grid = next(iter(self.grids))
+        if grid not in self.grids:
+            raise KeyError(f"no grid {grid!r}; the store has {list(self.grids)}")
+        return xr.open_zarr(self._handle.store, group=grid, consolidated=True)
+
+    # -- queries -------------------------------------------------------------------------
+    def zonal_stats(
+        self,
+        parcels: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        indices: Iterable[str] | None = None,
+        stats: str | Iterable[str] = DEFAULT_STATS,
+        time: TimeSelection = None,
+        all_touched: bool = False,
+        weights: Literal["coverage"] | None = None,
+        categorical: bool = False,
+        mask: Any = None,
+        id_column: str | None = None,
+        crs: Any = None,
+        concurrency: int | None = None,
+        quiet: bool = True,
+    ) -> pd.DataFrame:
+        """Per-parcel statistics of bands (and indices) for every selected date.
+
+        Parameters
+        ----------
+        parcels:
+            GeoDataFrame, GeoSeries, shapely geometry (with ``crs``) or a file path; any CRS.
+        bands:
+            Bands to summarise (default: all; none when only ``indices`` are given).
+        indices:
+            Spectral indices computed per pixel in reflectance: ``ndvi``, ``evi``, ``savi``,
+            ``ndwi``.
+        stats:
+            Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
+            median, range, nodata, percentile_N.
+        time:
+            None (all dates), a date, ``"START/END"``, a ``slice`` or a list.
+        all_touched:
+            Include every pixel the parcel touches, not only those whose centre is inside.
+        id_column:
+            Column of ``parcels`` holding the parcel id (default: the index, as ``parcel_id``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (parcel, band, time): the id column, ``band``, ``time``, then one column
+            per statistic. Parcels with no valid pixels get ``count`` 0 and NaN statistics.
+            The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
+        """
+        if weights is not None or categorical or mask is not None:
+            raise NotImplementedError(
+                "weights=, categorical= and mask= are not available in this version"
+            )
+        t0 = _time.perf_counter()
+        counters = self._handle.counters
+        before = counters.snapshot()
+        spec = parse_stats(stats)
+        pset = load_parcels(parcels, crs=crs, id_column=id_column)
+        index_names = [str(i).lower() for i in (indices or [])]
+        unknown = [i for i in index_names if i not in INDICES]
+        if unknown:
+            raise BandNotFoundError(f"unknown index {unknown}; available: {sorted(INDICES)}")
+        if bands is None and index_names:
+            band_list: list[str] = []
+        else:
+            band_list = normalise_bands(bands, self.bands)
+        outputs: list[tuple[str, tuple[str, ...]]] = [(b, (b,)) for b in band_list]
+        outputs += [(i, INDICES[i].bands) for i in index_names]
+        for _, needs in outputs:
+            for b in needs:
+                self._grids_with(b)
+
+        frames: list[pd.DataFrame] = []
+        n_chunks = 0
+        assignment = self._assign(pset, outputs)
+        jobs = []
+        for grid_name, group_outputs, subset in assignment:
+            info = self.grids[grid_name]
+            t_idx = select_times(info.times, time)
+            layers = [
+                Layer(name, int(t), needs, self._formula(name, needs, info))
+                for name, needs in group_outputs for t in t_idx
+            ]
+            if not layers or subset.size == 0:
+                continue
+            geoms = pset.to_crs(info.spec.crs)[subset]
+            plan = plan_chunks(geoms, info.spec, all_touched=all_touched)
+            n_chunks += plan.n_chunks * len({(b, la.time_index) for la in layers
+                                              for b in la.inputs})
+            arrays = {b: self._array(grid_name, b)._async_array
+                      for _, needs in group_outputs for b in needs}
+            jobs.append((info, subset, layers, GridJob(
+                plan=plan, geoms=geoms, arrays=arrays,
+                nodata={b: info.bands[b]["nodata"] for b in arrays}, layers=layers,
+                stats=spec, all_touched=all_touched,
+                concurrency=concurrency or _config.default_concurrency(),
+            )))
+        bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
+        with bar:
+            for info, subset, layers, job in jobs:
+                results = sync(run_grid(job, on_chunk=bar.update))
+                for layer, res in zip(layers, results, strict=True):
+                    frames.append(self._frame(pset, subset, layer.name,
+                                              info.times[layer.time_index], res, spec.names))
+        frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names))
+        df = _concat(frames, pset, spec.names)
+        after = counters.snapshot()
+        report = QueryReport(
+            parcels=len(pset), rows=len(df), chunks=n_chunks,
+            requests=after["get_requests"] - before["get_requests"],
+            bytes_read=after["bytes_read"] - before["bytes_read"],
+            seconds=_time.perf_counter() - t0, grids=[a[0] for a in assignment],
+        )
+        self.last_report = report
+        df.attrs["parcelzarr"] = report.as_dict()
+        logger.info("zonal_stats: %s", report)
+        return df
+
+    def _formula(self, name: str, needs: tuple[str, ...], info: GridInfo) -> Any:
+        if name not in INDICES:
+            return None
+        idx = INDICES[name]
+        scales = {b: (info.bands[b].get("scale_factor") or 1.0,
+                      info.bands[b].get("add_offset") or 0.0) for b in needs}
+
+        def formula(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+            refl = {b: arrays[b].astype(np.float64) * scales[b][0] + scales[b][1] for b in needs}
+            return idx.formula(refl)
+
+        return formula
+
+    def _assign(
+        self, pset: ParcelSet, outputs: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> list[tuple[str, list[tuple[str, tuple[str, ...]]], np.ndarray]]:
+        """Give each parcel, for each output, the grid that covers most of it."""
+        n = len(pset)
+        scores: dict[str, np.ndarray] = {}
+        for name, info in self.grids.items():
+            geoms = pset.to_crs(info.spec.crs)
+            b = shapely.bounds(geoms)
+            left, bottom, right, top = info.spec.bounds
+            w = np.clip(np.minimum(b[:, 2], right) - np.maximum(b[:, 0], left), 0, None)
+            h = np.clip(np.minimum(b[:, 3], top) - np.maximum(b[:, 1], bottom), 0, None)
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(area > 0, w * h / area, ((w >= 0) & (h >= 0)
+                                & (b[:, 0] <= right) & (b[:, 2] >= left)
+                                & (b[:, 1] <= top) & (b[:, 3] >= bottom)).astype(float))
+            scores[name] = np.nan_to_num(frac, nan=0.0)
+        groups: dict[tuple[str, bytes], tuple[list[tuple[str, tuple[str, ...]]], np.ndarray]] = {}
+        for out_name, needs in outputs:
+            candidates = [g for g in self.grids.values() if all(b in g.bands for b in needs)]
+            if not candidates:
+                raise BandNotFoundError(f"no grid holds all of {list(needs)} (for {out_name})")
+            stack = np.stack([scores[g.name] for g in candidates])
+            best = np.argmax(stack, axis=0)
+            covered = stack.max(axis=0) > 0
+            for ci, g in enumerate(candidates):
+                subset = np.flatnonzero(covered & (best == ci))
+                key = (g.name, subset.tobytes())
+                groups.setdefault(key, ([], subset))[0].append((out_name, needs))
+        del n
+        return [(k[0], outs, subset) for k, (outs, subset) in groups.items()]
+
+    def _frame(self, pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetime64,
+               res: Mapping[str, np.ndarray], names: Sequence[str]) -> pd.DataFrame:
+        data: dict[str, Any] = {
+            pset.ids.name: pset.ids.to_numpy()[subset],
+            "band": band,
+            "time": np.full(subset.size, when),
+            "_order": subset,
+        }
+        data.update({k: res[k] for k in names})
+        return pd.DataFrame(data)
+
+    def _uncovered(self, pset: ParcelSet, assignment: Sequence[Any],
+                   outputs: Sequence[tuple[str, tuple[str, ...]]], time: TimeSelection,
+                   names: Sequence[str]) -> list[pd.DataFrame]:
+        """Rows for parcels outside every grid: count 0, NaN statistics."""
+        frames = []
+        for out_name, needs in outputs:
+            covered = np.zeros(len(pset), dtype=bool)
+            for _, outs, subset in assignment:
+                if any(o == out_name for o, _ in outs):
+                    covered[subset] = True
+            missing = np.flatnonzero(~covered)
+            if missing.size == 0:
+                continue
+            times = np.unique(np.concatenate([
+                g.times[select_times(g.times, time)] for g in self.grids.values()
+                if all(b in g.bands for b in needs)
+            ]))
+            for when in times:
+                res = {k: (np.zeros(missing.size, np.int64) if k in ("count", "nodata")
+                           else np.full(missing.size, np.nan)) for k in names}
+                frames.append(self._frame(pset, missing, out_name, when, res, names))
+        return frames
+
+    def read(
+        self,
+        geometry: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        time: TimeSelection = None,
+        crs: Any = None,
+        all_touched: bool = False,
+    ) -> xr.Dataset:
+        """The pixels of one parcel as an :class:`xarray.Dataset`.
+
+        The Dataset covers the parcel's bounding window on the grid that covers it: one
+        ``(time, y, x)`` variable per band in the stored dtype, pixels outside the parcel set
+        to the band's nodata, a boolean ``inside`` coordinate marking the parcel's pixels
+        (pixel-centre rule, or ``all_touched``), and the grid's CRS and transform
+        (``ds.rio.crs``).
+        """
+        import rioxarray  # noqa: F401
+
+        pset = load_parcels(geometry, crs=crs)
+        if len(pset) != 1:
+            raise GeometryError(f"read() takes one geometry, got {len(pset)}; use zonal_stats")
+        band_list = normalise_bands(bands, self.bands)
+        outputs = [(b, (b,)) for b in band_list]
+        assignment = self._assign(pset, outputs)
+        if not assignment:
+            raise GeometryError(
+                "the parcel lies outside the store's coverage (grids: "
+                + ", ".join(f"{g.name} {tuple(round(v) for v in g.spec.bounds)}"
+                            for g in self.grids.values()) + ")"
+            )
+        grid_name = assignment[0][0]
+        info = self.grids[grid_name]
+        band_list = [o for o, _ in assignment[0][1]]
+        geom = pset.to_crs(info.spec.crs)[0]
+        r0, r1, c0, c1 = info.spec.pixel_window(shapely.bounds(geom))
+        t_idx = select_times(info.times, time)
+        if r1 <= r0 or c1 <= c0 or t_idx.size == 0:
+            raise GeometryError("the parcel covers no pixel of the selected dates")
+
+        async def fetch_all() -> list[np.ndarray]:
+            import asyncio
+
+            async def one(band: str) -> np.ndarray:
+                arr = self._array(grid_name, band)._async_array
+                if t_idx.size == 1 or np.all(np.diff(t_idx) == 1):
+                    sel: Any = slice(int(t_idx[0]), int(t_idx[-1]) + 1)
+                else:
+                    sel = t_idx
+                return np.asarray(await arr.getitem((sel, slice(r0, r1), slice(c0, c1))))
+
+            return list(await asyncio.gather(*(one(b) for b in band_list)))
+
+        blocks = sync(fetch_all())
+        transform = info.spec.transform * info.spec.transform.translation(c0, r0)
+        inside = ~geometry_mask([geom], out_shape=(r1 - r0, c1 - c0), transform=transform,
+                                all_touched=all_touched)
+        x = info.spec.x0 + (np.arange(c0, c1) + 0.5) * info.spec.res_x
+        y = info.spec.y0 - (np.arange(r0, r1) + 0.5) * info.spec.res_y
+        data_vars = {}
+        for band, block in zip(band_list, blocks, strict=True):
+            bi = info.bands[band]
+            fill = 0 if bi["nodata"] is None else bi["nodata"]
+            block = np.where(inside[None], block, np.asarray(fill, dtype=block.dtype))
+            attrs = {k: v for k, v in (("_FillValue", bi["nodata"]),
+                                       ("scale_factor", bi.get("scale_factor")),
+                                       ("add_offset", bi.get("add_offset"))) if v is not None}
+            data_vars[band] = (("time", "y", "x"), block, attrs)
+        ds = xr.Dataset(
+            data_vars,
+            coords={"time": info.times[t_idx].astype("datetime64[ns]"), "y": y, "x": x,
+                    "inside": (("y", "x"), inside)},
+            attrs={"grid": grid_name},
+        )
+        return ds.rio.write_crs(info.spec.crs).rio.write_transform(transform)
+
+    def info(self) -> dict[str, Any]:
+        """Grids, bands, dates, chunking and sizes, as a JSON-friendly dict."""
+        out: dict[str, Any] = {"url": self.url, "grids": {}}
+        for name, g in self.grids.items():
+            s = g.spec
+            out["grids"][name] = {
+                "crs": s.crs.to_string(),
+                "resolution": [s.res_x, s.res_y],
+                "shape": [s.height, s.width],
+                "bounds": list(s.bounds),
+                "chunks": [s.chunk_y, s.chunk_x],
+                "bands": {b: {"dtype": str(i["dtype"]), "nodata": i["nodata"],
+                              "scale_factor": i.get("scale_factor"),
+                              "add_offset": i.get("add_offset")} for b, i in g.bands.items()},
+                "times": [str(t) for t in g.times],
+            }
+        return out
+
+
+def _concat(frames: list[pd.DataFrame], pset: ParcelSet, names: Sequence[str]) -> pd.DataFrame:
+    if not frames:
+        cols = [pset.ids.name, "band", "time", *names]
+        return pd.DataFrame({c: [] for c in cols})
+    df = pd.concat(frames, ignore_index=True)
+    df = df.sort_values(["_order", "band", "time"], kind="stable").drop(columns="_order")
+    df = df.reset_index(drop=True)
+    for k in ("count", "nodata"):
+        if k in df.columns:
+            df[k] = df[k].astype("int64")
+    return df
+

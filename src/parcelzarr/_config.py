@@ -1,0 +1,58 @@
+"""Project settings, read in one place from ``PARCELZARR_*`` environment variables.
+
+=============================  ======================================================  ========
+variable                       meaning                                                 default
+=============================  ======================================================  ========
+``PARCELZARR_WORKERS``         threads for ingest and query CPU work                   cores
+``PARCELZARR_CONCURRENCY``     chunk requests in flight during a query                 64
+``PARCELZARR_CACHE_DIR``       where downloaded sources and demo data are cached       see below
+``PARCELZARR_CHUNK``           chunk edge in pixels for new grids                      256
+=============================  ======================================================  ========
+
+The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
+Azure credentials are not read here: adlfs reads the usual ``AZURE_STORAGE_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers"]
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def default_workers() -> int:
+    """Worker threads (``PARCELZARR_WORKERS``, default: the number of cores)."""
+    return _int("PARCELZARR_WORKERS", os.cpu_count() or 1)
+
+
+def default_concurrency() -> int:
+    """Chunk requests in flight (``PARCELZARR_CONCURRENCY``, default 64)."""
+    return _int("PARCELZARR_CONCURRENCY", 64)
+
+
+def default_chunk() -> int:
+    """Chunk edge in pixels for new grids (``PARCELZARR_CHUNK``, default 256)."""
+    return _int("PARCELZARR_CHUNK", 256)
+
+
+def cache_dir() -> Path:
+    """Cache folder (``PARCELZARR_CACHE_DIR``)."""
+    raw = os.environ.get("PARCELZARR_CACHE_DIR")
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "parcelzarr"

@@ -1,0 +1,28 @@
+"""Storage: URLs and credentials in, zarr stores out.
+
+Local directories are the embedded default; ``az://container/path`` reaches Azure Blob Storage
+through adlfs (credentials from storage options or the usual ``AZURE_STORAGE_*`` environment
+variables); ``memory://name`` is for tests and notebooks. Every store retries transient errors
+and counts its I/O.
+"""
+
+from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, redact
+from ._open import StoreHandle, filesystem_for, open_store_handle
+from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
+from ._url import Location, parse_location
+
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "IOCounters",
+    "Location",
+    "ResilientStore",
+    "RetryPolicy",
+    "StoreHandle",
+    "azure_options",
+    "filesystem_for",
+    "is_transient",
+    "open_store_handle",
+    "parse_location",
+    "redact",
+]

@@ -1,0 +1,153 @@
+"""Turn a URL plus storage options into a zarr store (and an fsspec filesystem)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore, MemoryStore
+
+from parcelzarr.errors import StoreUnreachableError
+
+from ._azure import azure_options, redact
+from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
+from ._url import Location, parse_location
+
+__all__ = [
+    "StoreHandle",
+    "filesystem_for",
+    "open_store_handle",
+]
+
+logger = logging.getLogger(__name__)
+
+_MEMORY_STORES: dict[str, dict[str, Any]] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def _reject_options(location: Location, storage_options: Mapping[str, Any] | None) -> None:
+    if storage_options:
+        raise TypeError(
+            f"storage options {sorted(storage_options)} do not apply to {location.protocol} "
+            "stores; they are for az:// URLs"
+        )
+
+
+def _raw_store(
+    location: Location, storage_options: Mapping[str, Any] | None, *, read_only: bool
+) -> Store:
+    if location.protocol == "file":
+        _reject_options(location, storage_options)
+        return LocalStore(location.path, read_only=read_only)
+    if location.protocol == "memory":
+        _reject_options(location, storage_options)
+        with _MEMORY_LOCK:
+            data = _MEMORY_STORES.setdefault(location.path, {})
+        return MemoryStore(data, read_only=read_only)
+    fs = fsspec.filesystem(
+        "az", asynchronous=True, skip_instance_cache=True, **azure_options(storage_options)
+    )
+    return FsspecStore(fs, path=location.path, read_only=read_only)
+
+
+def filesystem_for(
+    location: Location, storage_options: Mapping[str, Any] | None = None
+) -> fsspec.AbstractFileSystem:
+    """A synchronous fsspec filesystem for ``location`` (used to list and fetch sources)."""
+    if location.protocol == "file":
+        _reject_options(location, storage_options)
+        return fsspec.filesystem("file")
+    if location.protocol == "memory":
+        _reject_options(location, storage_options)
+        return fsspec.filesystem("memory")
+    return fsspec.filesystem("az", skip_instance_cache=True, **azure_options(storage_options))
+
+
+class StoreHandle:
+    """An opened store location: the zarr store plus small JSON documents beside the data.
+
+    The zarr store retries transient errors and counts requests and bytes
+    (:attr:`counters`). The repr names only the URL, never credentials.
+    """
+
+    def __init__(
+        self,
+        location: Location,
+        store: ResilientStore,
+    ) -> None:
+        self.location = location
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        """Canonical URL of the store (credential-free)."""
+        return self.location.url
+
+    @property
+    def counters(self) -> IOCounters:
+        """Requests and bytes moved through this handle."""
+        return self.store.counters
+
+    def __repr__(self) -> str:
+        return f"StoreHandle({self.url!r})"
+
+    def read_json(self, key: str) -> Any | None:
+        """The JSON document at ``key``, or None when it does not exist."""
+        buf = sync(self.store.get(key, default_buffer_prototype()))
+        if buf is None:
+            return None
+        return json.loads(buf.to_bytes())
+
+    def write_json(self, key: str, value: Any) -> None:
+        """Write ``value`` as JSON at ``key`` (one object, replaced whole)."""
+        data = json.dumps(value, indent=1, sort_keys=True).encode()
+        sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+        return bool(sync(self.store.exists(key)))
+
+    def check_reachable(self) -> None:
+        """Fail fast with :class:`StoreUnreachableError` if the service does not answer."""
+        try:
+            sync(self.store.exists("zarr.json"))
+        except Exception as exc:
+            if is_transient(exc) or isinstance(exc, OSError):
+                raise StoreUnreachableError(
+                    f"store {self.url} is unreachable: {redact(str(exc))[:300]}. Check the "
+                    "account endpoint and network, then retry."
+                ) from exc
+            raise
+
+
+def open_store_handle(
+    url: str | Location,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    read_only: bool = False,
+    retry: RetryPolicy | None = None,
+) -> StoreHandle:
+    """Open the store at ``url`` for zarr.
+
+    Parameters
+    ----------
+    url:
+        Local path (the embedded default), ``az://container/path`` or ``memory://name``.
+    storage_options:
+        Passed to adlfs unchanged for ``az://`` (see :func:`azure_options`); rejected for
+        local and memory stores.
+    read_only:
+        Open without write access.
+    retry:
+        Retry policy for transient errors; the default retries 5 times with backoff.
+    """
+    location = url if isinstance(url, Location) else parse_location(url)
+    raw = _raw_store(location, storage_options, read_only=read_only)
+    return StoreHandle(location, ResilientStore(raw, policy=retry, label=location.url))
