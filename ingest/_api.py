@@ -208,8 +208,28 @@ def ingest(
     >>> pz.ingest("scenes/T16TCK_*_B0*_10m.tif", "stores/county.zarr")  # doctest: +SKIP
     """
     t0 = _time.perf_counter()
-    handle = open_store_handle(store, storage_options)
-    handle.check_reachable()
+    with open_store_handle(store, storage_options) as handle:
+        handle.check_reachable()
+        return _ingest(handle, sources, bands=bands, band=band, time=time,
+                       storage_options=storage_options,
+                       source_storage_options=source_storage_options, chunk_size=chunk_size,
+                       workers=workers, quiet=quiet, t0=t0)
+
+
+def _ingest(
+    handle: StoreHandle,
+    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    bands: Sequence[str] | None,
+    band: str | None,
+    time: str | date | datetime | None,
+    storage_options: Mapping[str, Any] | None,
+    source_storage_options: Mapping[str, Any] | None,
+    chunk_size: int | None,
+    workers: int | None,
+    quiet: bool,
+    t0: float,
+) -> IngestReport:
     src_opts = source_storage_options if source_storage_options is not None else storage_options
     srcs = discover_sources(
         sources, band=band, time=parse_time(time), bands=bands, storage_options=src_opts,

@@ -93,7 +93,9 @@ def load_parcels(
             raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
     if isinstance(parcels, shapely.Geometry):
         parcels = gpd.GeoSeries([parcels], crs=crs)
-    elif isinstance(parcels, (list, tuple)) and all(isinstance(g, shapely.Geometry) for g in parcels):
+    elif isinstance(parcels, (list, tuple)) and all(
+        isinstance(g, shapely.Geometry) for g in parcels
+    ):
         parcels = gpd.GeoSeries(list(parcels), crs=crs)
     if isinstance(parcels, gpd.GeoDataFrame):
         frame = parcels

@@ -72,9 +72,7 @@ def _pixel_windows(bounds: np.ndarray, spec: GridSpec) -> np.ndarray:
     win = np.nan_to_num(win, nan=0.0)
     win[:, 0:2] = np.clip(win[:, 0:2], 0, spec.height)
     win[:, 2:4] = np.clip(win[:, 2:4], 0, spec.width)
-    # degenerate sub-pixel boxes still touch the pixel they sit in
-    win = win.astype(np.int64)
-    return win
+    return win.astype(np.int64)
 
 
 def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float) -> np.ndarray:

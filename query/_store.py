@@ -13,6 +13,7 @@ import pandas as pd
 import shapely
 import xarray as xr
 import zarr
+from parcelzarr.stores import StoreHandle, open_store_handle
 from rasterio.features import geometry_mask
 from zarr.core.sync import sync
 
@@ -21,7 +22,6 @@ from parcelzarr._grid import GridSpec
 from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
 from parcelzarr._progress import progress
 from parcelzarr.errors import BandNotFoundError, GeometryError, StoreNotFoundError
-from parcelzarr.stores import StoreHandle, open_store_handle
 
 from ._engine import GridJob, Layer, run_grid
 from ._indices import INDICES
@@ -66,7 +66,8 @@ class QueryReport:
 
     def __str__(self) -> str:
         return (
-            f"{self.parcels} parcels in {self.seconds:.2f} s ({self.parcels_per_s:,.0f} parcels/s); "
+            f"{self.parcels} parcels in {self.seconds:.2f} s "
+            f"({self.parcels_per_s:,.0f} parcels/s); "
             f"{self.chunks} chunks, {self.requests} requests, {self.bytes_read / 1e6:.1f} MB read"
         )
 
@@ -140,6 +141,16 @@ class ParcelStore:
 
     def __repr__(self) -> str:
         return f"ParcelStore({self.url!r}, grids={list(self.grids)}, bands={self.bands})"
+
+    def close(self) -> None:
+        """Release network clients. Also done at interpreter exit."""
+        self._handle.close()
+
+    def __enter__(self) -> ParcelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _grids_with(self, band: str) -> list[GridInfo]:
         found = [g for g in self.grids.values() if band in g.bands]
@@ -406,11 +417,13 @@ class ParcelStore:
         if r1 <= r0 or c1 <= c0 or t_idx.size == 0:
             raise GeometryError("the parcel covers no pixel of the selected dates")
 
+        arrays = {b: self._array(grid_name, b)._async_array for b in band_list}
+
         async def fetch_all() -> list[np.ndarray]:
             import asyncio
 
             async def one(band: str) -> np.ndarray:
-                arr = self._array(grid_name, band)._async_array
+                arr = arrays[band]
                 if t_idx.size == 1 or np.all(np.diff(t_idx) == 1):
                     sel: Any = slice(int(t_idx[0]), int(t_idx[-1]) + 1)
                 else:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.core.sync import _get_loop, sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from parcelzarr.errors import StoreUnreachableError
@@ -51,10 +53,54 @@ def _raw_store(
         with _MEMORY_LOCK:
             data = _MEMORY_STORES.setdefault(location.path, {})
         return MemoryStore(data, read_only=read_only)
+    # Bind the filesystem to zarr's event loop, where all of its requests run.
     fs = fsspec.filesystem(
-        "az", asynchronous=True, skip_instance_cache=True, **azure_options(storage_options)
+        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(),
+        **azure_options(storage_options),
     )
+    _track(fs)
     return FsspecStore(fs, path=location.path, read_only=read_only)
+
+
+# Open async adlfs filesystems, by identity (they compare equal by options). adlfs closes its
+# client in a weakref finalizer that runs at exit on a loop that is no longer running; we detach
+# it and close the clients ourselves, on zarr's loop, from an exit hook registered after it.
+_OPEN: dict[int, Any] = {}
+_HOOKED = False
+
+
+def _track(fs: Any) -> None:
+    global _HOOKED
+    _detach_finalizers(fs)
+    _OPEN[id(fs)] = fs
+    if not _HOOKED:
+        atexit.register(_close_all)
+        _HOOKED = True
+
+
+def _close_fs(fs: Any) -> None:
+    """Close an async adlfs filesystem's client on zarr's loop, then drop its finalizers."""
+    client = getattr(fs, "service_client", None)
+    if client is not None:
+        try:
+            sync(client.close())
+        except Exception as exc:  # closing is best effort; never mask the caller's error
+            logger.debug("closing Azure client: %s", redact(str(exc)))
+    _detach_finalizers(fs)
+    _OPEN.pop(id(fs), None)
+
+
+def _detach_finalizers(obj: object) -> None:
+    """Drop adlfs's exit-time finalizers for ``obj`` once we closed it ourselves."""
+    for fin in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+        info = fin.peek()
+        if info is not None and info[0] is obj:
+            fin.detach()
+
+
+def _close_all() -> None:  # runs before zarr stops its loop (atexit is last-in, first-out)
+    for fs in list(_OPEN.values()):
+        _close_fs(fs)
 
 
 def filesystem_for(
@@ -84,6 +130,7 @@ class StoreHandle:
     ) -> None:
         self.location = location
         self.store = store
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -97,6 +144,21 @@ class StoreHandle:
 
     def __repr__(self) -> str:
         return f"StoreHandle({self.url!r})"
+
+    def close(self) -> None:
+        """Close network clients (Azure); the handle must not be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        fs = getattr(self.store._store, "fs", None)
+        if fs is not None:
+            _close_fs(fs)
+
+    def __enter__(self) -> StoreHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def read_json(self, key: str) -> Any | None:
         """The JSON document at ``key``, or None when it does not exist."""

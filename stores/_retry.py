@@ -87,8 +87,10 @@ class RetryPolicy:
 class IOCounters:
     """Thread-safe counts of store requests and bytes moved."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, track_keys: bool = False) -> None:
         self._lock = threading.Lock()
+        self.track_keys = track_keys
+        self.keys: list[str] = []
         self.reset()
 
     def reset(self) -> None:
@@ -99,11 +101,14 @@ class IOCounters:
             self.set_requests = 0
             self.bytes_written = 0
             self.retries = 0
+            self.keys = []
 
-    def add_get(self, nbytes: int) -> None:
+    def add_get(self, nbytes: int, key: str | None = None) -> None:
         with self._lock:
             self.get_requests += 1
             self.bytes_read += nbytes
+            if self.track_keys and key is not None:
+                self.keys.append(key)
 
     def add_set(self, nbytes: int) -> None:
         with self._lock:
@@ -151,7 +156,7 @@ class ResilientStore(WrapperStore[Store]):
         result = await self.policy.run(
             key, lambda: self._store.get(key, prototype, byte_range)
         )
-        self.counters.add_get(0 if result is None else len(result))
+        self.counters.add_get(0 if result is None else len(result), key)
         return result
 
     async def get_partial_values(
@@ -163,8 +168,8 @@ class ResilientStore(WrapperStore[Store]):
         result = await self.policy.run(
             "partial values", lambda: self._store.get_partial_values(prototype, key_ranges)
         )
-        for item in result:
-            self.counters.add_get(0 if item is None else len(item))
+        for (key, _), item in zip(key_ranges, result, strict=True):
+            self.counters.add_get(0 if item is None else len(item), key)
         return result
 
     async def exists(self, key: str) -> bool:

@@ -222,6 +222,8 @@ def commit(store: Any, grids: Sequence[str]) -> None:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized",
+                                category=UserWarning)
         for name in grids:
             zarr.consolidate_metadata(store, path=name)
         zarr.consolidate_metadata(store)

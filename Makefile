@@ -1,0 +1,50 @@
+# Developer and CI entry points. Works on a fresh clone: `make test` builds everything first.
+#   make install      Python venv (.venv, pinned by constraints.txt) + Azurite (npm ci)
+#   make test         pytest + ruff check
+#   make lint         ruff check + mypy on the package
+#   make demo         run the demo end to end
+#   make bench        full benchmark; bench-quick: the short version
+
+PYTHON ?= python3
+VENV   ?= .venv
+PIP_EXTRAS ?= test,bench,obstore,stac
+
+PY   := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
+
+# Stamps record that an install step ran against the current pins; they are rebuilt when
+# the files they depend on change (npm ci empties node_modules/, so its stamp lives there).
+PY_STAMP  := $(VENV)/.parcelzarr-install.stamp
+NPM_STAMP := node_modules/.parcelzarr-npm-ci.stamp
+
+.PHONY: install demo test lint bench bench-quick
+
+install: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(PY_STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(PIP_EXTRAS)]'
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+demo: install
+	$(VENV)/bin/parcelzarr demo
+
+test: install
+	$(PY) -m pytest
+	$(RUFF) check .
+
+lint: install
+	$(RUFF) check .
+	$(VENV)/bin/mypy src ingest query stores
+
+bench: install
+	$(PY) bench/run.py
+
+bench-quick: install
+	$(PY) bench/run.py --quick

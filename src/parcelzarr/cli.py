@@ -1,0 +1,172 @@
+"""The ``parcelzarr`` command line: parses, calls the library, prints. No logic here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parcelzarr.errors import ParcelzarrError
+from parcelzarr.stores import redact
+
+__all__ = ["main"]
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected key=value, got {redact(pair)!r}",
+                                     param_hint="--storage-option")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+    return out or None
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+class _Group(click.Group):
+    """Turns parcelzarr errors into one clear line and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ParcelzarrError, NotImplementedError, ValueError, TypeError) as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            sys.exit(2)
+
+
+_storage_option = click.option(
+    "--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+    help="Option for adlfs (e.g. account_name=..., account_key=...); repeatable. Credentials "
+         "otherwise come from AZURE_STORAGE_* environment variables.",
+)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="parcelzarr")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """parcelzarr: per-parcel satellite statistics from parcel-sized Zarr chunks."""
+    ctx.obj = {"debug": debug}
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--store", required=True, help="Store URL: local dir, az://container/path.")
+@click.option("--bands", help="Comma-separated Sentinel-2 bands to keep, e.g. B02,B03,B04,B08.")
+@click.option("--band", help="Band name for sources whose file names do not say (e.g. WorldCover).")
+@click.option("--time", "when", help="Date (YYYY-MM-DD) for sources whose names do not say.")
+@click.option("--chunk", type=int, help="Chunk edge in pixels for new grids (default 256).")
+@click.option("--workers", type=int, help="Parallel writer threads (default: cores).")
+@click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_storage_option
+def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | None,
+           when: str | None, chunk: int | None, workers: int | None, scheduler: str | None,
+           quiet: bool, storage_option: tuple[str, ...]) -> None:
+    """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs) into the store."""
+    from parcelzarr.ingest import ingest as run
+
+    if scheduler:
+        raise NotImplementedError("--scheduler is not available for ingest in this version")
+    report = run(list(sources), store, bands=_csv(bands), band=band, time=when,
+                 storage_options=_options(storage_option), chunk_size=chunk, workers=workers,
+                 quiet=quiet)
+    click.echo(str(report))
+
+
+@main.command()
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_storage_option
+def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
+    """List the grids, bands, dates and chunking of the store at URL."""
+    from parcelzarr.query import open_store
+
+    data = open_store(url, storage_options=_options(storage_option)).info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(data["url"])
+    for name, g in data["grids"].items():
+        click.echo(f"  grid {name}: {g['crs']}, {g['shape'][1]}x{g['shape'][0]} px of "
+                   f"{g['resolution'][0]:g}, chunks {g['chunks'][0]}x{g['chunks'][1]}")
+        click.echo(f"    bands: {', '.join(sorted(g['bands']))}")
+        dates = g["times"]
+        click.echo(f"    dates ({len(dates)}): {', '.join(d[:10] for d in dates[:12])}"
+                   + (" ..." if len(dates) > 12 else ""))
+
+
+@main.command()
+@click.argument("url")
+@click.argument("parcels")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file: .parquet or .csv.")
+@click.option("--bands", help="Comma-separated bands (default: all).")
+@click.option("--indices", help="Comma-separated indices: ndvi, evi, savi, ndwi.")
+@click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
+@click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
+@click.option("--time", "when", help="Date or START/END range.")
+@click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
+@click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_storage_option
+def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
+          stat_names: str, id_column: str | None, when: str | None, all_touched: bool,
+          scheduler: str | None, quiet: bool, storage_option: tuple[str, ...]) -> None:
+    """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
+    from parcelzarr.query import open_store
+
+    if scheduler:
+        raise NotImplementedError("--scheduler is not available for stats in this version")
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise click.BadParameter("--out must end in .parquet or .csv", param_hint="--out")
+    store = open_store(url, storage_options=_options(storage_option))
+    df = store.zonal_stats(parcels, bands=_csv(bands), indices=_csv(indices), stats=stat_names,
+                           time=when, all_touched=all_touched, id_column=id_column, quiet=quiet)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        df.to_csv(out, index=False)
+    else:
+        df.to_parquet(out, index=False)
+    click.echo(f"{len(df):,} rows -> {out}")
+    click.echo(str(store.last_report))
+
+
+@main.command()
+@click.option("--store", default="stores/demo.zarr", show_default=True, help="Store URL.")
+@click.option("--size", default=5490, show_default=True,
+              help="Scene edge in 10 m pixels (10980 = a full Sentinel-2 tile).")
+@click.option("--parcels", "n_parcels", default=10_297, show_default=True,
+              help="Number of parcels (DeWitt County, Illinois has 10,297).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where generated data is cached (default: ~/.cache/parcelzarr/demo).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Statistics file (default: next to the store).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(store: str, size: int, n_parcels: int, seed: int, data_dir: Path | None,
+         out: Path | None, quiet: bool) -> None:
+    """Generate a synthetic county, ingest it and compute per-parcel statistics."""
+    from parcelzarr.demo import run_demo
+
+    report = run_demo(store, size=size, n_parcels=n_parcels, seed=seed, data_dir=data_dir,
+                      out=out, quiet=quiet)
+    click.echo(report.summary())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
