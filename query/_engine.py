@@ -87,7 +87,7 @@ class _Reducer:
         plan = job.plan
         r0, r1, c0, c1 = plan.chunk_window(k)
         ids = plan.parcels_of(k)
-        transform = plan.spec.transform * plan.spec.transform.translation(c0, r0)
+        transform = plan.spec.transform @ plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
             job.geoms[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
             all_touched=job.all_touched,

@@ -433,7 +433,7 @@ class ParcelStore:
             return list(await asyncio.gather(*(one(b) for b in band_list)))
 
         blocks = sync(fetch_all())
-        transform = info.spec.transform * info.spec.transform.translation(c0, r0)
+        transform = info.spec.transform @ info.spec.transform.translation(c0, r0)
         inside = ~geometry_mask([geom], out_shape=(r1 - r0, c1 - c0), transform=transform,
                                 all_touched=all_touched)
         x = info.spec.x0 + (np.arange(c0, c1) + 0.5) * info.spec.res_x

@@ -59,6 +59,7 @@ def _raw_store(
         **azure_options(storage_options),
     )
     _track(fs)
+    _disable_sdk_retries(fs)
     return FsspecStore(fs, path=location.path, read_only=read_only)
 
 
@@ -76,6 +77,22 @@ def _track(fs: Any) -> None:
     if not _HOOKED:
         atexit.register(_close_all)
         _HOOKED = True
+
+
+def _disable_sdk_retries(fs: Any) -> None:
+    """Leave retries to :class:`ResilientStore` alone (one place, one policy).
+
+    The Azure SDK's own policy retries connection and 5xx errors with 15 s+ backoff before the
+    error ever reaches us; adlfs offers no option for it, so it is switched off on the client.
+    """
+    policy = getattr(getattr(getattr(fs, "service_client", None), "_config", None),
+                     "retry_policy", None)
+    if policy is None:
+        logger.debug("Azure SDK retry policy not found; SDK retries stay on")
+        return
+    for attr in ("total_retries", "connect_retries", "read_retries", "status_retries"):
+        if hasattr(policy, attr):
+            setattr(policy, attr, 0)
 
 
 def _close_fs(fs: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import adlfs
+import fsspec
 import pytest
 from azure.storage.blob import (
     BlobSasPermissions,
@@ -413,3 +414,12 @@ def test_proxy_stop_closes_listener_and_thread(azurite: Azurite) -> None:
 def test_proxy_rejects_non_http_upstream() -> None:
     with pytest.raises(ValueError, match="http"):
         LatencyProxy("https://example.invalid/devstoreaccount1")
+
+
+def test_store_url_is_writable(store_url: tuple[str, dict[str, Any] | None]) -> None:
+    url, storage_options = store_url
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    assert not fs.exists(path)
+    fs.makedirs(path, exist_ok=True)
+    fs.pipe_file(f"{path}/zarr.json", b"{}")
+    assert fs.cat_file(f"{path}/zarr.json") == b"{}"
