@@ -83,6 +83,8 @@ def load_parcels(
     UnknownCRSError
         The CRS cannot be parsed.
     """
+    if crs is not None:
+        crs = _crs(crs, "crs")
     if isinstance(parcels, (str, os.PathLike)):
         path = os.fspath(parcels)
         if not os.path.exists(path) and "://" not in path:
@@ -115,7 +117,7 @@ def load_parcels(
                 "parcels have no CRS: set one (gdf.set_crs('EPSG:4326')) or pass crs=..."
             )
         source_crs = crs
-    elif crs is not None and _crs(crs, "crs") != _crs(source_crs, "parcels"):
+    elif crs is not None and crs != _crs(source_crs, "parcels"):
         raise GeometryError(f"parcels are in {source_crs} but crs={crs!r} was given")
     the_crs = _crs(source_crs, "parcels")
 

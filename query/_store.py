@@ -338,6 +338,8 @@ class ParcelStore:
             covered = stack.max(axis=0) > 0
             for ci, g in enumerate(candidates):
                 subset = np.flatnonzero(covered & (best == ci))
+                if subset.size == 0:
+                    continue
                 key = (g.name, subset.tobytes())
                 groups.setdefault(key, ([], subset))[0].append((out_name, needs))
         del n

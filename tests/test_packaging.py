@@ -1,0 +1,51 @@
+"""The distribution installs one import package, `parcelzarr`, and a `parcelzarr` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_only_parcelzarr_is_importable(tmp_path: Path) -> None:
+    ok = _run("import parcelzarr, parcelzarr.ingest, parcelzarr.query, parcelzarr.stores;"
+              "print(parcelzarr.ingest.ingest is parcelzarr.ingest.ingest)", tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    for bare in ("query", "ingest", "stores"):
+        res = _run(f"import {bare}", tmp_path)
+        assert res.returncode != 0
+        assert "ModuleNotFoundError" in res.stderr
+
+
+def test_cli_entry_point() -> None:
+    exe = Path(sys.executable).parent / "parcelzarr"
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0
+    for cmd in ("ingest", "info", "stats", "demo"):
+        assert cmd in res.stdout
+
+
+@pytest.mark.slow
+def test_wheel_has_no_bare_top_level_packages(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    wheel = next(tmp_path.glob("parcelzarr-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
+    assert tops == {"parcelzarr"}
+    assert "parcelzarr/query/_engine.py" in names
+    assert "parcelzarr/stores/_retry.py" in names
+    assert not any(n.endswith(".zarr") or "/demo.zarr/" in n for n in names)
