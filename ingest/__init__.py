@@ -1,4 +1,11 @@
-"""Ingest: discover sources, plan per output region, write parcel-sized chunks, commit."""
+"""Ingest: discover sources, plan per output region, write parcel-sized chunks, commit.
+
+The package is callable: ``parcelzarr.ingest(sources, store, ...)`` runs :func:`ingest`.
+"""
+
+import sys as _sys
+import types as _types
+from typing import Any as _Any
 
 from ._api import IngestReport, ingest, parse_time
 from ._names import S2Name, boa_offset, parse_s2_name
@@ -22,3 +29,13 @@ __all__ = [
     "parse_time",
     "plan_ingest",
 ]
+
+
+class _IngestModule(_types.ModuleType):
+    """``parcelzarr.ingest`` is both this package and the function ``pz.ingest(...)``."""
+
+    def __call__(self, *args: _Any, **kwargs: _Any) -> IngestReport:
+        return ingest(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _IngestModule

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import rasterio
@@ -87,9 +86,7 @@ def test_cli_errors_are_one_line(setup: tuple[Path, list[Path], Path]) -> None:
     assert res.exit_code != 0
 
 
-def test_storage_option_secret_never_echoed(setup: tuple[Path, list[Path], Path],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    root, _, _ = setup
+def test_storage_option_secret_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME"):
         monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
@@ -99,4 +96,3 @@ def test_storage_option_secret_never_echoed(setup: tuple[Path, list[Path], Path]
                                "account_host=127.0.0.1:9"])
     assert res.exit_code != 0
     assert "c2VjcmV0c2VjcmV0" not in res.output
-    assert np.True_

@@ -8,8 +8,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import errors
-from .ingest import IngestReport, ingest
+from . import errors, ingest  # `ingest` is the subpackage, callable as pz.ingest(...)
+from .ingest import IngestReport
 from .query import ParcelStore, QueryReport, open_store
 
 try:
