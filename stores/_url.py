@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+import re
 
 __all__ = ["Location", "parse_location"]
 
 Protocol = Literal["file", "az", "memory"]
 
 _AZURE_SCHEMES = {"az", "abfs", "abfss"}
+_SAS = re.compile(r"\?(?:.*&)?(?:sig|sv|se|sp|st|spr|srt|ss|skoid)=", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class Location:
 def parse_location(url: str | os.PathLike[str]) -> Location:
     """Parse a local path, ``file://``, ``az://container/path`` or ``memory://name``.
 
-    Query strings are rejected, so that a SAS token is never carried inside a URL (and so
-    never logged): pass it as ``storage_options={"sas_token": ...}`` instead.
+    URLs carrying a SAS token (``?sv=...&sig=...``) are rejected, so that a token is never
+    carried inside a URL (and so never logged): pass it as
+    ``storage_options={"sas_token": ...}`` instead. A bare ``?`` is a glob character.
 
     Examples
     --------
@@ -68,25 +70,24 @@ def parse_location(url: str | os.PathLike[str]) -> Location:
         raise TypeError(f"store URL must be a non-empty string or path, got {url!r}")
     if "://" not in url:
         return Location("file", str(Path(url).expanduser().resolve()))
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if parts.query:
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if _SAS.search(rest):
         raise ValueError(
-            "store URLs must not carry a query string (credentials belong in storage options, "
+            "store URLs must not carry a SAS token (credentials belong in storage options, "
             "e.g. --storage-option sas_token=...)"
         )
+    netloc, _, path = rest.partition("/")
     if scheme == "file":
-        return Location("file", str(Path(parts.netloc + parts.path).expanduser().resolve()))
+        return Location("file", str(Path(rest).expanduser().resolve()))
     if scheme in _AZURE_SCHEMES:
-        netloc = parts.netloc
         if "@" in netloc:  # abfs://container@account.dfs.core.windows.net/path
             netloc = netloc.split("@", 1)[0]
-        path = f"{netloc}/{parts.path.lstrip('/')}".rstrip("/")
         if not netloc:
             raise ValueError(f"Azure URL {url!r} names no container: use az://container/path")
-        return Location("az", path)
+        return Location("az", f"{netloc}/{path.lstrip('/')}".rstrip("/"))
     if scheme == "memory":
-        return Location("memory", "/" + f"{parts.netloc}{parts.path}".strip("/"))
+        return Location("memory", "/" + rest.strip("/"))
     raise ValueError(
         f"unsupported URL scheme {scheme!r} in {url!r}: use a local path, az://container/path "
         "or memory://name"
