@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-import re
 
 __all__ = ["Location", "parse_location"]
 
