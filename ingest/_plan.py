@@ -152,7 +152,15 @@ def plan_ingest(
         grid_of[i] = own.name
     _check_duplicates(srcs, grid_of)
 
-    written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") != s.fingerprint]
+    for i, s in enumerate(srcs):
+        prior = done.get(f"{grid_of[i]}/{s.key}")
+        if prior is not None and prior != s.fingerprint:
+            raise IngestConflictError(
+                f"{s.uri} claims {s.key} in grid {grid_of[i]}, which the store already holds "
+                "from a file with different content; ingest it into a new store, or give it "
+                "another --band/--time"
+            )
+    written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") is None]
     skipped = tuple(s for i, s in enumerate(srcs) if i not in set(written))
 
     bands: dict[str, dict[str, BandSpec]] = defaultdict(dict)
