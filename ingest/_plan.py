@@ -142,7 +142,7 @@ def plan_ingest(
                 own.crs_wkt, own.res_x, own.res_y, own.bounds, phase_x=src.transform[2],
                 phase_y=src.transform[5], chunk_y=base.chunk_y, chunk_x=base.chunk_x,
             )
-            if not base.same_lattice(own):
+            if not base.same_lattice(own) or not _on_pixels(src, base):
                 raise IngestConflictError(
                     f"{src.uri} is not on the pixel grid of {own.name} already in the store "
                     "(different pixel phase or chunking); resample it onto that grid first"
@@ -206,6 +206,13 @@ def plan_ingest(
         g: GridPlan(specs[g], dict(bands[g]), tuple(sorted(times[g]))) for g in sorted(bands)
     }
     return IngestPlan(tuple(sources), grids, tuple(tasks), skipped)
+
+
+def _on_pixels(src: SourceInfo, spec: GridSpec) -> bool:
+    """Whether ``src``'s pixel corners fall on ``spec``'s pixel corners."""
+    _a, _, c, _, _, f = src.transform
+    dx, dy = (c - spec.x0) / spec.res_x, (spec.y0 - f) / spec.res_y
+    return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
 def _same_nodata(a: BandSpec, b: BandSpec) -> bool:

@@ -105,6 +105,8 @@ def recover(handle: StoreHandle) -> list[str]:
                 _delete_prefix(handle, path)
                 undone.append(f"deleted uncommitted array {path}")
                 continue
+            if arr.ndim == 0:
+                continue
             keep = cgroup[key].shape[0]
             if arr.ndim == 3 and arr.shape[0] > keep:
                 _truncate(handle, arr, path, keep)
