@@ -63,6 +63,12 @@ class IngestReport:
         return self.raw_bytes / 1e6 / self.seconds if self.seconds else 0.0
 
     def __str__(self) -> str:
+        text = self._summary()
+        if self.recovered:
+            text += "; recovered from an interrupted run: " + "; ".join(self.recovered)
+        return text
+
+    def _summary(self) -> str:
         if not self.sources_written:
             return (
                 f"{self.store}: nothing to do, {self.sources_skipped} source(s) already ingested"
@@ -315,7 +321,6 @@ def _execute(
                 for name in plan.grids}
     root = open_root(handle.store, write=True)
     names = sorted(set((root.attrs.get(ROOT_ATTR) or {}).get("grids", [])) | set(plan.grids))
-    root.attrs[ROOT_ATTR] = {"format": FORMAT_VERSION, "grids": names}
     jobs = _jobs(plan, prepared)
     itemsize = {i: np.dtype(s.dtype).itemsize for i, s in enumerate(plan.sources)}
     raw_total = sum(t.npixels * itemsize[t.sources[0]] for t in plan.tasks)
@@ -329,7 +334,8 @@ def _execute(
                                                for t, _, _ in job.items)),
         )
     # Commit: metadata last (a reader sees the new dates only now), then the manifest.
-    commit(handle.store, list(plan.grids))
+    commit(handle.store, list(plan.grids),
+           attrs={"": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}})
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
     for i, g in grid_of.items():
         s = plan.sources[i]

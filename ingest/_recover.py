@@ -113,9 +113,6 @@ def recover(handle: StoreHandle) -> list[str]:
                 undone.append(f"cleared {arr.shape[0] - keep} uncommitted date(s) of {path}")
             elif key == "time" and arr.shape[0] > keep:
                 sync(arr._async_array.resize((keep,), delete_outside_chunks=False))
-    if live_grids != done_grids:
-        meta = dict(live_root.attrs.get(ROOT_ATTR) or {})
-        live_root.attrs[ROOT_ATTR] = meta | {"grids": done_grids}
     for line in undone:
         logger.warning("recovery: %s", line)
     return undone

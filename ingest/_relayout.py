@@ -189,11 +189,11 @@ def finish_relayout(
 def _apply_swap(store: Any, record: Mapping[str, Any]) -> None:
     for change in record["changes"]:
         write_doc(store, change["path"], change["doc"])
-    for path, attrs in {**record["group_attrs"], **record["array_attrs"]}.items():
+    for path, attrs in record["array_attrs"].items():
         doc = read_doc(store, path)
         doc["attributes"] = {**doc.get("attributes", {}), **attrs}
         write_doc(store, path, doc)
-    commit(store, record["grids"])
+    commit(store, record["grids"], attrs=record["group_attrs"])
     for change in record["changes"]:
         new_sep = separator_of(change["doc"])
         clear_other(store, change["path"], new_sep)

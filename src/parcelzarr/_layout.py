@@ -11,6 +11,7 @@ gives a georeferenced Dataset.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -231,19 +232,49 @@ def band_info(arr: zarr.Array) -> BandInfo:
     )
 
 
-def commit(store: Any, grids: Sequence[str]) -> None:
+async def _consolidate(store: Any, path: str, attrs: Mapping[str, Any] | None) -> None:
+    """Write the group at ``path`` once: live attributes (updated by ``attrs``) plus the
+    consolidated metadata of everything below it (as :func:`zarr.consolidate_metadata`)."""
+    from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
+    from zarr.storage._common import make_store_path
+
+    store_path = await make_store_path(store, path=path)
+    group = await AsyncGroup.open(store_path, zarr_format=3, use_consolidated=False)
+    members = {
+        k: v.metadata
+        async for k, v in group.members(max_depth=None, use_consolidated_for_children=False)
+    }
+    for k, v in members.items():
+        if isinstance(v, GroupMetadata) and v.consolidated_metadata is None:
+            members[k] = dataclasses.replace(
+                v, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)
+    new_attrs = {**group.metadata.attributes, **(attrs or {})}
+    metadata = dataclasses.replace(group.metadata, attributes=new_attrs,
+                                   consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    await dataclasses.replace(group, metadata=metadata)._save_metadata()
+
+
+def commit(store: Any, grids: Sequence[str], *,
+           attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Consolidate the metadata of ``grids`` and of the root: the commit point of a write.
 
     Readers open consolidated metadata, so data written before this call stays invisible to
-    them until it returns (a half-written date is never seen).
+    them until it returns (a half-written date is never seen). Group attributes that change
+    with a write (the root's grid list, a grown grid's spec) are passed as ``attrs`` (group
+    path -> attributes, ``""`` for the root) and written in the same single PUT of each
+    group's ``zarr.json``: a writer never rewrites a committed group document otherwise,
+    because that document *is* the commit record.
     """
+    from zarr.core.sync import sync
+
+    attrs = attrs or {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         warnings.filterwarnings("ignore", message="Object at .* is not recognized",
                                 category=UserWarning)
-        for name in grids:
-            zarr.consolidate_metadata(store, path=name)
-        zarr.consolidate_metadata(store)
+        for name in [*grids, ""]:
+            sync(_consolidate(store, name, attrs.get(name)))
 
 
 def open_root(store: Any, *, write: bool = False) -> zarr.Group:
