@@ -1,12 +1,15 @@
 """Ingest: discover sources, plan per output region, write parcel-sized chunks, commit."""
 
 from ._api import IngestReport, ingest, parse_time
+from ._compact import DEFAULT_TIME_CHUNK, CompactReport, compact
 from ._names import S2Name, boa_offset, parse_s2_name
 from ._plan import BandSpec, GridPlan, IngestPlan, RegionTask, plan_ingest
 from ._sources import SourceInfo, discover_sources, expand_sources, inspect_source
 
 __all__ = [
+    "DEFAULT_TIME_CHUNK",
     "BandSpec",
+    "CompactReport",
     "GridPlan",
     "IngestPlan",
     "IngestReport",
@@ -14,6 +17,7 @@ __all__ = [
     "S2Name",
     "SourceInfo",
     "boa_offset",
+    "compact",
     "discover_sources",
     "expand_sources",
     "ingest",
