@@ -87,15 +87,17 @@ def _source_grid(src: SourceInfo, chunk: int) -> GridSpec:
 
 
 def _check_duplicates(sources: Sequence[SourceInfo], grid_of: Mapping[int, str]) -> None:
-    seen: dict[tuple[str, str], SourceInfo] = {}
+    seen: dict[str, tuple[SourceInfo, str]] = {}
     for i, src in enumerate(sources):
-        k = (grid_of[i], src.key)
-        if k in seen and (seen[k].uri, seen[k].band_index) != (src.uri, src.band_index):
+        if src.key in seen and (seen[src.key][0].uri, seen[src.key][0].band_index) != (
+            src.uri, src.band_index
+        ):
+            other, where = seen[src.key]
             raise IngestConflictError(
-                f"two sources claim {src.key} in grid {grid_of[i]}: {seen[k].uri} and {src.uri}; "
-                "ingest one of them"
+                f"two sources claim {src.key}: {other.uri} (grid {where}) and {src.uri} "
+                f"(grid {grid_of[i]}); ingest one of them"
             )
-        seen[k] = src
+        seen[src.key] = (src, grid_of[i])
 
 
 def plan_ingest(
