@@ -122,3 +122,23 @@ def _new_files(url: str) -> list[str]:
     band = Path(url) / "utm16n" / "10m" / "B04"
     return [p.name for p in band.iterdir()] + [
         str(p.relative_to(band)) for p in (band / "c").rglob("*")] if band.exists() else []
+
+
+def test_info_lists_tiles_chunking_and_sizes(season: list[Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from parcelzarr.cli import main
+
+    url = str(tmp_path / "info.zarr")
+    pz.ingest([str(p) for p in season[:3]], url, quiet=True, chunk_size=128)
+    info = pz.open_store(url).info()
+    grid = info["grids"]["utm16n/10m"]
+    assert grid["tiles"] == ["T16TBK"]
+    assert grid["bands"]["B04"]["object_shape"] == [1, 128, 128]
+    on_disk = sum(p.stat().st_size for p in (Path(url) / "utm16n/10m/B04").rglob("*")
+                  if p.is_file())
+    assert grid["bands"]["B04"]["stored_bytes"] == on_disk
+    out = CliRunner().invoke(main, ["info", url])
+    assert out.exit_code == 0, out.output
+    assert "tiles (1): T16TBK" in out.output
+    assert "objects 1x128x128" in out.output

@@ -132,7 +132,14 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
     for name, g in data["grids"].items():
         click.echo(f"  grid {name}: {g['crs']}, {g['shape'][1]}x{g['shape'][0]} px of "
                    f"{g['resolution'][0]:g}, chunks {g['chunks'][0]}x{g['chunks'][1]}")
-        click.echo(f"    bands: {', '.join(sorted(g['bands']))}")
+        for band, b in sorted(g["bands"].items()):
+            size = (f", {b['objects']} objects, {b['stored_bytes'] / 1e6:.1f} MB"
+                    if "objects" in b else "")
+            shape = "x".join(map(str, b["object_shape"]))
+            click.echo(f"    band {band}: {b['dtype']}, objects {shape} (t, y, x){size}")
+        if g.get("tiles"):
+            click.echo(f"    tiles ({len(g['tiles'])}): {', '.join(g['tiles'][:12])}"
+                       + (" ..." if len(g["tiles"]) > 12 else ""))
         dates = g["times"]
         click.echo(f"    dates ({len(dates)}): {', '.join(d[:10] for d in dates[:12])}"
                    + (" ..." if len(dates) > 12 else ""))
