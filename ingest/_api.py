@@ -325,13 +325,24 @@ def _execute(
     itemsize = {i: np.dtype(s.dtype).itemsize for i, s in enumerate(plan.sources)}
     raw_total = sum(t.npixels * itemsize[t.sources[0]] for t in plan.tasks)
     bar = progress(total=raw_total, desc="ingest", unit="B", quiet=quiet, unit_scale=True)
+    remaining: dict[int, int] = {}
+    for t in plan.tasks:
+        for i in t.sources:
+            remaining[i] = remaining.get(i, 0) + 1
+    n_sources = len(remaining)
+
+    def on_done(job: Job) -> None:
+        for t, _, _ in job.items:
+            bar.update(t.npixels * itemsize[t.sources[0]])
+            for i in t.sources:
+                remaining[i] -= 1
+        bar.set_postfix_str(f"sources {sum(v == 0 for v in remaining.values())}/{n_sources}")
+
     with bar:
         pixels = run_jobs(
             jobs, plan=plan, handle=handle, workers=workers or _config.default_workers(),
             scheduler=scheduler, storage_options=storage_options,
-            source_storage_options=source_storage_options,
-            on_done=lambda job: bar.update(sum(t.npixels * itemsize[t.sources[0]]
-                                               for t, _, _ in job.items)),
+            source_storage_options=source_storage_options, on_done=on_done,
         )
     # Commit: metadata last (a reader sees the new dates only now), then the manifest.
     commit(handle.store, list(plan.grids),
