@@ -65,7 +65,10 @@ def object_stamps(url: str, opts: dict[str, Any] | None) -> dict[str, Any]:
     for root, _dirs, files in os.walk(url):
         for f in files:
             p = os.path.join(root, f)
-            out[p] = os.stat(p).st_mtime_ns
+            try:  # a concurrent writer's temporary files come and go
+                out[p] = os.stat(p).st_mtime_ns
+            except FileNotFoundError:
+                continue
     return out
 
 
