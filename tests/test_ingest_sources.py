@@ -220,13 +220,44 @@ def test_dask_distributed_matches_threads(tmp_path: Path) -> None:
     threads, dask_url = str(tmp_path / "threads.zarr"), str(tmp_path / "dask.zarr")
     pz.ingest([str(p) for p in files], threads, quiet=True, chunk_size=64, workers=2)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster:
         report = pz.ingest([str(p) for p in files], dask_url, quiet=True, chunk_size=64,
-                           scheduler=client)
+                           scheduler=cluster.scheduler_address)
     assert report.sources_written == 4
     for band in ("B04", "B08"):
         a = zarr.open_array(threads, path=f"utm16n/10m/{band}", mode="r")[:]
         b = zarr.open_array(dask_url, path=f"utm16n/10m/{band}", mode="r")[:]
         np.testing.assert_array_equal(a, b)
     shutil.rmtree(dask_url)
+
+
+@needs_data
+def test_cli_time_from_bands_compact_info(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from parcelzarr.cli import main
+
+    url = str(tmp_path / "cli.zarr")
+    ndvi = DATA / "eo-learn-slovenia" / "NDVI_68dates.tif"
+    stamps = DATA / "eo-learn-slovenia" / "timestamps.json"
+    runner = CliRunner()
+    out = runner.invoke(main, ["ingest", str(ndvi), "--store", url, "--band", "ndvi",
+                               "--time-from-bands", str(stamps), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "wrote 68 source(s)" in out.output
+    out = runner.invoke(main, ["compact", url, "--time-chunk", "68", "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "compacted 1 array" in out.output
+    out = runner.invoke(main, ["info", url])
+    assert "objects 68x256x256" in out.output
+    assert "dates (68)" in out.output
+    out = runner.invoke(main, ["ingest", str(ndvi), "--store", url, "--band", "ndvi",
+                               "--time-from-bands", str(stamps), "--quiet"])
+    assert "nothing to do" in out.output
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps(["2020-01-01", "2020-02-01", "2020-03-01"]))
+    bad = runner.invoke(main, ["ingest", str(ndvi), "--store", str(tmp_path / "x.zarr"),
+                               "--band", "ndvi", "--time-from-bands", str(three)])
+    assert bad.exit_code == 2
+    assert "has 68 band(s) but 3 date(s)" in bad.output
+    assert not (tmp_path / "x.zarr").exists()
