@@ -25,6 +25,7 @@ from parcelzarr._layout import (
     create_band,
     create_grid,
     grid_spec,
+    open_live,
     open_root,
 )
 from parcelzarr._progress import progress
@@ -143,17 +144,15 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
     """Create or grow the grid, its bands and its time axis; returns time indices."""
     gp = plan.grids[name]
     if existing is not None:
-        group = root[name]
-        assert isinstance(group, zarr.Group)
+        group = open_live(handle.store, name)
         if gp.spec != existing:
             bands_present = [k for k, a in group.arrays() if a.ndim == 3]
             grow_grid(handle.store, name, existing, gp.spec, bands_present,
                       journal=journal_writer(handle))
-            root = open_root(handle.store, write=True)
-            group = root[name]
-            assert isinstance(group, zarr.Group)
+            group = open_live(handle.store, name)
     else:
-        group = create_grid(root, gp.spec)
+        create_grid(root, gp.spec)
+        group = open_live(handle.store, name)
     times = _time_values(group)
     n_times = len(times)
     for band, bspec in gp.bands.items():
@@ -170,6 +169,7 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
             preexisting.add(t)
     if new:
         # Live metadata only: readers see the new dates at the commit (consolidation).
+        group = open_live(handle.store, name)
         total = n_times + len(new)
         for _key, arr in group.arrays():
             if arr.ndim == 3:

@@ -18,7 +18,7 @@ import zarr
 from parcelzarr.stores import StoreHandle
 from zarr.core.sync import sync
 
-from parcelzarr._layout import ROOT_ATTR, open_root
+from parcelzarr._layout import ROOT_ATTR, open_live, open_root
 
 from ._relayout import RELAYOUT_KEY, chunk_keys, delete_keys, read_doc, recover_relayout
 
@@ -95,7 +95,7 @@ def recover(handle: StoreHandle) -> list[str]:
             undone.append(f"deleted uncommitted grid {name}")
             continue
         assert committed is not None
-        cgroup, lgroup = committed[name], live_root[name]
+        cgroup, lgroup = committed[name], open_live(handle.store, name)
         assert isinstance(cgroup, zarr.Group)
         assert isinstance(lgroup, zarr.Group)
         cnames = {k for k, _ in cgroup.arrays()}

@@ -152,3 +152,46 @@ def test_sigkill_at_random_moments(files: dict[tuple[str, str], Path],
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert "nothing to do" in again.stdout
     assert object_stamps(url, opts) == stamps
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_uncommitted_slot_never_surfaces_with_junk(tmp_path: Path, compacted: bool) -> None:
+    """What a killed append leaves (a live-only date full of junk) is cleared by the next run,
+    even when that run writes a different, smaller date into the same time slot."""
+    big = write_tif(tmp_path / "T16TBK_20240601T100000_B04_10m.tif",
+                    scene_data((SIZE, SIZE), 1), origin=TILES["T16TBK"], block=64)
+    small = write_tif(tmp_path / "T16TBK_20240611T100000_B04_10m.tif",
+                      scene_data((100, 100), 2) | 1, origin=TILES["T16TBK"], block=64)
+    url = str(tmp_path / "junk.zarr")
+    pz.ingest([str(big)], url, quiet=True, chunk_size=64)
+    if compacted:
+        pz.compact(url, time_chunk=4, quiet=True)
+    # emulate a run killed after writing a new date but before its commit
+    import zarr
+
+    root = zarr.open_group(url, mode="a", use_consolidated=False)
+    arr, tarr = root["utm16n/10m/B04"], root["utm16n/10m/time"]
+    arr.resize((2, *arr.shape[1:]))
+    arr[1] = 7
+    tarr.resize((2,))
+    tarr[1] = 1_700_000_000
+    assert check_committed_times(url) == 1
+
+    report = pz.ingest([str(small)], url, quiet=True)
+    assert any("uncommitted" in line for line in report.recovered)
+    ds = xr.open_zarr(url, group="utm16n/10m", mask_and_scale=False)
+    assert ds.sizes["time"] == 2
+    assert str(ds.time.values[1])[:10] == "2024-06-11"
+    got = ds.B04[1].values
+    with rasterio.open(small) as src:
+        c0 = round((src.bounds.left - (float(ds.x[0]) - 5)) / 10)
+        r0 = round(((float(ds.y[0]) + 5) - src.bounds.top) / 10)
+        np.testing.assert_array_equal(got[r0:r0 + 100, c0:c0 + 100], src.read(1))
+    got[r0:r0 + 100, c0:c0 + 100] = 0
+    assert not got.any()  # no junk outside the new date's footprint
+    np.testing.assert_array_equal(ds.B04[0].values,
+                                  _expected(ds, [big]))
+
+
+def check_committed_times(url: str) -> int:
+    return len(pz.open_store(url).grids["utm16n/10m"].times)

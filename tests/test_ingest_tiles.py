@@ -159,3 +159,28 @@ def test_tiles_zones_resolutions_growth_and_rerun(
     assert again.bytes_written == 0
     assert "nothing to do" in str(again)
     assert object_stamps(url, opts) == stamps
+
+
+def test_new_band_and_new_dates_append_without_rewriting(tmp_path: Path) -> None:
+    first = write_tif(tmp_path / "T16TBK_20240601T100000_B04_10m.tif", scene_data((300, 300), 1))
+    url = str(tmp_path / "append.zarr")
+    pz.ingest([str(first)], url, quiet=True, chunk_size=64)
+    stamps = object_stamps(url, None)
+    later = [write_tif(tmp_path / f"T16TBK_20240611T100000_{b}_10m.tif",
+                       scene_data((300, 300), k + 2)) for k, b in enumerate(("B04", "B08"))]
+    report = pz.ingest([str(first), *map(str, later)], url, quiet=True)
+    assert report.sources_written == 2
+    assert report.sources_skipped == 1
+    now = object_stamps(url, None)
+    date0 = [k for k in stamps if "/B04/c/0/" in k]
+    assert date0
+    assert all(now[k] == stamps[k] for k in date0)  # the first date was not rewritten
+    ds = xr.open_zarr(url, group="utm16n/10m", mask_and_scale=False)
+    assert ds.sizes["time"] == 2
+    assert (ds.B08[0].values == 0).all()  # B08 has no first date
+    for t, path, band in ((0, first, "B04"), (1, later[0], "B04"), (1, later[1], "B08")):
+        with rasterio.open(path) as src:
+            c0 = round((src.bounds.left - (float(ds.x[0]) - 5)) / 10)
+            r0 = round(((float(ds.y[0]) + 5) - src.bounds.top) / 10)
+            np.testing.assert_array_equal(ds[band][t].values[r0:r0 + 300, c0:c0 + 300],
+                                          src.read(1))

@@ -41,6 +41,7 @@ __all__ = [
     "geotransform",
     "grid_attrs",
     "grid_spec",
+    "open_live",
     "open_root",
     "other_separator",
 ]
@@ -275,6 +276,18 @@ def commit(store: Any, grids: Sequence[str], *,
                                 category=UserWarning)
         for name in [*grids, ""]:
             sync(_consolidate(store, name, attrs.get(name)))
+
+
+def open_live(store: Any, path: str) -> zarr.Group:
+    """The *live* (uncommitted) view of the group at ``path``, for writers.
+
+    A group opened through its parent carries its own consolidated metadata, i.e. the last
+    commit; a writer must see what is really in the store.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return zarr.open_group(store, path=path, mode="r+", zarr_format=3,
+                               use_consolidated=False)
 
 
 def open_root(store: Any, *, write: bool = False) -> zarr.Group:
