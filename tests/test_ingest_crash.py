@@ -146,6 +146,7 @@ def test_sigkill_at_random_moments(files: dict[tuple[str, str], Path],
         thread.join(timeout=60)
     assert not errors, errors[0]
     assert check_committed(url, opts, files) == 4
+    assert seen  # the reader did observe the store while it was being written
     assert set(seen) <= {0, 1, 4}
     # and once complete, the same command is a no-op
     stamps = object_stamps(url, opts)
