@@ -24,6 +24,7 @@ from parcelzarr._layout import (
     commit,
     create_band,
     create_grid,
+    grid_names,
     grid_spec,
     open_live,
     open_root,
@@ -108,8 +109,7 @@ def _existing(
     bands: dict[str, dict[str, BandSpec]] = {}
     if root is None:
         return grids, bands
-    names = (root.attrs.get(ROOT_ATTR) or {}).get("grids", [])
-    for name in names:
+    for name in grid_names(root):
         try:
             group = root[name]
         except KeyError:
@@ -320,7 +320,7 @@ def _execute(
     prepared = {name: _prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk)
                 for name in plan.grids}
     root = open_root(handle.store, write=True)
-    names = sorted(set((root.attrs.get(ROOT_ATTR) or {}).get("grids", [])) | set(plan.grids))
+    names = sorted(set(grid_names(root)) | set(plan.grids))
     jobs = _jobs(plan, prepared)
     itemsize = {i: np.dtype(s.dtype).itemsize for i, s in enumerate(plan.sources)}
     raw_total = sum(t.npixels * itemsize[t.sources[0]] for t in plan.tasks)

@@ -26,7 +26,7 @@ import zarr
 from parcelzarr.stores import open_store_handle
 
 from parcelzarr import _config
-from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, other_separator
+from parcelzarr._layout import GRID_ATTR, grid_names, other_separator
 from parcelzarr._progress import progress
 from parcelzarr.errors import StoreNotFoundError
 
@@ -158,7 +158,7 @@ def compact(
         if root is None:
             raise StoreNotFoundError(f"no parcelzarr store at {handle.url}")
         todo: list[tuple[str, str, dict[str, Any]]] = []
-        for name in (root.attrs.get(ROOT_ATTR) or {}).get("grids", []):
+        for name in grid_names(root):
             group = root[name]
             assert isinstance(group, zarr.Group)
             if GRID_ATTR not in group.attrs:

@@ -155,8 +155,8 @@ def plan_ingest(
     _check_duplicates(srcs, grid_of)
 
     for i, s in enumerate(srcs):
-        prior = done.get(f"{grid_of[i]}/{s.key}")
-        if prior is not None and prior != s.fingerprint:
+        recorded = done.get(f"{grid_of[i]}/{s.key}")
+        if recorded is not None and recorded != s.fingerprint:
             raise IngestConflictError(
                 f"{s.uri} claims {s.key} in grid {grid_of[i]}, which the store already holds "
                 "from a file with different content; ingest it into a new store, or give it "
@@ -169,14 +169,14 @@ def plan_ingest(
     times: dict[str, set[datetime]] = defaultdict(set)
     for i in written:
         s, g = srcs[i], grid_of[i]
-        spec = BandSpec(s.dtype, s.nodata, dict(s.attrs))
+        bspec = BandSpec(s.dtype, s.nodata, dict(s.attrs))
         prior = existing_bands.get(g, {}).get(s.band) or bands[g].get(s.band)
-        if prior is not None and (prior.dtype != spec.dtype or not _same_nodata(prior, spec)):
+        if prior is not None and (prior.dtype != bspec.dtype or not _same_nodata(prior, bspec)):
             raise IngestConflictError(
                 f"band {s.band} of {s.uri} is {s.dtype} with nodata {s.nodata}, but grid {g} "
                 f"holds it as {prior.dtype} with nodata {prior.nodata}"
             )
-        bands[g].setdefault(s.band, spec)
+        bands[g].setdefault(s.band, bspec)
         times[g].add(s.time)
 
     tasks: list[RegionTask] = []

@@ -18,7 +18,7 @@ import zarr
 from parcelzarr.stores import StoreHandle
 from zarr.core.sync import sync
 
-from parcelzarr._layout import ROOT_ATTR, open_live, open_root
+from parcelzarr._layout import grid_names, open_live, open_root
 
 from ._relayout import RELAYOUT_KEY, chunk_keys, delete_keys, read_doc, recover_relayout
 
@@ -87,8 +87,8 @@ def recover(handle: StoreHandle) -> list[str]:
         return undone
     live_root = open_root(handle.store, write=True)
     committed = committed_root(handle)
-    live_grids = list((live_root.attrs.get(ROOT_ATTR) or {}).get("grids", []))
-    done_grids = list((committed.attrs.get(ROOT_ATTR) or {}).get("grids", [])) if committed else []
+    live_grids = grid_names(live_root)
+    done_grids = grid_names(committed) if committed is not None else []
     for name in live_grids:
         if name not in done_grids:
             _delete_prefix(handle, name)
@@ -107,7 +107,9 @@ def recover(handle: StoreHandle) -> list[str]:
                 continue
             if arr.ndim == 0:
                 continue
-            keep = cgroup[key].shape[0]
+            carr = cgroup[key]
+            assert isinstance(carr, zarr.Array)
+            keep = carr.shape[0]
             if arr.ndim == 3 and arr.shape[0] > keep:
                 _truncate(handle, arr, path, keep)
                 undone.append(f"cleared {arr.shape[0] - keep} uncommitted date(s) of {path}")

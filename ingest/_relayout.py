@@ -20,8 +20,9 @@ import asyncio
 import copy
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import zarr
@@ -115,10 +116,10 @@ def key_of(path: str, sep: str, coords: Iterable[int]) -> str:
     return f"{path}/c{sep}" + sep.join(str(c) for c in coords)
 
 
-async def _gather(jobs: Sequence[Callable[[], Any]]) -> None:
+async def _gather(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
     sem = asyncio.Semaphore(_CONCURRENCY)
 
-    async def one(job: Callable[[], Any]) -> None:
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
         async with sem:
             await job()
 
@@ -128,7 +129,7 @@ async def _gather(jobs: Sequence[Callable[[], Any]]) -> None:
 def delete_keys(store: Any, keys: Sequence[str]) -> None:
     """Delete ``keys`` (missing ones are fine)."""
     if keys:
-        sync(_gather([lambda k=k: store.delete(k) for k in keys]))
+        sync(_gather([partial(store.delete, k) for k in keys]))
 
 
 def copy_shifted(store: Any, path: str, old_sep: str, new_sep: str,
@@ -144,14 +145,15 @@ def copy_shifted(store: Any, path: str, old_sep: str, new_sep: str,
             dst = key_of(path, new_sep, (c + s for c, s in zip(coords, shift, strict=True)))
             await store.set(dst, buf)
 
-    sync(_gather([lambda k=k, c=c: move(k, c) for k, c in keys]))
+    sync(_gather([partial(move, k, c) for k, c in keys]))
     return len(keys)
 
 
 def staged_array(store: Any, path: str, doc: Mapping[str, Any]) -> zarr.Array:
     """A writable array on ``doc`` at ``path`` whose metadata is *not* written (yet)."""
-    async_arr = AsyncArray(metadata=dict(doc), store_path=StorePath(store, path),  # type: ignore[arg-type]
-                           config={"write_empty_chunks": False})
+    async_arr: AsyncArray[Any] = AsyncArray(
+        metadata=dict(doc),  # type: ignore[call-overload]
+        store_path=StorePath(store, path), config={"write_empty_chunks": False})
     return zarr.Array(async_arr)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "encode_fill_value",
     "geotransform",
     "grid_attrs",
+    "grid_names",
     "grid_spec",
     "open_live",
     "open_root",
@@ -128,6 +129,12 @@ def other_separator(sep: str) -> str:
     return SEPARATORS[1] if sep == SEPARATORS[0] else SEPARATORS[0]
 
 
+def grid_names(root: zarr.Group) -> list[str]:
+    """Names of the grids a store's root lists."""
+    meta = root.attrs.get(ROOT_ATTR) or {}
+    return [str(n) for n in meta.get("grids", [])] if isinstance(meta, dict) else []
+
+
 def geotransform(spec: GridSpec) -> str:
     """GDAL GeoTransform string of ``spec`` (as rioxarray reads it from ``spatial_ref``)."""
     t = spec.transform
@@ -168,7 +175,7 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
 
 def grid_spec(group: zarr.Group) -> GridSpec:
     """The :class:`GridSpec` recorded on a grid group."""
-    raw = dict(group.attrs[GRID_ATTR])
+    raw: dict[str, Any] = dict(group.attrs[GRID_ATTR])  # type: ignore[arg-type]
     raw.pop("name", None)
     return GridSpec(**raw)
 
