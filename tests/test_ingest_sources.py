@@ -261,3 +261,19 @@ def test_cli_time_from_bands_compact_info(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "has 68 band(s) but 3 date(s)" in bad.output
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_az_glob_sources_into_azure_store(tmp_path: Path, azurite: Any,
+                                          az_container: str) -> None:
+    opts = azurite.storage_options()
+    fs = fsspec.filesystem("az", skip_instance_cache=True, **opts)
+    paths = [write_tif(tmp_path / f"T16TBK_2024060{d}T100000_B04_10m.tif",
+                       scene_data((200, 200), d)) for d in (1, 2)]
+    for p in paths:
+        fs.put_file(str(p), f"{az_container}/src/{p.name}")
+    url = f"az://{az_container}/store.zarr"
+    report = pz.ingest([f"az://{az_container}/src/*_B04_10m.tif"], url, storage_options=opts,
+                       quiet=True)
+    assert report.sources_written == 2
+    for t, p in enumerate(paths):
+        assert_stored_equals(url, "utm16n/10m", "B04", t, p, opts=opts)
