@@ -8,12 +8,15 @@ import types as _types
 from typing import Any as _Any
 
 from ._api import IngestReport, ingest, parse_time
+from ._compact import DEFAULT_TIME_CHUNK, CompactReport, compact
 from ._names import S2Name, boa_offset, parse_s2_name
 from ._plan import BandSpec, GridPlan, IngestPlan, RegionTask, plan_ingest
 from ._sources import SourceInfo, discover_sources, expand_sources, inspect_source
 
 __all__ = [
+    "DEFAULT_TIME_CHUNK",
     "BandSpec",
+    "CompactReport",
     "GridPlan",
     "IngestPlan",
     "IngestReport",
@@ -21,6 +24,7 @@ __all__ = [
     "S2Name",
     "SourceInfo",
     "boa_offset",
+    "compact",
     "discover_sources",
     "expand_sources",
     "ingest",

@@ -6,7 +6,6 @@ import logging
 import os
 import time as _time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -25,16 +24,19 @@ from parcelzarr._layout import (
     commit,
     create_band,
     create_grid,
+    grid_names,
     grid_spec,
+    open_live,
     open_root,
-    resize_grid,
 )
 from parcelzarr._progress import progress
 
+from ._grow import grow_grid
 from ._manifest import Manifest
-from ._plan import BandSpec, IngestPlan, plan_ingest
+from ._plan import BandSpec, IngestPlan, RegionTask, plan_ingest
+from ._recover import committed_root, journal_writer, recover
+from ._run import Job, run_jobs
 from ._sources import discover_sources
-from ._write import write_region
 
 __all__ = ["IngestReport", "ingest", "parse_time"]
 
@@ -54,21 +56,30 @@ class IngestReport:
     bytes_written: int
     seconds: float
     skipped: tuple[str, ...] = field(default=(), repr=False)
+    raw_bytes: int = 0
+    recovered: tuple[str, ...] = ()
 
     @property
     def mb_per_s(self) -> float:
-        """Raw pixel megabytes written per second."""
-        return self.pixels * 2 / 1e6 / self.seconds if self.seconds else 0.0
+        """Raw (uncompressed) pixel megabytes written per second."""
+        return self.raw_bytes / 1e6 / self.seconds if self.seconds else 0.0
 
     def __str__(self) -> str:
+        text = self._summary()
+        if self.recovered:
+            text += "; recovered from an interrupted run: " + "; ".join(self.recovered)
+        return text
+
+    def _summary(self) -> str:
         if not self.sources_written:
             return (
                 f"{self.store}: nothing to do, {self.sources_skipped} source(s) already ingested"
             )
         return (
             f"{self.store}: wrote {self.sources_written} source(s) into {', '.join(self.grids)} "
-            f"({self.tasks} regions, {self.pixels / 1e6:.1f} Mpx, "
-            f"{self.bytes_written / 1e6:.1f} MB stored) in {self.seconds:.1f} s; "
+            f"({self.tasks} regions, {self.pixels / 1e6:.1f} Mpx, {self.raw_bytes / 1e6:.1f} MB "
+            f"raw, {self.bytes_written / 1e6:.1f} MB stored) in {self.seconds:.1f} s "
+            f"({self.mb_per_s:.1f} MB/s raw); "
             f"skipped {self.sources_skipped} already ingested"
         )
 
@@ -91,11 +102,14 @@ def parse_time(value: str | date | datetime | np.datetime64 | None) -> datetime 
     raise TypeError(f"time must be a date string, date or datetime, got {type(value).__name__}")
 
 
-def _existing(root: zarr.Group) -> tuple[dict[str, GridSpec], dict[str, dict[str, BandSpec]]]:
+def _existing(
+    root: zarr.Group | None,
+) -> tuple[dict[str, GridSpec], dict[str, dict[str, BandSpec]]]:
     grids: dict[str, GridSpec] = {}
     bands: dict[str, dict[str, BandSpec]] = {}
-    names = (root.attrs.get(ROOT_ATTR) or {}).get("grids", [])
-    for name in names:
+    if root is None:
+        return grids, bands
+    for name in grid_names(root):
         try:
             group = root[name]
         except KeyError:
@@ -118,24 +132,33 @@ def _time_values(group: zarr.Group) -> list[int]:
     return [int(v) for v in np.asarray(arr[:])] if arr.shape[0] else []
 
 
-def _prepare_grid(
-    root: zarr.Group, plan: IngestPlan, name: str, compressor: Any
-) -> tuple[zarr.Group, dict[datetime, int], set[datetime]]:
+@dataclass(frozen=True)
+class _Prepared:
+    group: zarr.Group
+    index: dict[datetime, int]
+    preexisting: frozenset[datetime]
+
+
+def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name: str,
+                  existing: GridSpec | None, inner_chunk: int | None) -> _Prepared:
     """Create or grow the grid, its bands and its time axis; returns time indices."""
     gp = plan.grids[name]
-    if name in root and GRID_ATTR in root[name].attrs:
-        group = root[name]
-        assert isinstance(group, zarr.Group)
-        bands_present = [k for k, a in group.arrays() if a.ndim == 3]
-        resize_grid(group, gp.spec, bands_present)
+    if existing is not None:
+        group = open_live(handle.store, name)
+        if gp.spec != existing:
+            bands_present = [k for k, a in group.arrays() if a.ndim == 3]
+            grow_grid(handle.store, name, existing, gp.spec, bands_present,
+                      journal=journal_writer(handle))
+            group = open_live(handle.store, name)
     else:
-        group = create_grid(root, gp.spec)
+        create_grid(root, gp.spec)
+        group = open_live(handle.store, name)
     times = _time_values(group)
     n_times = len(times)
     for band, bspec in gp.bands.items():
         if band not in group:
             create_band(group, band, dtype=np.dtype(bspec.dtype), nodata=bspec.nodata,
-                        n_times=n_times, compressor=compressor, attrs=bspec.attrs)
+                        n_times=n_times, attrs=bspec.attrs, inner_chunk=inner_chunk)
     index: dict[datetime, int] = {}
     preexisting: set[datetime] = set()
     seconds = {t: int(np.datetime64(t, "s").astype(np.int64)) for t in gp.times}
@@ -145,6 +168,8 @@ def _prepare_grid(
             index[t] = times.index(seconds[t])
             preexisting.add(t)
     if new:
+        # Live metadata only: readers see the new dates at the commit (consolidation).
+        group = open_live(handle.store, name)
         total = n_times + len(new)
         for _key, arr in group.arrays():
             if arr.ndim == 3:
@@ -155,7 +180,7 @@ def _prepare_grid(
         tarr[n_times:total] = np.array([seconds[t] for t in new], dtype="int64")
         for k, t in enumerate(new):
             index[t] = n_times + k
-    return group, index, preexisting
+    return _Prepared(group, index, frozenset(preexisting))
 
 
 def ingest(
@@ -165,35 +190,53 @@ def ingest(
     bands: Sequence[str] | None = None,
     band: str | None = None,
     time: str | date | datetime | None = None,
+    times: Sequence[str | date | datetime] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     source_storage_options: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
+    inner_chunk: int | None = None,
     workers: int | None = None,
+    scheduler: str | Any | None = None,
     quiet: bool = False,
 ) -> IngestReport:
     """Rewrite GeoTIFF bands into parcel-sized Zarr chunks in ``store``.
 
+    Safe to interrupt at any point and to re-run: data is written first and becomes visible
+    at one commit (consolidated metadata); a re-run undoes what a killed run left
+    uncommitted and completes it; sources already ingested are skipped.
+
     Parameters
     ----------
     sources:
-        GeoTIFF paths, folders, ``az://`` URLs or globs. Band, tile and date come from
-        Sentinel-2 file names (``T16TCK_20240615T165849_B04_10m.tif``) unless ``band`` and
+        GeoTIFF paths, folders, ``az://`` URLs, globs, or STAC Item/ItemCollection JSON files.
+        Band, tile and date come from Sentinel-2 file names
+        (``T16TCK_20240615T165849_B04_10m.tif``) or STAC properties unless ``band`` and
         ``time`` say otherwise.
     store:
         Store URL: a local directory (the embedded default), ``az://container/path`` or
         ``memory://name``.
     bands:
-        Keep only these bands of Sentinel-2 sources.
+        Keep only these bands of Sentinel-2 / STAC sources.
     band, time:
         Name and date for sources whose names do not say (WorldCover, CDL, any GeoTIFF).
+    times:
+        For multi-band files whose bands are dates (e.g. an NDVI time series): band ``i`` of
+        each file is date ``times[i]``, all stored as one band named ``band``.
     storage_options:
         Options for the store's filesystem (Azure credentials; see :mod:`parcelzarr.stores`).
     source_storage_options:
         Options for ``az://`` sources; default: ``storage_options``.
     chunk_size:
-        Chunk edge in pixels for new grids (default 256, ``PARCELZARR_CHUNK``).
+        Object (chunk or shard) edge in pixels for new grids (default 256,
+        ``PARCELZARR_CHUNK``).
+    inner_chunk:
+        With a value below ``chunk_size``, objects are shards of ``inner_chunk``-square chunks
+        (index at the start of the object). Default: no sharding.
     workers:
         Threads writing regions in parallel (default: cores, ``PARCELZARR_WORKERS``).
+    scheduler:
+        Dask distributed scheduler address (or a ``distributed.Client``): regions are written
+        by its workers, one task per output region.
     quiet:
         No progress bar.
 
@@ -202,90 +245,108 @@ def ingest(
     IngestReport
         Sources written and skipped, bytes and seconds.
 
+    Raises
+    ------
+    InvalidSourceError, IngestConflictError, SourceNotFoundError
+        Before anything is written.
+
     Examples
     --------
     >>> import parcelzarr as pz
     >>> pz.ingest("scenes/T16TCK_*_B0*_10m.tif", "stores/county.zarr")  # doctest: +SKIP
     """
     t0 = _time.perf_counter()
+    if times is not None and time is not None:
+        raise TypeError("give either time= (one date) or times= (one date per file band)")
     with open_store_handle(store, storage_options) as handle:
         handle.check_reachable()
-        return _ingest(handle, sources, bands=bands, band=band, time=time,
-                       storage_options=storage_options,
-                       source_storage_options=source_storage_options, chunk_size=chunk_size,
-                       workers=workers, quiet=quiet, t0=t0)
+        src_opts = (source_storage_options if source_storage_options is not None
+                    else storage_options)
+        band_times = [parse_time(t) for t in times] if times is not None else None
+        srcs = discover_sources(
+            sources, band=band, time=parse_time(time), bands=bands, storage_options=src_opts,
+            cache_dir=_config.cache_dir() / "sources", band_times=band_times,  # type: ignore[arg-type]
+        )
+        committed = committed_root(handle)
+        grids, present = _existing(committed)
+        manifest = Manifest.load(handle)
+        plan = plan_ingest(
+            srcs, existing=grids, existing_bands=present, done=manifest.fingerprints(),
+            chunk=chunk_size or _config.default_chunk(),
+        )
+        if not plan.tasks:
+            report = IngestReport(handle.url, 0, len(plan.skipped), (), 0, 0, 0,
+                                  _time.perf_counter() - t0, tuple(s.uri for s in plan.skipped))
+            logger.info("%s", report)
+            return report
+        undone = recover(handle)
+        return _execute(handle, plan, manifest, grids, workers=workers, scheduler=scheduler,
+                        storage_options=storage_options, source_storage_options=src_opts,
+                        inner_chunk=inner_chunk, quiet=quiet, t0=t0, recovered=tuple(undone))
 
 
-def _ingest(
-    handle: StoreHandle,
-    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    bands: Sequence[str] | None,
-    band: str | None,
-    time: str | date | datetime | None,
-    storage_options: Mapping[str, Any] | None,
-    source_storage_options: Mapping[str, Any] | None,
-    chunk_size: int | None,
-    workers: int | None,
-    quiet: bool,
-    t0: float,
-) -> IngestReport:
-    src_opts = source_storage_options if source_storage_options is not None else storage_options
-    srcs = discover_sources(
-        sources, band=band, time=parse_time(time), bands=bands, storage_options=src_opts,
-        cache_dir=_config.cache_dir() / "sources",
-    )
-    root = open_root(handle.store, write=True)
-    grids, present = _existing(root)
-    manifest = Manifest.load(handle)
-    plan = plan_ingest(
-        srcs, existing=grids, existing_bands=present, done=manifest.fingerprints(),
-        chunk=chunk_size or _config.default_chunk(),
-    )
-    if not plan.tasks:
-        report = IngestReport(handle.url, 0, len(plan.skipped), (), 0, 0, 0,
-                              _time.perf_counter() - t0, tuple(s.uri for s in plan.skipped))
-        logger.info("%s", report)
-        return report
-    return _execute(handle, root, plan, manifest, workers=workers, quiet=quiet, t0=t0)
+def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
+    """Group tasks so that each job alone writes its objects (a compacted time block holds
+    several dates: their tasks over one region run in one job, in order)."""
+    groups: dict[tuple[Any, ...], list[tuple[RegionTask, int, bool]]] = {}
+    for task in plan.tasks:
+        prep = prepared[task.grid]
+        arr = prep.group[task.band]
+        assert isinstance(arr, zarr.Array)
+        tc = (arr.shards or arr.chunks)[0]
+        t_index = prep.index[task.time]
+        key = (task.grid, task.band, t_index // tc, task.row0, task.col0)
+        groups.setdefault(key, []).append((task, t_index, task.time in prep.preexisting))
+    return [Job(grid=k[0], band=k[1], items=tuple(v)) for k, v in groups.items()]
 
 
 def _execute(
     handle: StoreHandle,
-    root: zarr.Group,
     plan: IngestPlan,
     manifest: Manifest,
+    existing: Mapping[str, GridSpec],
     *,
     workers: int | None,
+    scheduler: str | Any | None,
+    storage_options: Mapping[str, Any] | None,
+    source_storage_options: Mapping[str, Any] | None,
+    inner_chunk: int | None,
     quiet: bool,
     t0: float,
+    recovered: tuple[str, ...],
 ) -> IngestReport:
     before = handle.counters.snapshot()["bytes_written"]
-    prepared = {name: _prepare_grid(root, plan, name, None) for name in plan.grids}
-    names = sorted(set(root.attrs.get(ROOT_ATTR, {}).get("grids", [])) | set(plan.grids))
-    root.attrs[ROOT_ATTR] = {"format": FORMAT_VERSION, "grids": names}
-    arrays = {
-        (g, b): prepared[g][0][b] for g, gp in plan.grids.items() for b in gp.bands
-    }
-    n_workers = workers or _config.default_workers()
-    pixels = 0
-    bar = progress(total=plan.total_pixels, desc="ingest", unit="px", quiet=quiet,
-                   unit_scale=True)
-    with bar, ThreadPoolExecutor(max_workers=n_workers) as pool:
-        futures = {
-            pool.submit(
-                write_region, task, plan.sources, plan.grids[task.grid].spec,
-                arrays[(task.grid, task.band)], prepared[task.grid][1][task.time],
-                merge_existing=task.time in prepared[task.grid][2],
-            ): task
-            for task in plan.tasks
-        }
-        for fut in as_completed(futures):
-            n = fut.result()
-            pixels += n
-            bar.update(n)
+    root = open_root(handle.store, write=True)
+    prepared = {name: _prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk)
+                for name in plan.grids}
+    root = open_root(handle.store, write=True)
+    names = sorted(set(grid_names(root)) | set(plan.grids))
+    jobs = _jobs(plan, prepared)
+    itemsize = {i: np.dtype(s.dtype).itemsize for i, s in enumerate(plan.sources)}
+    raw_total = sum(t.npixels * itemsize[t.sources[0]] for t in plan.tasks)
+    bar = progress(total=raw_total, desc="ingest", unit="B", quiet=quiet, unit_scale=True)
+    remaining: dict[int, int] = {}
+    for t in plan.tasks:
+        for i in t.sources:
+            remaining[i] = remaining.get(i, 0) + 1
+    n_sources = len(remaining)
+
+    def on_done(job: Job) -> None:
+        for t, _, _ in job.items:
+            bar.update(t.npixels * itemsize[t.sources[0]])
+            for i in t.sources:
+                remaining[i] -= 1
+        bar.set_postfix_str(f"sources {sum(v == 0 for v in remaining.values())}/{n_sources}")
+
+    with bar:
+        pixels = run_jobs(
+            jobs, plan=plan, handle=handle, workers=workers or _config.default_workers(),
+            scheduler=scheduler, storage_options=storage_options,
+            source_storage_options=source_storage_options, on_done=on_done,
+        )
     # Commit: metadata last (a reader sees the new dates only now), then the manifest.
-    commit(handle.store, list(plan.grids))
+    commit(handle.store, list(plan.grids),
+           attrs={"": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}})
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
     for i, g in grid_of.items():
         s = plan.sources[i]
@@ -301,6 +362,8 @@ def _execute(
         bytes_written=handle.counters.snapshot()["bytes_written"] - before,
         seconds=_time.perf_counter() - t0,
         skipped=tuple(s.uri for s in plan.skipped),
+        raw_bytes=raw_total,
+        recovered=recovered,
     )
     logger.info("%s", report)
     return report

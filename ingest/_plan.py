@@ -87,15 +87,17 @@ def _source_grid(src: SourceInfo, chunk: int) -> GridSpec:
 
 
 def _check_duplicates(sources: Sequence[SourceInfo], grid_of: Mapping[int, str]) -> None:
-    seen: dict[tuple[str, str], SourceInfo] = {}
+    seen: dict[str, tuple[SourceInfo, str]] = {}
     for i, src in enumerate(sources):
-        k = (grid_of[i], src.key)
-        if k in seen and (seen[k].uri, seen[k].band_index) != (src.uri, src.band_index):
+        if src.key in seen and (seen[src.key][0].uri, seen[src.key][0].band_index) != (
+            src.uri, src.band_index
+        ):
+            other, where = seen[src.key]
             raise IngestConflictError(
-                f"two sources claim {src.key} in grid {grid_of[i]}: {seen[k].uri} and {src.uri}; "
-                "ingest one of them"
+                f"two sources claim {src.key}: {other.uri} (grid {where}) and {src.uri} "
+                f"(grid {grid_of[i]}); ingest one of them"
             )
-        seen[k] = src
+        seen[src.key] = (src, grid_of[i])
 
 
 def plan_ingest(
@@ -142,7 +144,7 @@ def plan_ingest(
                 own.crs_wkt, own.res_x, own.res_y, own.bounds, phase_x=src.transform[2],
                 phase_y=src.transform[5], chunk_y=base.chunk_y, chunk_x=base.chunk_x,
             )
-            if not base.same_lattice(own):
+            if not base.same_lattice(own) or not _on_pixels(src, base):
                 raise IngestConflictError(
                     f"{src.uri} is not on the pixel grid of {own.name} already in the store "
                     "(different pixel phase or chunking); resample it onto that grid first"
@@ -152,21 +154,29 @@ def plan_ingest(
         grid_of[i] = own.name
     _check_duplicates(srcs, grid_of)
 
-    written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") != s.fingerprint]
+    for i, s in enumerate(srcs):
+        recorded = done.get(f"{grid_of[i]}/{s.key}")
+        if recorded is not None and recorded != s.fingerprint:
+            raise IngestConflictError(
+                f"{s.uri} claims {s.key} in grid {grid_of[i]}, which the store already holds "
+                "from a file with different content; ingest it into a new store, or give it "
+                "another --band/--time"
+            )
+    written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") is None]
     skipped = tuple(s for i, s in enumerate(srcs) if i not in set(written))
 
     bands: dict[str, dict[str, BandSpec]] = defaultdict(dict)
     times: dict[str, set[datetime]] = defaultdict(set)
     for i in written:
         s, g = srcs[i], grid_of[i]
-        spec = BandSpec(s.dtype, s.nodata, dict(s.attrs))
+        bspec = BandSpec(s.dtype, s.nodata, dict(s.attrs))
         prior = existing_bands.get(g, {}).get(s.band) or bands[g].get(s.band)
-        if prior is not None and (prior.dtype != spec.dtype or not _same_nodata(prior, spec)):
+        if prior is not None and (prior.dtype != bspec.dtype or not _same_nodata(prior, bspec)):
             raise IngestConflictError(
                 f"band {s.band} of {s.uri} is {s.dtype} with nodata {s.nodata}, but grid {g} "
                 f"holds it as {prior.dtype} with nodata {prior.nodata}"
             )
-        bands[g].setdefault(s.band, spec)
+        bands[g].setdefault(s.band, bspec)
         times[g].add(s.time)
 
     tasks: list[RegionTask] = []
@@ -198,6 +208,13 @@ def plan_ingest(
         g: GridPlan(specs[g], dict(bands[g]), tuple(sorted(times[g]))) for g in sorted(bands)
     }
     return IngestPlan(tuple(sources), grids, tuple(tasks), skipped)
+
+
+def _on_pixels(src: SourceInfo, spec: GridSpec) -> bool:
+    """Whether ``src``'s pixel corners fall on ``spec``'s pixel corners."""
+    _a, _, c, _, _, f = src.transform
+    dx, dy = (c - spec.x0) / spec.res_x, (spec.y0 - f) / spec.res_y
+    return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
 def _same_nodata(a: BandSpec, b: BandSpec) -> bool:

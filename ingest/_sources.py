@@ -5,10 +5,12 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import logging
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,11 @@ import rasterio
 from parcelzarr.stores import filesystem_for, parse_location, redact
 from rasterio.errors import RasterioIOError
 
-from parcelzarr.errors import InvalidSourceError, SourceNotFoundError
+from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
 
-from ._names import boa_offset, parse_s2_name
+from ._names import S2Name, boa_offset, parse_s2_name
 
-__all__ = ["SourceInfo", "discover_sources", "expand_sources", "inspect_source"]
+__all__ = ["SourceInfo", "discover_sources", "expand_sources", "fetch_source", "inspect_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ class SourceInfo:
         Size and modification stamp; an ingest skips a source whose fingerprint is recorded.
     attrs:
         Band attributes to store (``scale_factor``/``add_offset`` for Sentinel-2 reflectance).
+    dn_shift:
+        Added to valid pixels when written: +1000 for Sentinel-2 L2A reflectance from
+        processing baselines before 04.00, so every date of a band is stored in the current
+        convention (reflectance = (DN - 1000) / 10000). See :func:`boa_offset`.
     """
 
     uri: str
@@ -65,6 +71,7 @@ class SourceInfo:
     nodata: float | int | None
     fingerprint: str
     attrs: Mapping[str, Any]
+    dn_shift: int = 0
 
     @property
     def res(self) -> tuple[float, float]:
@@ -135,6 +142,12 @@ def expand_sources(
     return sorted(dict.fromkeys(found))
 
 
+def fetch_source(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> str:
+    """A local path holding ``uri`` (a blob is downloaded once into ``cache_dir``)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return _fetch(uri, storage_options, cache_dir)[0]
+
+
 def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> tuple[str, str]:
     """Local path and fingerprint of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
     loc = parse_location(uri)
@@ -154,11 +167,41 @@ def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path)
     return str(target), fingerprint
 
 
+_S2_NATIVE_RES = {**dict.fromkeys(("B02", "B03", "B04", "B08"), 10),
+                   **dict.fromkeys(("B05", "B06", "B07", "B8A", "B11", "B12", "SCL"), 20),
+                   **dict.fromkeys(("B01", "B09", "B10"), 60)}
+_NON_REFLECTANCE = ("SCL", "TCI", "AOT", "WVP")
+
+
+def _check_readable(ds: Any, uri: str) -> None:
+    """Decode the first and last block of every band: catches truncated files up front."""
+    windows = [w for _, w in ds.block_windows(1)]
+    for bidx in range(1, ds.count + 1):
+        for win in {windows[0], windows[-1]}:
+            ds.read(bidx, window=win)
+    del uri
+
+
+def _s2_attrs(band: str, baseline_offset: int) -> tuple[dict[str, Any], int]:
+    """Attributes of an L2A reflectance band and the DN shift into the current convention."""
+    if band in _NON_REFLECTANCE:
+        return {}, 0
+    attrs = {"scale_factor": 1e-4, "add_offset": -0.1, "BOA_ADD_OFFSET": -1000, "units": "1",
+             "long_name": f"{band} surface reflectance",
+             "dn_convention": "processing baseline >= 04.00 (BOA_ADD_OFFSET -1000); older "
+                              "dates were shifted by +1000 DN when ingested"}
+    return attrs, baseline_offset + 1000
+
+
 def inspect_source(
     uri: str,
     *,
     band: str | None = None,
     time: datetime | None = None,
+    band_times: Sequence[datetime] | None = None,
+    tile: str | None = None,
+    baseline: str | None = None,
+    s2: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
 ) -> list[SourceInfo]:
@@ -166,12 +209,13 @@ def inspect_source(
 
     Band and time come from the Sentinel-2 file name unless ``band``/``time`` are given.
     Multi-band files give one :class:`SourceInfo` per band, named from the band descriptions
-    (or ``{band}_{i}``).
+    (or ``{band}_{i}``); with ``band_times`` band ``i`` is date ``band_times[i]`` of one band.
 
     Raises
     ------
     InvalidSourceError
-        Not a raster GDAL can read, not georeferenced, or band/time cannot be determined.
+        Not a raster GDAL can read, truncated, not georeferenced, a Sentinel-2 band at a
+        resolution its name contradicts, or band/time cannot be determined.
     """
     cache = cache_dir or Path(tempfile.gettempdir()) / "parcelzarr-sources"
     cache.mkdir(parents=True, exist_ok=True)
@@ -180,6 +224,9 @@ def inspect_source(
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"source {uri} does not exist") from exc
     name = parse_s2_name(uri)
+    if name is not None and baseline is not None:
+        name = replace(name, baseline=baseline)
+    is_s2 = (name is not None and band is None) if s2 is None else s2
     band_name = band or (name.band if name else None)
     when = time or (name.time if name else None)
     if band_name is None:
@@ -187,7 +234,10 @@ def inspect_source(
             f"cannot tell the band of {uri}: its name is not a Sentinel-2 band file name; pass "
             "--band NAME (Python: band=...)"
         )
-    if when is None:
+    if is_s2 and band_name is not None:
+        name = S2Name(band_name, tile or (name.tile if name else None), when,
+                      baseline or (name.baseline if name else None))
+    if when is None and band_times is None:
         raise InvalidSourceError(
             f"cannot tell the date of {uri}: pass --time YYYY-MM-DD (Python: time=...)"
         )
@@ -203,6 +253,7 @@ def inspect_source(
                 raise InvalidSourceError(
                     f"{uri} has no north-up geotransform; warp it first (gdalwarp)"
                 )
+            _check_readable(ds, uri)
             count = ds.count
             descriptions = ds.descriptions
             info = {
@@ -213,33 +264,68 @@ def inspect_source(
                 "dtype": ds.dtypes[0],
                 "nodata": ds.nodata,
             }
+            res = ds.res
     except RasterioIOError as exc:
         raise InvalidSourceError(
-            f"{uri} is not a readable GeoTIFF ({redact(str(exc))[:200]})"
+            f"{uri} is not a readable GeoTIFF, or is truncated ({redact(str(exc))[:200]}); "
+            "download it again"
         ) from exc
+    if is_s2 and name is not None:
+        stem_res = re.search(r"_(\d{2})m(?:\.|$)", uri.rsplit("/", 1)[-1])
+        expect = int(stem_res.group(1)) if stem_res else None
+        if expect is not None and not all(math.isclose(r, expect) for r in res):
+            raise IngestConflictError(
+                f"{uri} says {expect} m in its name but its pixels are {res[0]:g} x {res[1]:g}; "
+                "fix the file name or the file"
+            )
+        if expect is None and name.band in _S2_NATIVE_RES and ds_is_projected(info) and not any(
+            math.isclose(res[0], r) for r in (10, 20, 60)
+        ):
+            raise IngestConflictError(
+                f"{uri} is Sentinel-2 band {name.band} at {res[0]:g} m; Sentinel-2 bands come at "
+                "10, 20 or 60 m (resampled files must be ingested as a named layer: --band)"
+            )
     attrs: dict[str, Any] = {}
-    if name is not None and band is None and name.band not in ("SCL", "TCI"):
-        attrs = {"scale_factor": 1e-4, "add_offset": boa_offset(name) * 1e-4,
-                 "BOA_ADD_OFFSET": boa_offset(name), "units": "1", "long_name": name.band}
+    shift = 0
+    if is_s2 and name is not None:
+        attrs, shift = _s2_attrs(name.band, boa_offset(name))
     if info["nodata"] is not None and np.isnan(info["nodata"]):
         info["nodata"] = float("nan")
+    if band_times is not None and len(band_times) != count:
+        raise InvalidSourceError(
+            f"{uri} has {count} band(s) but {len(band_times)} date(s) were given (times=/"
+            "--time-from-bands): give one date per band"
+        )
     out = []
     for i in range(1, count + 1):
-        bname = band_name if count == 1 else descriptions[i - 1] or f"{band_name}_{i}"
+        if band_times is not None or count == 1:
+            bname = band_name
+        else:
+            desc = descriptions[i - 1]
+            generic = desc is None or re.fullmatch(r"(?i)band[ _]?\d+", desc.strip() or "b1")
+            bname = f"{band_name}_{i}" if generic else desc.strip()
         out.append(
             SourceInfo(
                 uri=uri,
                 local_path=local,
                 band=bname,
-                tile=name.tile if name else None,
-                time=when,
+                tile=tile or (name.tile if name else None),
+                time=band_times[i - 1] if band_times is not None else when,  # type: ignore[arg-type]
                 band_index=i,
                 fingerprint=fingerprint,
                 attrs=attrs,
+                dn_shift=shift,
                 **info,
             )
         )
     return out
+
+
+def ds_is_projected(info: Mapping[str, Any]) -> bool:
+    """Whether a header's CRS is projected (metres)."""
+    from pyproj import CRS
+
+    return bool(CRS.from_wkt(info["crs_wkt"]).is_projected)
 
 
 def discover_sources(
@@ -247,20 +333,36 @@ def discover_sources(
     *,
     band: str | None = None,
     time: datetime | None = None,
+    band_times: Sequence[datetime] | None = None,
     bands: Iterable[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
 ) -> list[SourceInfo]:
-    """Expand ``sources`` and inspect every file; keep only ``bands`` when given."""
+    """Expand ``sources`` (files, globs, STAC JSON) and inspect every file.
+
+    Keeps only ``bands`` when given. Every source is read and checked here, before an ingest
+    writes anything.
+    """
+    from ._stac import is_stac_path, stac_sources
+
     wanted = set(bands) if bands is not None else None
     result: list[SourceInfo] = []
     for uri in expand_sources(sources, storage_options):
+        if is_stac_path(uri):
+            for asset in stac_sources(uri, storage_options=storage_options, bands=wanted):
+                result.extend(inspect_source(
+                    asset.href, band=band or asset.band, time=time or asset.time,
+                    tile=asset.tile, baseline=asset.baseline, s2=band is None,
+                    storage_options=storage_options, cache_dir=cache_dir,
+                ))
+            continue
         name = parse_s2_name(uri)
         if wanted is not None and band is None and name is not None and name.band not in wanted:
             continue
         result.extend(
             inspect_source(
-                uri, band=band, time=time, storage_options=storage_options, cache_dir=cache_dir
+                uri, band=band, time=time, band_times=band_times,
+                storage_options=storage_options, cache_dir=cache_dir,
             )
         )
     if wanted is not None:

@@ -58,6 +58,10 @@ def read_region(
         window = Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0)
         out[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ds.read(src.band_index, window=window)
     valid = _valid(out, src.nodata)
+    if src.dn_shift:  # older processing baseline: into the store's DN convention
+        top = np.iinfo(out.dtype).max if out.dtype.kind in "iu" else None
+        shifted = out[valid].astype(np.int64) + src.dn_shift
+        out[valid] = np.clip(shifted, None, top).astype(out.dtype)
     if src.nodata is None:  # outside the source footprint is not valid
         valid[:] = False
         valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = True

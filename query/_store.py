@@ -457,23 +457,64 @@ class ParcelStore:
         )
         return ds.rio.write_crs(info.spec.crs).rio.write_transform(transform)
 
-    def info(self) -> dict[str, Any]:
-        """Grids, bands, dates, chunking and sizes, as a JSON-friendly dict."""
+    def info(self, *, sizes: bool = True) -> dict[str, Any]:
+        """Grids, bands, dates, tiles, chunking and sizes, as a JSON-friendly dict.
+
+        Tiles (or file names of named layers) come from the ingest manifest. With ``sizes``
+        every band's stored objects are listed and measured (one listing, plus one size
+        request per object on blob storage).
+        """
+        manifest = self._handle.read_json("parcelzarr-manifest.json") or {}
         out: dict[str, Any] = {"url": self.url, "grids": {}}
         for name, g in self.grids.items():
             s = g.spec
+            tiles = sorted({k[len(name) + 1:].rsplit("/", 1)[-1]
+                            for k in manifest.get("sources", {}) if k.startswith(name + "/")})
+            bands: dict[str, Any] = {}
+            for b, i in g.bands.items():
+                arr = self._array(name, b)
+                bands[b] = {"dtype": str(i["dtype"]), "nodata": i["nodata"],
+                            "scale_factor": i.get("scale_factor"),
+                            "add_offset": i.get("add_offset"),
+                            "object_shape": list(arr.shards or arr.chunks),
+                            "chunk_shape": list(arr.chunks)}
+                if sizes:
+                    n, nbytes = _stored(self._handle, f"{name}/{b}/")
+                    bands[b] |= {"objects": n, "stored_bytes": nbytes}
             out["grids"][name] = {
                 "crs": s.crs.to_string(),
                 "resolution": [s.res_x, s.res_y],
                 "shape": [s.height, s.width],
                 "bounds": list(s.bounds),
                 "chunks": [s.chunk_y, s.chunk_x],
-                "bands": {b: {"dtype": str(i["dtype"]), "nodata": i["nodata"],
-                              "scale_factor": i.get("scale_factor"),
-                              "add_offset": i.get("add_offset")} for b, i in g.bands.items()},
+                "bands": bands,
                 "times": [str(t) for t in g.times],
+                "tiles": tiles,
             }
+            if sizes:
+                out["grids"][name]["stored_bytes"] = sum(v["stored_bytes"]
+                                                         for v in bands.values())
         return out
+
+
+def _stored(handle: StoreHandle, prefix: str) -> tuple[int, int]:
+    """Objects and bytes stored under ``prefix``."""
+    import asyncio
+
+    store = handle.store
+
+    async def measure() -> tuple[int, int]:
+        keys = [k async for k in store.list_prefix(prefix)]
+        sem = asyncio.Semaphore(32)
+
+        async def size(key: str) -> int:
+            async with sem:
+                return int(await store.getsize(key))
+
+        sizes = await asyncio.gather(*(size(k) for k in keys))
+        return len(keys), int(sum(sizes))
+
+    return sync(measure())
 
 
 def _concat(frames: list[pd.DataFrame], pset: ParcelSet, names: Sequence[str]) -> pd.DataFrame:

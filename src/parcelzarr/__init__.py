@@ -9,7 +9,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors, ingest  # `ingest` is the subpackage, callable as pz.ingest(...)
-from .ingest import IngestReport
+from .ingest import CompactReport, IngestReport, compact
 from .query import ParcelStore, QueryReport, open_store
 
 try:
@@ -18,10 +18,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "CompactReport",
     "IngestReport",
     "ParcelStore",
     "QueryReport",
     "__version__",
+    "compact",
     "errors",
     "ingest",
     "open_store",

@@ -50,6 +50,14 @@ def _ceil(v: float) -> int:
     return math.ceil(v - _EPS)
 
 
+def _pixel_phase(coord: float, res: float) -> float:
+    """``coord`` modulo ``res``, snapped to 0 when within alignment noise of a multiple."""
+    frac = coord / res - math.floor(coord / res)
+    if frac < _EPS or frac > 1 - _EPS:
+        return 0.0
+    return frac * res
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """A north-up pixel grid with a chunk lattice.
@@ -143,13 +151,15 @@ class GridSpec:
         """The smallest lattice-aligned grid covering ``bounds``.
 
         ``phase_x``/``phase_y`` are any pixel corner coordinates of the source grid (e.g. a
-        tile's top-left corner): the lattice passes through it, so source pixels map to grid
-        pixels one to one without resampling.
+        tile's top-left corner): grid pixels pass through it, so source pixels map to grid
+        pixels one to one without resampling. Chunk boundaries sit at ``phase + k * chunk *
+        res`` with ``phase`` reduced modulo one *pixel*: the lattice depends only on the CRS,
+        the resolution, the pixel phase and the chunk shape, never on which tile came first.
         """
         left, bottom, right, top = bounds
         step_x, step_y = res_x * chunk_x, res_y * chunk_y
-        ox = phase_x % step_x
-        oy = phase_y % step_y
+        ox = _pixel_phase(phase_x, res_x)
+        oy = _pixel_phase(phase_y, res_y)
         x0 = ox + _floor((left - ox) / step_x) * step_x
         y0 = oy + _ceil((top - oy) / step_y) * step_y
         width = _ceil((right - x0) / res_x)

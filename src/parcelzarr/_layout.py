@@ -11,6 +11,7 @@ gives a georeferenced Dataset.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,11 @@ from ._grid import GridSpec
 
 __all__ = [
     "FORMAT_VERSION",
+    "GRID_ATTR",
     "ROOT_ATTR",
     "TIME_UNITS",
     "BandInfo",
+    "array_separator",
     "band_info",
     "commit",
     "create_band",
@@ -35,9 +38,13 @@ __all__ = [
     "decode_fill_value",
     "default_compressor",
     "encode_fill_value",
+    "geotransform",
+    "grid_attrs",
+    "grid_names",
     "grid_spec",
+    "open_live",
     "open_root",
-    "resize_grid",
+    "other_separator",
 ]
 
 FORMAT_VERSION = 1
@@ -45,6 +52,8 @@ ROOT_ATTR = "parcelzarr"
 GRID_ATTR = "parcelzarr_grid"
 TIME_UNITS = "seconds since 1970-01-01T00:00:00"
 _TIME_CHUNK = 4096
+_COORD_CHUNK = 4096
+SEPARATORS = ("/", ".")
 
 
 def default_compressor(level: int = 5) -> zarr.codecs.BloscCodec:
@@ -97,20 +106,47 @@ def create_grid(root: zarr.Group, spec: GridSpec) -> zarr.Group:
     ref = group.create_array(
         "spatial_ref", shape=(), dtype="int32", fill_value=0, compressors=None
     )
-    t = spec.transform
     ref.attrs.update(
         {
             "crs_wkt": crs.to_wkt(),
             "spatial_ref": crs.to_wkt(),
-            "GeoTransform": f"{t.c!r} {t.a!r} {t.b!r} {t.f!r} {t.d!r} {t.e!r}",
+            "GeoTransform": geotransform(spec),
             **{k: v for k, v in crs.to_cf().items() if k != "crs_wkt"},
         }
     )
-    group.attrs[GRID_ATTR] = asdict(spec) | {"name": spec.name}
+    group.attrs.update(grid_attrs(spec))
     return group
 
 
-def _write_coords(group: zarr.Group, spec: GridSpec) -> None:
+def array_separator(arr: zarr.Array) -> str:
+    """The chunk key separator of ``arr`` (``/`` or ``.``)."""
+    enc = arr.metadata.chunk_key_encoding  # type: ignore[union-attr]
+    return str(getattr(enc, "separator", "/"))
+
+
+def other_separator(sep: str) -> str:
+    """The separator a relayout writes its new chunk keys with (never collides with ``sep``)."""
+    return SEPARATORS[1] if sep == SEPARATORS[0] else SEPARATORS[0]
+
+
+def grid_names(root: zarr.Group) -> list[str]:
+    """Names of the grids a store's root lists."""
+    meta = root.attrs.get(ROOT_ATTR) or {}
+    return [str(n) for n in meta.get("grids", [])] if isinstance(meta, dict) else []
+
+
+def geotransform(spec: GridSpec) -> str:
+    """GDAL GeoTransform string of ``spec`` (as rioxarray reads it from ``spatial_ref``)."""
+    t = spec.transform
+    return f"{t.c!r} {t.a!r} {t.b!r} {t.f!r} {t.d!r} {t.e!r}"
+
+
+def grid_attrs(spec: GridSpec) -> dict[str, Any]:
+    """The grid group's attributes describing ``spec``."""
+    return {GRID_ATTR: asdict(spec) | {"name": spec.name}}
+
+
+def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") -> None:
     geographic = spec.crs.is_geographic
     for dim, values, size in (
         ("x", np.asarray(spec.x_coords()), spec.width),
@@ -119,10 +155,11 @@ def _write_coords(group: zarr.Group, spec: GridSpec) -> None:
         arr = group.create_array(
             dim,
             shape=(size,),
-            chunks=(max(size, 1),),
+            chunks=(_COORD_CHUNK,),
             dtype="float64",
             fill_value=0.0,
             dimension_names=(dim,),
+            chunk_key_encoding={"name": "default", "separator": separator},
             overwrite=True,
         )
         arr[:] = values
@@ -138,33 +175,9 @@ def _write_coords(group: zarr.Group, spec: GridSpec) -> None:
 
 def grid_spec(group: zarr.Group) -> GridSpec:
     """The :class:`GridSpec` recorded on a grid group."""
-    raw = dict(group.attrs[GRID_ATTR])
+    raw: dict[str, Any] = dict(group.attrs[GRID_ATTR])  # type: ignore[arg-type]
     raw.pop("name", None)
     return GridSpec(**raw)
-
-
-def resize_grid(group: zarr.Group, new: GridSpec, bands: Sequence[str]) -> None:
-    """Grow a grid to ``new`` (same lattice); existing chunks keep their keys.
-
-    Only growth to the east and south is a pure resize; growth to the west or north would move
-    chunk keys and is refused here.
-    """
-    old = grid_spec(group)
-    if (old.x0, old.y0) != (new.x0, new.y0):
-        raise NotImplementedError(
-            f"grid {old.name} would have to grow west or north; ingest the westernmost/northernmost"
-            " tiles first or into a new store"
-        )
-    if (new.width, new.height) == (old.width, old.height):
-        return
-    for band in bands:
-        arr = group[band]
-        assert isinstance(arr, zarr.Array)
-        arr.resize((arr.shape[0], new.height, new.width))
-    _write_coords(group, new)
-    ref = group["spatial_ref"]
-    group.attrs[GRID_ATTR] = asdict(new) | {"name": new.name}
-    del ref
 
 
 def create_band(
@@ -176,14 +189,27 @@ def create_band(
     n_times: int,
     compressor: zarr.codecs.BloscCodec | zarr.codecs.ZstdCodec | None = None,
     attrs: Mapping[str, Any] | None = None,
+    time_chunk: int = 1,
+    inner_chunk: int | None = None,
 ) -> zarr.Array:
-    """Create the ``(time, y, x)`` array of band ``name`` in a grid group."""
+    """Create the ``(time, y, x)`` array of band ``name`` in a grid group.
+
+    Objects are laid out on the grid's lattice (``spec.chunk_y`` x ``spec.chunk_x`` pixels by
+    ``time_chunk`` dates). With ``inner_chunk`` each object is a shard of
+    ``inner_chunk``-square chunks whose index sits at the *start* of the object (Azure Blob
+    Storage serves no suffix byte ranges).
+    """
     spec = grid_spec(group)
     fill = 0 if nodata is None else nodata
+    outer = (time_chunk, spec.chunk_y, spec.chunk_x)
+    layout: dict[str, Any] = {"chunks": outer}
+    if inner_chunk is not None and inner_chunk < max(spec.chunk_y, spec.chunk_x):
+        layout = {"shards": {"shape": outer, "index_location": "start"},
+                  "chunks": (time_chunk, inner_chunk, inner_chunk)}
     arr = group.create_array(
         name,
         shape=(n_times, spec.height, spec.width),
-        chunks=(1, spec.chunk_y, spec.chunk_x),
+        **layout,
         dtype=dtype,
         fill_value=fill,
         compressors=compressor or default_compressor(),
@@ -214,19 +240,61 @@ def band_info(arr: zarr.Array) -> BandInfo:
     )
 
 
-def commit(store: Any, grids: Sequence[str]) -> None:
+async def _consolidate(store: Any, path: str, attrs: Mapping[str, Any] | None) -> None:
+    """Write the group at ``path`` once: live attributes (updated by ``attrs``) plus the
+    consolidated metadata of everything below it (as :func:`zarr.consolidate_metadata`)."""
+    from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
+    from zarr.storage._common import make_store_path
+
+    store_path = await make_store_path(store, path=path)
+    group = await AsyncGroup.open(store_path, zarr_format=3, use_consolidated=False)
+    members = {
+        k: v.metadata
+        async for k, v in group.members(max_depth=None, use_consolidated_for_children=False)
+    }
+    for k, v in members.items():
+        if isinstance(v, GroupMetadata) and v.consolidated_metadata is None:
+            members[k] = dataclasses.replace(
+                v, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)
+    new_attrs = {**group.metadata.attributes, **(attrs or {})}
+    metadata = dataclasses.replace(group.metadata, attributes=new_attrs,
+                                   consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    await dataclasses.replace(group, metadata=metadata)._save_metadata()
+
+
+def commit(store: Any, grids: Sequence[str], *,
+           attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Consolidate the metadata of ``grids`` and of the root: the commit point of a write.
 
     Readers open consolidated metadata, so data written before this call stays invisible to
-    them until it returns (a half-written date is never seen).
+    them until it returns (a half-written date is never seen). Group attributes that change
+    with a write (the root's grid list, a grown grid's spec) are passed as ``attrs`` (group
+    path -> attributes, ``""`` for the root) and written in the same single PUT of each
+    group's ``zarr.json``: a writer never rewrites a committed group document otherwise,
+    because that document *is* the commit record.
     """
+    from zarr.core.sync import sync
+
+    attrs = attrs or {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         warnings.filterwarnings("ignore", message="Object at .* is not recognized",
                                 category=UserWarning)
-        for name in grids:
-            zarr.consolidate_metadata(store, path=name)
-        zarr.consolidate_metadata(store)
+        for name in [*grids, ""]:
+            sync(_consolidate(store, name, attrs.get(name)))
+
+
+def open_live(store: Any, path: str) -> zarr.Group:
+    """The *live* (uncommitted) view of the group at ``path``, for writers.
+
+    A group opened through its parent carries its own consolidated metadata, i.e. the last
+    commit; a writer must see what is really in the store.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return zarr.open_group(store, path=path, mode="r+", zarr_format=3,
+                               use_consolidated=False)
 
 
 def open_root(store: Any, *, write: bool = False) -> zarr.Group:

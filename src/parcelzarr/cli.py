@@ -69,22 +69,50 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--bands", help="Comma-separated Sentinel-2 bands to keep, e.g. B02,B03,B04,B08.")
 @click.option("--band", help="Band name for sources whose file names do not say (e.g. WorldCover).")
 @click.option("--time", "when", help="Date (YYYY-MM-DD) for sources whose names do not say.")
-@click.option("--chunk", type=int, help="Chunk edge in pixels for new grids (default 256).")
+@click.option("--time-from-bands", "times_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON list of dates, one per file band: band i of each file is date i of "
+                   "one layer named --band (e.g. a multi-date NDVI stack).")
+@click.option("--chunk", type=int, help="Object (chunk or shard) edge in pixels for new grids "
+                                        "(default 256).")
+@click.option("--inner-chunk", type=int, help="Shard new grids into chunks of this edge "
+                                              "(index at the start of each object).")
 @click.option("--workers", type=int, help="Parallel writer threads (default: cores).")
-@click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--scheduler", help="Dask distributed scheduler address (tcp://host:8786).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
 def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | None,
-           when: str | None, chunk: int | None, workers: int | None, scheduler: str | None,
+           when: str | None, times_file: str | None, chunk: int | None,
+           inner_chunk: int | None, workers: int | None, scheduler: str | None,
            quiet: bool, storage_option: tuple[str, ...]) -> None:
-    """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs) into the store."""
+    """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs, STAC JSON) into the store."""
     from parcelzarr.ingest import ingest as run
 
-    if scheduler:
-        raise NotImplementedError("--scheduler is not available for ingest in this version")
-    report = run(list(sources), store, bands=_csv(bands), band=band, time=when,
-                 storage_options=_options(storage_option), chunk_size=chunk, workers=workers,
-                 quiet=quiet)
+    times = None
+    if times_file:
+        times = json.loads(Path(times_file).read_text())
+        if not isinstance(times, list):
+            raise click.BadParameter("expected a JSON list of dates",
+                                     param_hint="--time-from-bands")
+    report = run(list(sources), store, bands=_csv(bands), band=band, time=when, times=times,
+                 storage_options=_options(storage_option), chunk_size=chunk,
+                 inner_chunk=inner_chunk, workers=workers, scheduler=scheduler, quiet=quiet)
+    click.echo(str(report))
+
+
+@main.command()
+@click.argument("url")
+@click.option("--time-chunk", type=int, default=32, show_default=True,
+              help="Dates per object after compaction.")
+@click.option("--workers", type=int, help="Threads (default: cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_storage_option
+def compact(url: str, time_chunk: int, workers: int | None, quiet: bool,
+            storage_option: tuple[str, ...]) -> None:
+    """Rechunk the store at URL along time: a parcel's season in a few requests."""
+    from parcelzarr.ingest import compact as run
+
+    report = run(url, time_chunk=time_chunk, storage_options=_options(storage_option),
+                 workers=workers, quiet=quiet)
     click.echo(str(report))
 
 
@@ -104,7 +132,14 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
     for name, g in data["grids"].items():
         click.echo(f"  grid {name}: {g['crs']}, {g['shape'][1]}x{g['shape'][0]} px of "
                    f"{g['resolution'][0]:g}, chunks {g['chunks'][0]}x{g['chunks'][1]}")
-        click.echo(f"    bands: {', '.join(sorted(g['bands']))}")
+        for band, b in sorted(g["bands"].items()):
+            size = (f", {b['objects']} objects, {b['stored_bytes'] / 1e6:.1f} MB"
+                    if "objects" in b else "")
+            shape = "x".join(map(str, b["object_shape"]))
+            click.echo(f"    band {band}: {b['dtype']}, objects {shape} (t, y, x){size}")
+        if g.get("tiles"):
+            click.echo(f"    tiles ({len(g['tiles'])}): {', '.join(g['tiles'][:12])}"
+                       + (" ..." if len(g["tiles"]) > 12 else ""))
         dates = g["times"]
         click.echo(f"    dates ({len(dates)}): {', '.join(d[:10] for d in dates[:12])}"
                    + (" ..." if len(dates) > 12 else ""))

@@ -1,0 +1,217 @@
+"""Change an array's layout without a reader ever seeing a half-changed array.
+
+Growing a grid to the west or north moves every chunk key (chunk boundaries sit on a fixed
+lattice), and compaction changes the chunk shape. Both are done the same way:
+
+1. **fill**: write the new chunk objects under the *other* chunk-key separator (``c/0/1/2`` vs
+   ``c.0.1.2``), next to the live ones; nothing live is touched, so readers (and a crash) see
+   the old array intact. A re-run first deletes stray keys of the other separator.
+2. **swap**: record the new array documents in the journal (``parcelzarr-relayout.json``),
+   write them to ``zarr.json``, then commit (consolidate): readers switch in one step.
+3. **clean**: delete the old separator's keys, then the journal.
+
+A run that finds the journal in the *swap* phase finishes steps 2–3 (idempotent); in the
+*fill* phase the live store is unchanged and the operation simply starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import StorePath
+
+from parcelzarr._layout import commit, other_separator
+
+__all__ = [
+    "RELAYOUT_KEY",
+    "ArrayChange",
+    "chunk_keys",
+    "delete_keys",
+    "finish_relayout",
+    "read_doc",
+    "recover_relayout",
+    "staged_array",
+]
+
+logger = logging.getLogger(__name__)
+
+RELAYOUT_KEY = "parcelzarr-relayout.json"
+_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class ArrayChange:
+    """One array's new ``zarr.json`` document; its chunks are under ``new_sep`` already."""
+
+    path: str
+    doc: Mapping[str, Any]
+
+    @property
+    def new_sep(self) -> str:
+        return str(self.doc["chunk_key_encoding"]["configuration"]["separator"])
+
+
+def read_doc(store: Any, path: str) -> dict[str, Any]:
+    """The ``zarr.json`` document of the array or group at ``path``."""
+    buf = sync(store.get(f"{path}/zarr.json", default_buffer_prototype()))
+    if buf is None:
+        raise FileNotFoundError(f"{path}/zarr.json")
+    return dict(json.loads(buf.to_bytes()))
+
+
+def _put(store: Any, key: str, data: bytes) -> None:
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+def write_doc(store: Any, path: str, doc: Mapping[str, Any]) -> None:
+    """Replace the ``zarr.json`` document at ``path``."""
+    _put(store, f"{path}/zarr.json", json.dumps(doc, indent=2).encode())
+
+
+def separator_of(doc: Mapping[str, Any]) -> str:
+    """Chunk key separator of an array document."""
+    return str(doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/"))
+
+
+def with_separator(doc: Mapping[str, Any], sep: str) -> dict[str, Any]:
+    """A copy of ``doc`` whose chunk keys use ``sep``."""
+    out = copy.deepcopy(dict(doc))
+    out["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": sep}}
+    return out
+
+
+def chunk_keys(store: Any, path: str, sep: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Chunk (or shard) keys of the array at ``path`` written with separator ``sep``.
+
+    Returns ``(key, chunk_coords)`` pairs.
+    """
+
+    async def listing() -> list[str]:
+        return [k async for k in store.list_prefix(f"{path}/c")]
+
+    head = f"{path}/c{sep}"
+    out = []
+    for key in sync(listing()):
+        if not key.startswith(head):
+            continue
+        parts = key[len(head):].split(sep)
+        if all(p.isdigit() for p in parts):
+            out.append((key, tuple(int(p) for p in parts)))
+    return sorted(out)
+
+
+def key_of(path: str, sep: str, coords: Iterable[int]) -> str:
+    """The key of chunk ``coords`` of the array at ``path``."""
+    return f"{path}/c{sep}" + sep.join(str(c) for c in coords)
+
+
+async def _gather(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
+        async with sem:
+            await job()
+
+    await asyncio.gather(*(one(j) for j in jobs))
+
+
+def delete_keys(store: Any, keys: Sequence[str]) -> None:
+    """Delete ``keys`` (missing ones are fine)."""
+    if keys:
+        sync(_gather([partial(store.delete, k) for k in keys]))
+
+
+def copy_shifted(store: Any, path: str, old_sep: str, new_sep: str,
+                 shift: tuple[int, ...]) -> int:
+    """Copy every chunk object of ``path`` to its key moved by ``shift`` chunks, under
+    ``new_sep``; returns the number of objects copied."""
+    keys = chunk_keys(store, path, old_sep)
+    proto = default_buffer_prototype()
+
+    async def move(src: str, coords: tuple[int, ...]) -> None:
+        buf = await store.get(src, proto)
+        if buf is not None:
+            dst = key_of(path, new_sep, (c + s for c, s in zip(coords, shift, strict=True)))
+            await store.set(dst, buf)
+
+    sync(_gather([partial(move, k, c) for k, c in keys]))
+    return len(keys)
+
+
+def staged_array(store: Any, path: str, doc: Mapping[str, Any]) -> zarr.Array:
+    """A writable array on ``doc`` at ``path`` whose metadata is *not* written (yet)."""
+    async_arr: AsyncArray[Any] = AsyncArray(
+        metadata=dict(doc),  # type: ignore[call-overload]
+        store_path=StorePath(store, path), config={"write_empty_chunks": False})
+    return zarr.Array(async_arr)
+
+
+def clear_other(store: Any, path: str, live_sep: str) -> None:
+    """Delete stray chunk keys of the separator that ``path`` does not use."""
+    delete_keys(store, [k for k, _ in chunk_keys(store, path, other_separator(live_sep))])
+
+
+def finish_relayout(
+    store: Any,
+    changes: Sequence[ArrayChange],
+    *,
+    group_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    array_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Sequence[str],
+    journal: Callable[[Mapping[str, Any] | None], None],
+) -> None:
+    """Steps 2 and 3: journal, swap documents, commit, delete the old keys, clear journal.
+
+    ``group_attrs``/``array_attrs`` map a path to attributes replaced in the same swap
+    (the grid's spec, ``spatial_ref``'s GeoTransform).
+    """
+    record = {
+        "phase": "swap",
+        "grids": list(grids),
+        "changes": [{"path": c.path, "doc": c.doc} for c in changes],
+        "group_attrs": dict(group_attrs or {}),
+        "array_attrs": dict(array_attrs or {}),
+    }
+    journal(record)
+    _apply_swap(store, record)
+    journal(None)
+
+
+def _apply_swap(store: Any, record: Mapping[str, Any]) -> None:
+    for change in record["changes"]:
+        write_doc(store, change["path"], change["doc"])
+    for path, attrs in record["array_attrs"].items():
+        doc = read_doc(store, path)
+        doc["attributes"] = {**doc.get("attributes", {}), **attrs}
+        write_doc(store, path, doc)
+    commit(store, record["grids"], attrs=record["group_attrs"])
+    for change in record["changes"]:
+        new_sep = separator_of(change["doc"])
+        clear_other(store, change["path"], new_sep)
+
+
+def recover_relayout(
+    store: Any,
+    record: Mapping[str, Any] | None,
+    journal: Callable[[Mapping[str, Any] | None], None],
+) -> bool:
+    """Finish (or forget) a relayout a killed run left behind; True if there was one."""
+    if not record:
+        return False
+    if record.get("phase") == "swap":
+        logger.warning("finishing an interrupted relayout of %s",
+                       [c["path"] for c in record["changes"]])
+        _apply_swap(store, record)
+    journal(None)
+    return True
