@@ -5,15 +5,21 @@ requests in flight) in spatial order, while the CPU work of each fetched chunk (
 parcels that touch it, then vectorised reductions) runs in a worker thread. Per-parcel partials
 are kept for all parcels (O(parcels) memory); pixel values for exact medians and percentiles
 are kept only until a parcel's last chunk has been read.
+
+Reads go per zarr chunk: for each spatial chunk and band, the dates asked for are grouped by
+the array's time chunking and each time block is read once, then sliced per date; a season on
+a time-compacted layout (chunks ``(T, cy, cx)``) costs one request per spatial chunk and band.
+A cloud mask (SCL) from a coarser grid of the same CRS is read per SCL chunk through a small
+cache in spatial order and upsampled by nearest neighbour onto the band chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,9 +29,11 @@ from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, label_chunk
 from ._stats import Partials, StatSpec, exact_stats
 
-__all__ = ["GridJob", "Layer", "run_grid"]
+__all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
 
 logger = logging.getLogger(__name__)
+
+Key = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,22 @@ class Layer:
     time_index: int
     inputs: tuple[str, ...]
     formula: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """A classification band (SCL) masking the grid's pixels, possibly on a coarser grid.
+
+    Band pixel ``(r, c)`` reads mask pixel ``((r + offset[0]) // factor, (c + offset[1]) //
+    factor)``; ``time_map[t]`` is the mask's time index for band time ``t`` (-1: no mask that
+    date). Pixels whose class is in ``classes`` are excluded and counted as ``nodata``.
+    """
+
+    array: AsyncArray[Any]
+    factor: int
+    offset: tuple[int, int]
+    time_map: np.ndarray
+    classes: np.ndarray
 
 
 @dataclass
@@ -50,6 +74,10 @@ class GridJob:
     stats: StatSpec
     all_touched: bool
     concurrency: int
+    coverage: bool = False
+    categorical: bool = False
+    mask: MaskSource | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _valid(v: np.ndarray, nodata: float | int | None) -> np.ndarray:
@@ -69,12 +97,14 @@ class _Reducer:
     def __init__(self, job: GridJob) -> None:
         n = len(job.geoms)
         self.job = job
-        self.partials = [Partials(n) for _ in job.layers]
+        self.partials = [Partials(n, weighted=job.coverage) for _ in job.layers]
         self.remaining = job.plan.per_parcel.copy()
         self.values: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in job.layers]
         self.exact: list[dict[str, np.ndarray]] = [
             {name: np.full(n, np.nan) for name in self._exact_names()} for _ in job.layers
         ]
+        self.classes: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
+            [] for _ in job.layers]
         self._since_flush = 0
 
     def _exact_names(self) -> list[str]:
@@ -82,7 +112,8 @@ class _Reducer:
         names = ["median"] if "median" in spec.names else []
         return names + [f"percentile_{q:g}" for q in spec.percentiles]
 
-    def add_chunk(self, k: int, data: Mapping[tuple[str, int], np.ndarray]) -> None:
+    def add_chunk(self, k: int, data: Mapping[Key, np.ndarray],
+                  masks: Mapping[int, np.ndarray]) -> None:
         job = self.job
         plan = job.plan
         r0, r1, c0, c1 = plan.chunk_window(k)
@@ -90,9 +121,9 @@ class _Reducer:
         transform = plan.spec.transform * plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
             job.geoms[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
-            all_touched=job.all_touched,
+            all_touched=job.all_touched, coverage=job.coverage,
         )
-        pix, par = labels.pixels, labels.parcels
+        pix, par, w = labels.pixels, labels.parcels, labels.weights
         for li, layer in enumerate(job.layers):
             if layer.formula is None:
                 band = layer.inputs[0]
@@ -103,17 +134,36 @@ class _Reducer:
                 ok = np.ones(pix.shape, dtype=bool)
                 for b, arr in inputs.items():
                     ok &= _valid(arr, job.nodata[b])
-                with np.errstate(divide="ignore", invalid="ignore"):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     v = np.asarray(layer.formula(inputs), dtype=np.float64)
                 ok &= np.isfinite(v)
-            self.partials[li].add_sorted(par[ok], v[ok])
-            self.partials[li].add_nodata(par[~ok])
-            if job.stats.needs_values:
+            bad = masks.get(layer.time_index)
+            if bad is not None:
+                ok &= ~bad.ravel()[pix]
+            wk = None if w is None else w[ok]
+            if job.categorical:
+                self._add_classes(li, par[ok], v[ok], wk)
+            else:
+                self.partials[li].add_sorted(par[ok], v[ok], wk)
+            self.partials[li].add_nodata(par[~ok], None if w is None else w[~ok])
+            if job.stats.needs_values and not job.categorical:
                 self.values[li].append((par[ok], v[ok]))
         self.remaining[ids] -= 1
         self._since_flush += 1
         if job.stats.needs_values and self._since_flush >= 16:
             self.flush()
+
+    def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
+                     w: np.ndarray | None) -> None:
+        if par.size == 0:
+            return
+        pairs, inv = np.unique(np.stack([par, v.astype(np.int64)], axis=1), axis=0,
+                               return_inverse=True)
+        cnt = np.bincount(inv.ravel(), weights=w, minlength=len(pairs))
+        self.classes[li].append((pairs[:, 0], pairs[:, 1], cnt))
+        self.partials[li].count += np.bincount(
+            par, weights=w, minlength=self.partials[li].count.size
+        ).astype(self.partials[li].count.dtype)
 
     def flush(self, final: bool = False) -> None:
         """Reduce exact statistics for parcels whose chunks have all been read."""
@@ -137,6 +187,8 @@ class _Reducer:
             self.values[li] = [(par[keep], val[keep])] if keep.any() else []
 
     def results(self) -> list[dict[str, np.ndarray]]:
+        if self.job.categorical:
+            return [self._class_result(li) for li in range(len(self.job.layers))]
         if self.job.stats.needs_values:
             self.flush(final=True)
         n = len(self.job.geoms)
@@ -150,42 +202,148 @@ class _Reducer:
             out.append({name: res[name] for name in self.job.stats.names})
         return out
 
+    def _class_result(self, li: int) -> dict[str, np.ndarray]:
+        parts = self.classes[li]
+        if not parts:
+            return {"parcel": np.empty(0, np.int64), "class": np.empty(0, np.int64),
+                    "count": np.empty(0)}
+        par = np.concatenate([p for p, _, _ in parts])
+        cls = np.concatenate([c for _, c, _ in parts])
+        cnt = np.concatenate([n for _, _, n in parts])
+        pairs, inv = np.unique(np.stack([par, cls], axis=1), axis=0, return_inverse=True)
+        total = np.bincount(inv.ravel(), weights=cnt, minlength=len(pairs))
+        return {"parcel": pairs[:, 0], "class": pairs[:, 1], "count": total}
+
+
+class _MaskCache:
+    """Mask (SCL) chunks read once each, kept in a small cache walked in spatial order."""
+
+    def __init__(self, src: MaskSource, sem: asyncio.Semaphore, capacity: int) -> None:
+        self.src = src
+        self.sem = sem
+        self.capacity = capacity
+        self.blocks: OrderedDict[tuple[int, int, int], asyncio.Future[np.ndarray]] = (
+            OrderedDict())
+
+    def _block(self, tc: int, cy: int, cx: int) -> asyncio.Future[np.ndarray]:
+        key = (tc, cy, cx)
+        fut = self.blocks.get(key)
+        if fut is not None:
+            self.blocks.move_to_end(key)
+            return fut
+        arr = self.src.array
+        ct, ch, cw = arr.chunks
+        sel = (slice(tc * ct, min(arr.shape[0], (tc + 1) * ct)),
+               slice(cy * ch, min(arr.shape[1], (cy + 1) * ch)),
+               slice(cx * cw, min(arr.shape[2], (cx + 1) * cw)))
+
+        async def get() -> np.ndarray:
+            async with self.sem:
+                return np.asarray(await arr.getitem(sel))
+
+        fut = asyncio.ensure_future(get())
+        self.blocks[key] = fut
+        while len(self.blocks) > self.capacity:
+            self.blocks.popitem(last=False)
+        return fut
+
+    async def window(self, win: tuple[int, int, int, int], times: Sequence[int]
+                     ) -> dict[int, np.ndarray]:
+        """Boolean 'masked' arrays of the band window ``win`` for band time indices ``times``."""
+        src = self.src
+        arr = src.array
+        f = src.factor
+        r0, r1, c0, c1 = win
+        oy, ox = src.offset
+        # mask pixels covering the window
+        mr0, mr1 = (r0 + oy) // f, (r1 - 1 + oy) // f + 1
+        mc0, mc1 = (c0 + ox) // f, (c1 - 1 + ox) // f + 1
+        ct, ch, cw = arr.chunks
+        out: dict[int, np.ndarray] = {}
+        wanted = [(t, int(src.time_map[t])) for t in times if src.time_map[t] >= 0]
+        if not wanted or mr0 < 0 or mc0 < 0 or mr1 > arr.shape[1] or mc1 > arr.shape[2]:
+            # outside the mask's coverage: pixels there have no mask (kept)
+            return out
+        tcs = sorted({mt // ct for _, mt in wanted})
+        keys = [(tc, cy, cx) for tc in tcs for cy in range(mr0 // ch, (mr1 - 1) // ch + 1)
+                for cx in range(mc0 // cw, (mc1 - 1) // cw + 1)]
+        blocks = dict(zip(keys, await asyncio.gather(*(self._block(*k) for k in keys)),
+                          strict=True))
+        ys = (np.arange(r0, r1) + oy) // f
+        xs = (np.arange(c0, c1) + ox) // f
+        for t, mt in wanted:
+            tc = mt // ct
+            classes = np.empty((mr1 - mr0, mc1 - mc0), dtype=arr.dtype)
+            for cy in range(mr0 // ch, (mr1 - 1) // ch + 1):
+                for cx in range(mc0 // cw, (mc1 - 1) // cw + 1):
+                    b = blocks[(tc, cy, cx)][mt - tc * ct]
+                    y0, x0 = cy * ch, cx * cw
+                    ya, yb = max(mr0, y0), min(mr1, y0 + b.shape[0])
+                    xa, xb = max(mc0, x0), min(mc1, x0 + b.shape[1])
+                    classes[ya - mr0:yb - mr0, xa - mc0:xb - mc0] = b[ya - y0:yb - y0,
+                                                                      xa - x0:xb - x0]
+            bad = np.isin(classes, src.classes)
+            out[t] = bad[np.ix_(ys - mr0, xs - mc0)]
+        return out
+
 
 async def run_grid(
     job: GridJob, on_chunk: Callable[[int], None] | None = None
 ) -> list[dict[str, np.ndarray]]:
-    """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array."""
+    """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
+    (for ``categorical``: ``parcel``, ``class`` and ``count`` arrays)."""
     plan = job.plan
     reducer = _Reducer(job)
     needed = sorted({(b, layer.time_index) for layer in job.layers for b in layer.inputs})
+    # per band: the time blocks to read (one zarr chunk along time each) and dates in them
+    reads: list[tuple[str, int, int, list[int]]] = []
+    for band in sorted({b for b, _ in needed}):
+        ct = job.arrays[band].chunks[0]
+        ts = sorted(t for b, t in needed if b == band)
+        by_block: dict[int, list[int]] = {}
+        for t in ts:
+            by_block.setdefault(t // ct, []).append(t)
+        reads += [(band, min(g), max(g) + 1, g) for g in by_block.values()]
+    times = sorted({t for _, t in needed})
     sem = asyncio.Semaphore(job.concurrency)
+    masks = None
+    if job.mask is not None:
+        n_cols = max(1, job.mask.array.shape[2] // max(1, job.mask.array.chunks[2]) + 1)
+        masks = _MaskCache(job.mask, sem, capacity=4 * n_cols + 64)
 
-    async def get(band: str, t: int, win: tuple[int, int, int, int]) -> np.ndarray:
+    async def get(band: str, t0: int, t1: int, win: tuple[int, int, int, int]) -> np.ndarray:
         r0, r1, c0, c1 = win
         async with sem:
-            out = await job.arrays[band].getitem((t, slice(r0, r1), slice(c0, c1)))
+            out = await job.arrays[band].getitem((slice(t0, t1), slice(r0, r1), slice(c0, c1)))
         return np.asarray(out)
 
-    async def fetch(k: int) -> tuple[int, dict[tuple[str, int], np.ndarray]]:
+    async def fetch(k: int) -> tuple[int, dict[Key, np.ndarray], dict[int, np.ndarray]]:
         win = plan.chunk_window(k)
-        arrays = await asyncio.gather(*(get(b, t, win) for b, t in needed))
-        return k, dict(zip(needed, arrays, strict=True))
+        coros: list[Any] = [get(b, t0, t1, win) for b, t0, t1, _ in reads]
+        if masks is not None:
+            coros.append(masks.window(win, times))
+        got = await asyncio.gather(*coros)
+        data: dict[Key, np.ndarray] = {}
+        for (band, t0, _, ts), block in zip(reads, got, strict=False):
+            for t in ts:
+                data[(band, t)] = block[t - t0]
+        return k, data, (got[-1] if masks is not None else {})
 
-    window = max(2, 2 * job.concurrency // max(1, len(needed)))
-    pending: deque[asyncio.Task[tuple[int, dict[tuple[str, int], np.ndarray]]]] = deque()
+    window = max(2, 2 * job.concurrency // max(1, len(reads)))
+    pending: deque[asyncio.Task[Any]] = deque()
     nxt = 0
     try:
         while nxt < plan.n_chunks and len(pending) < window:
             pending.append(asyncio.ensure_future(fetch(nxt)))
             nxt += 1
         while pending:
-            k, data = await pending.popleft()
+            k, data, bad = await pending.popleft()
             while nxt < plan.n_chunks and len(pending) < window:
                 pending.append(asyncio.ensure_future(fetch(nxt)))
                 nxt += 1
-            await asyncio.to_thread(reducer.add_chunk, k, data)
+            await asyncio.to_thread(reducer.add_chunk, k, data, bad)
             if on_chunk is not None:
-                on_chunk(len(needed))
+                on_chunk(len(reads))
     finally:
         for task in pending:
             task.cancel()

@@ -76,27 +76,41 @@ def parse_stats(stats: str | Iterable[str]) -> StatSpec:
 class Partials:
     """Running per-parcel statistics of one layer (a band or index at one date)."""
 
-    def __init__(self, n: int) -> None:
-        self.count = np.zeros(n, dtype=np.int64)
+    def __init__(self, n: int, *, weighted: bool = False) -> None:
+        self.weighted = weighted
+        self.count = np.zeros(n, dtype=np.float64 if weighted else np.int64)
         self.sum = np.zeros(n, dtype=np.float64)
         self.mean = np.zeros(n, dtype=np.float64)
         self.m2 = np.zeros(n, dtype=np.float64)
         self.min = np.full(n, np.inf, dtype=np.float64)
         self.max = np.full(n, -np.inf, dtype=np.float64)
-        self.nodata = np.zeros(n, dtype=np.int64)
+        self.nodata = np.zeros(n, dtype=np.float64 if weighted else np.int64)
 
-    def add_sorted(self, parcels: np.ndarray, values: np.ndarray) -> None:
-        """Add valid pixels, ``parcels`` sorted ascending (values grouped by parcel)."""
+    def add_sorted(self, parcels: np.ndarray, values: np.ndarray,
+                   weights: np.ndarray | None = None) -> None:
+        """Add valid pixels, ``parcels`` sorted ascending (values grouped by parcel).
+
+        With ``weights`` (coverage fractions) count, sum, mean and std are weighted as
+        exactextract's: count = sum(w), sum = sum(w v), std = sqrt(sum(w (v - mean)^2) / sum(w)).
+        """
         if parcels.size == 0:
             return
         starts = np.flatnonzero(np.r_[True, parcels[1:] != parcels[:-1]])
         ids = parcels[starts]
         v = values.astype(np.float64, copy=False)
-        cnt = np.diff(np.r_[starts, parcels.size])
-        s = np.add.reduceat(v, starts)
-        mu = s / cnt
-        dev = v - np.repeat(mu, cnt)
-        m2 = np.add.reduceat(dev * dev, starts)
+        runs = np.diff(np.r_[starts, parcels.size])
+        if weights is None:
+            cnt = runs
+            s = np.add.reduceat(v, starts)
+            mu = s / cnt
+            dev = v - np.repeat(mu, runs)
+            m2 = np.add.reduceat(dev * dev, starts)
+        else:
+            cnt = np.add.reduceat(weights, starts)
+            s = np.add.reduceat(v * weights, starts)
+            mu = s / cnt
+            dev = v - np.repeat(mu, runs)
+            m2 = np.add.reduceat(weights * dev * dev, starts)
         lo = np.minimum.reduceat(v, starts)
         hi = np.maximum.reduceat(v, starts)
         n_a = self.count[ids].astype(np.float64)
@@ -109,10 +123,11 @@ class Partials:
         np.minimum.at(self.min, ids, lo)  # ids are unique here: cheap
         np.maximum.at(self.max, ids, hi)
 
-    def add_nodata(self, parcels: np.ndarray) -> None:
-        """Count nodata pixels inside parcels."""
+    def add_nodata(self, parcels: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count nodata pixels inside parcels (coverage-weighted with ``weights``)."""
         if parcels.size:
-            self.nodata += np.bincount(parcels, minlength=self.nodata.size)
+            self.nodata += np.bincount(parcels, weights=weights, minlength=self.nodata.size
+                                       ).astype(self.nodata.dtype)
 
     def result(self, spec: StatSpec, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics for parcels ``ids`` (NaN where a parcel has no valid pixel)."""
@@ -122,9 +137,9 @@ class Partials:
             out: dict[str, np.ndarray] = {}
             for name in spec.names:
                 if name == "count":
-                    out[name] = cnt.astype(np.int64)
+                    out[name] = cnt.copy()
                 elif name == "nodata":
-                    out[name] = self.nodata[ids].astype(np.int64)
+                    out[name] = self.nodata[ids].copy()
                 elif name == "sum":
                     out[name] = np.where(empty, np.nan, self.sum[ids])
                 elif name == "mean":

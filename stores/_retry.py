@@ -66,8 +66,9 @@ class RetryPolicy:
     base_delay: float = 0.1
     max_delay: float = 5.0
 
-    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call()``, retrying transient failures."""
+    async def run(self, what: str, call: Callable[[], Awaitable[T]],
+                  on_retry: Callable[[], None] | None = None) -> T:
+        """Await ``call()``, retrying transient failures (calling ``on_retry`` before each)."""
         for attempt in range(self.attempts):
             try:
                 return await call()
@@ -80,6 +81,8 @@ class RetryPolicy:
                     what, redact(f"{type(exc).__name__}: {exc}")[:200], attempt + 1,
                     self.attempts - 1, delay,
                 )
+                if on_retry is not None:
+                    on_retry()
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -110,6 +113,10 @@ class IOCounters:
             if self.track_keys and key is not None:
                 self.keys.append(key)
 
+    def add_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
     def add_set(self, nbytes: int) -> None:
         with self._lock:
             self.set_requests += 1
@@ -123,6 +130,7 @@ class IOCounters:
                 "bytes_read": self.bytes_read,
                 "set_requests": self.set_requests,
                 "bytes_written": self.bytes_written,
+                "retries": self.retries,
             }
 
 
@@ -154,7 +162,7 @@ class ResilientStore(WrapperStore[Store]):
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
         result = await self.policy.run(
-            key, lambda: self._store.get(key, prototype, byte_range)
+            key, lambda: self._store.get(key, prototype, byte_range), self.counters.add_retry
         )
         self.counters.add_get(0 if result is None else len(result), key)
         return result
@@ -166,7 +174,8 @@ class ResilientStore(WrapperStore[Store]):
     ) -> list[Buffer | None]:
         key_ranges = list(key_ranges)
         result = await self.policy.run(
-            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges)
+            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges),
+            self.counters.add_retry,
         )
         for (key, _), item in zip(key_ranges, result, strict=True):
             self.counters.add_get(0 if item is None else len(item), key)
