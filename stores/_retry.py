@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_OBSTORE_TRANSIENT = re.compile(
+    r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
+    r"|timed out|timeout|incomplete|broken pipe|server busy",
+    re.IGNORECASE,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -40,6 +46,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(status, int):
         return status in _TRANSIENT_STATUS
     name = type(exc).__name__
+    if name == "GenericError" and type(exc).__module__.startswith("obstore"):
+        # obstore reports HTTP and connection failures as GenericError with the cause in text
+        text = str(exc).split("Debug source", 1)[0]
+        return bool(_OBSTORE_TRANSIENT.search(text))
     # azure-core and aiohttp transport errors, matched by name so neither is a hard import.
     return name in {
         "ServiceRequestError",
