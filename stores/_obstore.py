@@ -10,8 +10,8 @@ place, by :class:`~parcelzarr.stores._retry.ResilientStore`, for every transport
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from zarr.abc.store import Store

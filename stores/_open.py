@@ -16,9 +16,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import _get_loop, sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
-from parcelzarr.errors import StoreUnreachableError
-
 from parcelzarr import _config
+from parcelzarr.errors import StoreUnreachableError
 
 from ._azure import azure_options, redact
 from ._obstore import obstore_store
