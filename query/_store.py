@@ -104,7 +104,9 @@ def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
     """
     handle = open_store_handle(url, storage_options, read_only=True)
     handle.check_reachable()
-    return ParcelStore(handle)
+    store = ParcelStore(handle)
+    store.storage_options = dict(storage_options) if storage_options else None
+    return store
 
 
 class ParcelStore:
@@ -134,6 +136,8 @@ class ParcelStore:
                 [], dtype="datetime64[s]")
             self.grids[name] = GridInfo(name, grid_spec(group), bands, t)
         self.last_report: QueryReport | None = None
+        #: Options the store was opened with (handed to Dask workers; never printed).
+        self.storage_options: dict[str, Any] | None = None
         self._expressions: dict[str, Expression] = {}
 
     # -- catalogue -----------------------------------------------------------------------
