@@ -26,7 +26,7 @@ import numpy as np
 from zarr import AsyncArray
 
 from ._plan import ChunkPlan
-from ._rasterize import ChunkLabels, label_chunk
+from ._rasterize import ChunkLabels, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
 
 __all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
@@ -98,6 +98,10 @@ class _Reducer:
         n = len(job.geoms)
         self.job = job
         self.partials = [Partials(n, weighted=job.coverage) for _ in job.layers]
+        beyond = outside_pixels(job.geoms, job.plan.spec, all_touched=job.all_touched,
+                                coverage=job.coverage)
+        for p in self.partials:
+            p.nodata += beyond.astype(p.nodata.dtype)
         self.remaining = job.plan.per_parcel.copy()
         self.values: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in job.layers]
         self.exact: list[dict[str, np.ndarray]] = [
@@ -180,9 +184,9 @@ class _Reducer:
             if sel.any():
                 res = exact_stats(par[sel], val[sel], n, spec.percentiles,
                                   median="median" in spec.names)
-                touched = np.unique(par[sel])
                 for name, arr in res.items():
-                    self.exact[li][name][touched] = arr[touched]
+                    hit = ~np.isnan(arr)
+                    self.exact[li][name][hit] = arr[hit]
             keep = ~sel
             self.values[li] = [(par[keep], val[keep])] if keep.any() else []
 

@@ -9,7 +9,9 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
-__all__ = ["ChunkLabels", "label_chunk"]
+from parcelzarr._grid import GridSpec
+
+__all__ = ["ChunkLabels", "label_chunk", "outside_pixels"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,43 @@ def label_chunk(
     if coverage:
         weights = (np.concatenate(w_parts) if w_parts else np.empty(0))[order]
     return ChunkLabels(pixels[order], parcels[order], shape, weights)
+
+
+def outside_pixels(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool,
+                   coverage: bool) -> np.ndarray:
+    """Pixels of each parcel that lie outside the grid (counted as ``nodata``, as rasterstats
+    counts cells beyond the raster's edge).
+
+    Only parcels whose pixel window crosses the grid's edge are rasterised, on their own window;
+    with ``coverage`` the outside area is exact: (area - area inside the grid) / pixel area.
+    """
+    out = np.zeros(len(geoms), dtype=np.float64 if coverage else np.int64)
+    if len(geoms) == 0:
+        return out
+    left, bottom, right, top = spec.bounds
+    b = shapely.bounds(geoms)
+    with np.errstate(invalid="ignore"):
+        crosses = ~shapely.is_empty(geoms) & ((b[:, 0] < left) | (b[:, 1] < bottom)
+                                              | (b[:, 2] > right) | (b[:, 3] > top))
+    idx = np.flatnonzero(crosses)
+    if idx.size == 0:
+        return out
+    if coverage:
+        inside = shapely.area(shapely.intersection(geoms[idx], shapely.box(*spec.bounds)))
+        out[idx] = (shapely.area(geoms[idx]) - inside) / (spec.res_x * spec.res_y)
+        return out
+    for i in idx:  # edge parcels only
+        c0 = int(np.floor((b[i, 0] - spec.x0) / spec.res_x))
+        c1 = int(np.ceil((b[i, 2] - spec.x0) / spec.res_x))
+        r0 = int(np.floor((spec.y0 - b[i, 3]) / spec.res_y))
+        r1 = int(np.ceil((spec.y0 - b[i, 1]) / spec.res_y))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        t = spec.transform * Affine.translation(c0, r0)
+        lab = rasterize([(geoms[i], 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0,
+                        all_touched=all_touched, dtype="uint8")
+        rows = np.arange(r0, r1)[:, None]
+        cols = np.arange(c0, c1)[None, :]
+        beyond = (rows < 0) | (rows >= spec.height) | (cols < 0) | (cols >= spec.width)
+        out[i] = int((lab.astype(bool) & beyond).sum())
+    return out

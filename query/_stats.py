@@ -155,6 +155,37 @@ class Partials:
         return out
 
 
+def _sort_by_parcel_value(parcels: np.ndarray, values: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """``(parcels, values)`` sorted by parcel then value.
+
+    Integer and float32 values are packed with the parcel into one int64 key and sorted with
+    a single ``np.sort`` (several times faster than ``lexsort``); other values use ``lexsort``.
+    """
+    p = parcels.astype(np.int64, copy=False)
+    if p.size and int(p.max()) < 2**31:
+        if values.dtype.kind in "ui":
+            vmin = int(values.min())
+            if int(values.max()) - vmin < 2**32:
+                key = values.astype(np.int64)
+                key -= vmin
+                key |= p << 32
+                key.sort()
+                return key >> 32, (key & 0xFFFFFFFF) + vmin
+        elif values.dtype == np.float32:
+            bits = values.view(np.uint32).astype(np.int64)
+            neg = bits >= 2**31
+            # order-preserving map of float32 bit patterns onto [0, 2**32)
+            mapped = np.where(neg, 2**32 - 1 - bits, bits + 2**31)
+            key = (p << 32) | mapped
+            key.sort()
+            m = key & 0xFFFFFFFF
+            back = np.where(m >= 2**31, m - 2**31, 2**32 - 1 - m).astype(np.uint32)
+            return key >> 32, back.view(np.float32)
+    order = np.lexsort((values, p))
+    return p[order], values[order]
+
+
 def exact_stats(
     parcels: np.ndarray, values: np.ndarray, n: int, percentiles: Sequence[float],
     *, median: bool,
@@ -164,9 +195,7 @@ def exact_stats(
     ``parcels`` are parcel indices in ``[0, n)``; the result arrays have length ``n`` with NaN
     for parcels without values.
     """
-    order = np.lexsort((values, parcels))
-    p = parcels[order]
-    v = values[order].astype(np.float64)
+    p, v = _sort_by_parcel_value(parcels, values)
     cnt = np.bincount(p, minlength=n)
     start = np.r_[0, np.cumsum(cnt)[:-1]]
     has = cnt > 0
@@ -178,8 +207,8 @@ def exact_stats(
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, cnt[has] - 1)
         frac = pos - lo
-        a = v[start[has] + lo]
-        b = v[start[has] + hi]
+        a = v[start[has] + lo].astype(np.float64)
+        b = v[start[has] + hi].astype(np.float64)
         res[has] = a + (b - a) * frac
         return res
 

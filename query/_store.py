@@ -28,6 +28,7 @@ from ._expr import Expression, parse_expression
 from ._indices import INDICES
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
+from ._rasterize import outside_pixels
 from ._select import TimeSelection, normalise_bands, select_times
 from ._stats import DEFAULT_STATS, parse_stats
 
@@ -335,7 +336,8 @@ class ParcelStore:
                         frames.append(self._frame(pset, subset, layer.name, when, res,
                                                   spec.names))
         if not categorical:
-            frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names))
+            frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names,
+                                          all_touched=all_touched, coverage=coverage))
         names = ["class", "count", "fraction", "area_m2"] if categorical else list(spec.names)
         df = _concat(frames, pset, names, integer_counts=not coverage,
                      sort=["_order", "band", "time", "class"] if categorical else None)
@@ -489,8 +491,10 @@ class ParcelStore:
 
     def _uncovered(self, pset: ParcelSet, assignment: Sequence[Any],
                    outputs: Sequence[tuple[str, tuple[str, ...]]], time: TimeSelection,
-                   names: Sequence[str]) -> list[pd.DataFrame]:
-        """Rows for parcels outside every grid: count 0, NaN statistics."""
+                   names: Sequence[str], *, all_touched: bool = False,
+                   coverage: bool = False) -> list[pd.DataFrame]:
+        """Rows for parcels outside every grid: count 0, NaN statistics, and their pixels
+        (on the first grid holding the output) as ``nodata``."""
         frames = []
         for out_name, needs in outputs:
             covered = np.zeros(len(pset), dtype=bool)
@@ -504,8 +508,12 @@ class ParcelStore:
                 g.times[select_times(g.times, time)] for g in self.grids.values()
                 if all(b in g.bands for b in needs)
             ]))
+            grid = next(g for g in self.grids.values() if all(b in g.bands for b in needs))
+            beyond = outside_pixels(pset.to_crs(grid.spec.crs)[missing], grid.spec,
+                                    all_touched=all_touched, coverage=coverage)
             for when in times:
-                res = {k: (np.zeros(missing.size, np.int64) if k in ("count", "nodata")
+                res = {k: (np.zeros(missing.size, beyond.dtype) if k == "count"
+                           else beyond if k == "nodata"
                            else np.full(missing.size, np.nan)) for k in names}
                 frames.append(self._frame(pset, missing, out_name, when, res, names))
         return frames
