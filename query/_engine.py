@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,8 @@ __all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]
+#: One layer of one chunk: valid parcels, values, weights; nodata parcels, weights.
+Prepared = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class GridJob:
     coverage: bool = False
     categorical: bool = False
     mask: MaskSource | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    workers: int = 2
 
 
 def _valid(v: np.ndarray, nodata: float | int | None) -> np.ndarray:
@@ -116,8 +118,9 @@ class _Reducer:
         names = ["median"] if "median" in spec.names else []
         return names + [f"percentile_{q:g}" for q in spec.percentiles]
 
-    def add_chunk(self, k: int, data: Mapping[Key, np.ndarray],
-                  masks: Mapping[int, np.ndarray]) -> None:
+    def prepare(self, k: int, data: Mapping[Key, np.ndarray],
+                masks: Mapping[int, np.ndarray]) -> tuple[int, list[Prepared]]:
+        """Label chunk ``k`` and pick each layer's valid pixels (pure; runs in any thread)."""
         job = self.job
         plan = job.plan
         r0, r1, c0, c1 = plan.chunk_window(k)
@@ -128,7 +131,8 @@ class _Reducer:
             all_touched=job.all_touched, coverage=job.coverage,
         )
         pix, par, w = labels.pixels, labels.parcels, labels.weights
-        for li, layer in enumerate(job.layers):
+        out: list[Prepared] = []
+        for layer in job.layers:
             if layer.formula is None:
                 band = layer.inputs[0]
                 v = data[(band, layer.time_index)].ravel()[pix]
@@ -144,18 +148,33 @@ class _Reducer:
             bad = masks.get(layer.time_index)
             if bad is not None:
                 ok &= ~bad.ravel()[pix]
-            wk = None if w is None else w[ok]
-            if job.categorical:
-                self._add_classes(li, par[ok], v[ok], wk)
+            if ok.all():
+                out.append((par, v, w, par[:0], None if w is None else w[:0]))
             else:
-                self.partials[li].add_sorted(par[ok], v[ok], wk)
-            self.partials[li].add_nodata(par[~ok], None if w is None else w[~ok])
+                out.append((par[ok], v[ok], None if w is None else w[ok], par[~ok],
+                            None if w is None else w[~ok]))
+        return k, out
+
+    def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
+        """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
+        job = self.job
+        for li, (par, v, w, par_bad, w_bad) in enumerate(prepared):
+            if job.categorical:
+                self._add_classes(li, par, v, w)
+            else:
+                self.partials[li].add_sorted(par, v, w)
+            self.partials[li].add_nodata(par_bad, w_bad)
             if job.stats.needs_values and not job.categorical:
-                self.values[li].append((par[ok], v[ok]))
-        self.remaining[ids] -= 1
+                self.values[li].append((par, v))
+        self.remaining[job.plan.parcels_of(k)] -= 1
         self._since_flush += 1
-        if job.stats.needs_values and self._since_flush >= 16:
+        if job.stats.needs_values and self._since_flush >= 32:
             self.flush()
+
+    def add_chunk(self, k: int, data: Mapping[Key, np.ndarray],
+                  masks: Mapping[int, np.ndarray]) -> None:
+        """:meth:`prepare` then :meth:`accumulate` chunk ``k``."""
+        self.accumulate(*self.prepare(k, data, masks))
 
     def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
                      w: np.ndarray | None) -> None:
@@ -333,22 +352,30 @@ async def run_grid(
                 data[(band, t)] = block[t - t0]
         return k, data, (got[-1] if masks is not None else {})
 
+    async def prepare(k: int) -> tuple[int, list[Prepared]]:
+        k, data, bad = await fetch(k)
+        async with cpu:
+            return await asyncio.to_thread(reducer.prepare, k, data, bad)
+
+    # Chunks are fetched and prepared (labelled, values picked: GDAL and numpy release the
+    # GIL) ``workers`` at a time, and folded into the partials in spatial order.
+    cpu = asyncio.Semaphore(job.workers)
     window = max(2, 2 * job.concurrency // max(1, len(reads)))
     pending: deque[asyncio.Task[Any]] = deque()
     nxt = 0
     try:
         while nxt < plan.n_chunks and len(pending) < window:
-            pending.append(asyncio.ensure_future(fetch(nxt)))
+            pending.append(asyncio.ensure_future(prepare(nxt)))
             nxt += 1
         while pending:
-            k, data, bad = await pending.popleft()
+            k, prepared = await pending.popleft()
             while nxt < plan.n_chunks and len(pending) < window:
-                pending.append(asyncio.ensure_future(fetch(nxt)))
+                pending.append(asyncio.ensure_future(prepare(nxt)))
                 nxt += 1
-            await asyncio.to_thread(reducer.add_chunk, k, data, bad)
+            reducer.accumulate(k, prepared)
             if on_chunk is not None:
                 on_chunk(len(reads))
     finally:
         for task in pending:
             task.cancel()
-    return reducer.results()
+    return await asyncio.to_thread(reducer.results)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 
 from parcelzarr._grid import GridSpec
 
 __all__ = ["ChunkLabels", "label_chunk", "outside_pixels"]
+
+# rasterio emits this spuriously when several threads rasterize at once (its GDAL error
+# handler sees another thread's state); the burned rasters are identical to serial runs
+# (checked chunk by chunk), so the message is noise for these in-memory rasters only.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform",
+                        category=NotGeoreferencedWarning, module="rasterio")
 
 
 @dataclass(frozen=True)

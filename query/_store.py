@@ -320,7 +320,7 @@ class ParcelStore:
                 nodata={b: info.bands[b]["nodata"] for b in arrays}, layers=layers,
                 stats=spec, all_touched=all_touched,
                 concurrency=concurrency or _config.default_concurrency(),
-                coverage=coverage, categorical=categorical,
+                coverage=coverage, categorical=categorical, workers=_config.default_workers(),
                 mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
