@@ -67,17 +67,22 @@ def _covering_bytes(url: str, options: dict[str, Any], parcels: Path) -> tuple[i
             arr = store._array(name, band)
             prefix = f"{name}/{band}/"
 
-            async def sizes(arr: Any = arr, prefix: str = prefix) -> list[int]:
+            async def sizes(arr: Any = arr, prefix: str = prefix, plan: Any = plan) -> list[int]:
                 import asyncio
+
+                async def size(key: str) -> int:
+                    try:
+                        return int(await store._handle.store.getsize(key))
+                    except FileNotFoundError:  # never written (fill value): not read either
+                        return 0
 
                 keys = [prefix + arr.metadata.encode_chunk_key((0, int(cy), int(cx)))
                         for cy, cx in plan.chunks]
-                return list(await asyncio.gather(*(store._handle.store.getsize(k)
-                                                   for k in keys)))
+                return list(await asyncio.gather(*(size(k) for k in keys)))
 
             got = sync(sizes())
             total += sum(got)
-            objects += len(got)
+            objects += sum(1 for g in got if g)
     store.close()
     return total, objects
 
