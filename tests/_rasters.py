@@ -56,7 +56,7 @@ def make_scene(folder: Path, *, shape: tuple[int, int] = (650, 700), date: str =
     ]
 
 
-def test_parcels(shape: tuple[int, int] = (650, 700), origin: tuple[float, float] = ORIGIN,
+def sample_parcels(shape: tuple[int, int] = (650, 700), origin: tuple[float, float] = ORIGIN,
                  n: int = 60, seed: int = 3) -> gpd.GeoDataFrame:
     """Parcels over the scene: polygons, holes, multipolygons, sub-pixel, slivers, edge-crossing,
     overlapping and outside ones, in the scene CRS."""

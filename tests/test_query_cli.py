@@ -13,7 +13,7 @@ import parcelzarr as pz
 from parcelzarr.cli import main
 
 from ._rasters import make_scene
-from ._rasters import test_parcels as make_parcels
+from ._rasters import sample_parcels as make_parcels
 
 
 @pytest.fixture(scope="module")

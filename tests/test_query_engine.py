@@ -18,16 +18,16 @@ import shapely
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from parcelzarr.query import GridJob, Layer, parse_stats, plan_chunks, run_grid
+from parcelzarr.stores import ResilientStore
 from rasterio.features import geometry_mask
 from zarr.core.sync import sync
 
 import parcelzarr as pz
 from parcelzarr._grid import GridSpec
-from parcelzarr.query import GridJob, Layer, parse_stats, plan_chunks, run_grid
-from parcelzarr.stores import ResilientStore
 
 from ._rasters import CRS, make_scene, scene_data, write_tif
-from ._rasters import test_parcels as make_parcels
+from ._rasters import sample_parcels as make_parcels
 
 STATS = ["count", "sum", "mean", "min", "max", "std", "median", "percentile_25", "nodata"]
 

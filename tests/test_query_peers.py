@@ -103,10 +103,12 @@ def _odd_parcels(src: Path) -> gpd.GeoDataFrame:
         crs = ds.crs
     cx, cy = (left + right) / 2, (bottom + top) / 2
     outer = shapely.box(cx - 12 * res, cy - 9 * res, cx + 10 * res, cy + 11 * res)
-    holed = outer.difference(shapely.box(cx - 4 * res, cy - 3 * res, cx + 3.3 * res, cy + 2.7 * res))
+    hole = shapely.box(cx - 4 * res, cy - 3 * res, cx + 3.3 * res, cy + 2.7 * res)
+    holed = outer.difference(hole)
     multi = shapely.MultiPolygon([
         shapely.box(left + 2.2 * res, bottom + 3.1 * res, left + 9.7 * res, bottom + 8.4 * res),
-        shapely.Polygon([(right - 10.37 * res, top - 3.21 * res), (right - 2.53 * res, top - 4.1 * res),
+        shapely.Polygon([(right - 10.37 * res, top - 3.21 * res),
+                         (right - 2.53 * res, top - 4.1 * res),
                          (right - 6.13 * res, top - 12.27 * res)]),
     ])
     sliver = shapely.Polygon([(cx - 20 * res, cy + 0.2 * res), (cx + 20 * res, cy + 0.45 * res),
