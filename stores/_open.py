@@ -56,7 +56,13 @@ def choose_transport(requested: str | None, *, read_only: bool) -> Transport:
     bench/RESULTS.md) and adlfs for writes."""
     value = requested or _config.transport()
     if value is None:
-        return DEFAULT_READ_TRANSPORT if read_only else "adlfs"
+        if not read_only:
+            return "adlfs"
+        try:
+            import obstore  # noqa: F401
+        except ImportError:  # pragma: no cover - obstore is a dependency; keep adlfs working
+            return "adlfs"
+        return DEFAULT_READ_TRANSPORT
     if value not in ("adlfs", "obstore"):
         raise ValueError(f"transport {value!r} is unknown: use 'adlfs' or 'obstore'")
     return value  # type: ignore[return-value]
