@@ -87,6 +87,54 @@ def _covering_bytes(url: str, options: dict[str, Any], parcels: Path) -> tuple[i
     return total, objects
 
 
+def request_overhead(url: str, options: dict[str, Any], transport: str, n: int = 200
+                     ) -> dict[str, float]:
+    """Per-chunk request cost of a transport: ``n`` chunk GETs one at a time (ms each), and
+    the same GETs 64 in flight (requests/s)."""
+    import asyncio
+
+    from parcelzarr.stores import open_store_handle
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    handle = open_store_handle(url, options | {"transport": transport}, read_only=True)
+    store = handle.store
+
+    async def keys() -> list[str]:
+        out = []
+        async for k in store.list_prefix("utm16n/10m/B04/c/"):
+            out.append(k)
+            if len(out) >= n:
+                break
+        return out
+
+    names = sync(keys())
+    proto = default_buffer_prototype()
+
+    async def serial() -> None:
+        for k in names:
+            await store.get(k, proto)
+
+    async def concurrent() -> None:
+        sem = asyncio.Semaphore(64)
+
+        async def one(k: str) -> None:
+            async with sem:
+                await store.get(k, proto)
+
+        await asyncio.gather(*(one(k) for k in names))
+
+    sync(serial())  # warm connections
+    t0 = time.perf_counter()
+    sync(serial())
+    t1 = time.perf_counter()
+    sync(concurrent())
+    t2 = time.perf_counter()
+    handle.close()
+    return {"ms_per_request_serial": 1000 * (t1 - t0) / len(names),
+            "requests_per_s_64_in_flight": len(names) / (t2 - t1)}
+
+
 def gdal_baseline(az: Any, proxy: Any, scene: list[Path], parcels: Path, n: int,
                   delay: float) -> dict[str, Any]:
     """Per-parcel GDAL ``/vsiaz/`` windowed reads of the source GeoTIFFs (4 bands): each parcel
@@ -201,13 +249,21 @@ def main() -> None:
                           "proxy_requests": proxy.snapshot().requests}
                     rows.append(m)
                     print(json.dumps(m), file=sys.stderr)
+        overhead = []
+        for transport in args.transports.split(","):
+            for delay in (float(v) for v in args.delays.split(",")):
+                proxy.delay_ms = delay
+                o = request_overhead(STORE, via_proxy, transport)
+                overhead.append(o | {"transport": transport, "delay_ms": delay})
+                print(json.dumps(overhead[-1]), file=sys.stderr)
         gdal = [gdal_baseline(az, proxy, [Path(p) for p in scene], files[counts[0]],
                               args.gdal_parcels, d)
                 for d in (float(v) for v in args.delays.split(",")) if args.gdal_parcels]
         for g in gdal:
             print(json.dumps({"gdal": g}), file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"engine": rows, "gdal_vsiaz": gdal}, indent=1))
+        args.json.write_text(json.dumps({"engine": rows, "gdal_vsiaz": gdal,
+                                         "request_overhead": overhead}, indent=1))
     print("| parcels | transport | delay | parcels/s | s | bytes/parcel | requests/parcel "
           "| bytes read / covering chunks | peak RSS MB |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -216,6 +272,11 @@ def main() -> None:
               f"| {m['parcels_per_s']:,.0f} | {m['seconds']:.2f} "
               f"| {m['bytes_read'] / m['parcels']:,.0f} | {m['requests'] / m['parcels']:.3f} "
               f"| {m['bytes_read'] / m['covering_bytes']:.2f} | {m['peak_rss_mb']:,.0f} |")
+    print("\n| transport | delay | ms per chunk GET, one at a time | chunk GETs/s, 64 in flight |")
+    print("|---|---:|---:|---:|")
+    for o in overhead:
+        print(f"| {o['transport']} | {o['delay_ms']:g} ms | {o['ms_per_request_serial']:.1f} "
+              f"| {o['requests_per_s_64_in_flight']:,.0f} |")
     for g in gdal:
         best = max((m["parcels_per_s"] for m in rows
                     if m["delay_ms"] == g["delay_ms"] and m["parcels"] == counts[0]), default=0)
