@@ -164,8 +164,13 @@ def test_transient_faults_are_retried_and_results_stay_exact(
     opts = azurite.storage_options(proxy.endpoint) | {"transport": transport}
     clean = pz.open_store(url, storage_options=opts).zonal_stats(gdf, stats=STATS)
     store = pz.open_store(url, storage_options=opts)
+    before = proxy.snapshot()
     proxy.inject_faults(4, kind=kind)
     faulty = store.zonal_stats(gdf, stats=STATS)
+    seen = proxy.snapshot().requests - before.requests
+    assert store.last_report is not None
+    # the report counts the requests that succeeded; the proxy also saw the failed attempts
+    assert store.last_report.requests + store.last_report.retries <= seen
     pd.testing.assert_frame_equal(clean, faulty, check_like=False)
     assert store.last_report is not None
     if kind != "reset":  # aiohttp may itself retry a request on a reset pooled connection
@@ -188,6 +193,7 @@ def test_obstore_and_adlfs_give_identical_results_and_costs(
     pd.testing.assert_frame_equal(out["adlfs"][0], out["obstore"][0])
     a, b = out["adlfs"][1], out["obstore"][1]
     assert (a.requests, a.bytes_read) == (b.requests, b.bytes_read)
+    assert a.requests == a.chunks  # every chunk once, nothing else during the query
     with pytest.raises(ValueError, match="transport"):
         pz.open_store(url, storage_options=azurite.storage_options() | {"transport": "gdal"})
 

@@ -218,3 +218,16 @@ def test_band_math_expression_equals_numpy(stores: dict[str, Any]) -> None:
     assert ours["band"][0] == "sqrt(slope) * 2 - slope / 10"
     with pytest.raises(ValueError, match="not allowed"):
         stores["slope"].zonal_stats(gdf, indices=["__import__('os').system('x')"])
+
+
+def test_coverage_weighted_multipolygons_equal_exactextract_geographic(tmp_path: Path) -> None:
+    """Real multi-island MultiPolygons (São Miguel) on a geographic (EPSG:4326) DEM."""
+    src = DATA / "sao-miguel" / "eu_dem_v11.tif"
+    store = _ingest(tmp_path, src, "dem", 64)
+    gdf = gpd.read_file(DATA / "sao-miguel" / "concelhos.gpkg")[["geometry"]]
+    names = ["count", "sum", "mean", "min", "max"]
+    ours = store.zonal_stats(gdf, stats=",".join(names), weights="coverage")
+    theirs = exact_extract(str(src), gdf, names, output="pandas")
+    _compare(ours, theirs, names)
+    centre = store.zonal_stats(gdf, stats=STATS)
+    _compare(centre, _rs(gdf, src, STATS), [s for s in STATS if s != "nodata"])
