@@ -269,3 +269,21 @@ def test_property_random_polygons_and_chunks(prop_source: tuple[Path, np.ndarray
                 float),
             [v.sum(), v.mean(), v.min(), v.max(), v.std(), np.median(v), np.percentile(v, 25)],
             rtol=1e-9)
+
+
+def test_overlapping_parcels_keep_all_their_pixels(prop_source: tuple[Path, np.ndarray, Any]
+                                                   ) -> None:
+    """Parcels overlapping on pixel centres are burned in separate passes; a sliver overlap
+    between neighbours (no centre inside) does not need one."""
+    path, data, transform = prop_source
+    x0, y0 = transform.c, transform.f
+    a = shapely.box(x0 + 100, y0 - 400, x0 + 400, y0 - 100)
+    b = shapely.box(x0 + 300, y0 - 500, x0 + 600, y0 - 200)          # shares 10x20 centres
+    c = shapely.box(x0 + 398, y0 - 400, x0 + 700, y0 - 300)          # 2 m sliver over a
+    geoms = np.array([a, b, c], dtype=object)
+    spec = _store_for(40, path).grids[next(iter(_store_for(40, path).grids))].spec
+    plan = plan_chunks(geoms, spec)
+    assert plan.passes[0] != plan.passes[1]
+    assert plan.passes[2] == plan.passes[0] or plan.passes[2] != plan.passes[1]
+    df = _store_for(40, path).zonal_stats(gpd.GeoSeries(geoms, crs=CRS), stats=STATS)
+    _check(df, [_oracle(data, transform, g, 0) for g in geoms], STATS)
