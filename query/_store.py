@@ -53,7 +53,24 @@ class GridInfo:
 
 @dataclass
 class QueryReport:
-    """What a query cost."""
+    """What a query cost.
+
+    Attributes
+    ----------
+    parcels, rows:
+        Parcels asked for and rows returned.
+    chunks:
+        Band chunks the plan reads (each once): spatial chunks x bands x time blocks.
+    requests, bytes_read:
+        GET requests that succeeded and their bytes, counted at the store (all of them: band
+        chunks, SCL mask chunks); failed attempts are in ``retries``.
+    seconds:
+        Wall time of the whole call (loading parcels, planning, fetching, reducing).
+    grids:
+        Grids read.
+    retries:
+        Transient errors retried.
+    """
 
     parcels: int
     rows: int
