@@ -287,3 +287,18 @@ def test_overlapping_parcels_keep_all_their_pixels(prop_source: tuple[Path, np.n
     assert plan.passes[2] == plan.passes[0] or plan.passes[2] != plan.passes[1]
     df = _store_for(40, path).zonal_stats(gpd.GeoSeries(geoms, crs=CRS), stats=STATS)
     _check(df, [_oracle(data, transform, g, 0) for g in geoms], STATS)
+
+
+def test_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parcelzarr.stores import choose_transport
+
+    monkeypatch.delenv("PARCELZARR_TRANSPORT", raising=False)
+    assert choose_transport(None, read_only=True) == "obstore"
+    assert choose_transport(None, read_only=False) == "adlfs"
+    assert choose_transport("adlfs", read_only=True) == "adlfs"
+    monkeypatch.setenv("PARCELZARR_TRANSPORT", "adlfs")
+    assert choose_transport(None, read_only=True) == "adlfs"
+    assert choose_transport("obstore", read_only=True) == "obstore"
+    monkeypatch.setenv("PARCELZARR_TRANSPORT", "gdal")
+    with pytest.raises(ValueError, match="PARCELZARR_TRANSPORT"):
+        choose_transport(None, read_only=True)
