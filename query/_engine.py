@@ -372,7 +372,9 @@ async def run_grid(
             while nxt < plan.n_chunks and len(pending) < window:
                 pending.append(asyncio.ensure_future(prepare(nxt)))
                 nxt += 1
-            reducer.accumulate(k, prepared)
+            # folding (and the exact quantiles of finished parcels) runs off the event loop,
+            # so fetches keep flowing; awaiting it here keeps the spatial order
+            await asyncio.to_thread(reducer.accumulate, k, prepared)
             if on_chunk is not None:
                 on_chunk(len(reads))
     finally:
