@@ -105,7 +105,8 @@ class _Reducer:
         for p in self.partials:
             p.nodata += beyond.astype(p.nodata.dtype)
         self.remaining = job.plan.per_parcel.copy()
-        self.values: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in job.layers]
+        self.values: list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]] = [
+            [] for _ in job.layers]
         self.exact: list[dict[str, np.ndarray]] = [
             {name: np.full(n, np.nan) for name in self._exact_names()} for _ in job.layers
         ]
@@ -128,7 +129,8 @@ class _Reducer:
         transform = plan.spec.transform * plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
             job.geoms[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
-            all_touched=job.all_touched, coverage=job.coverage,
+            all_touched=job.all_touched, coverage=job.coverage, base=plan.spec.transform,
+            offset=(r0, c0),
         )
         pix, par, w = labels.pixels, labels.parcels, labels.weights
         out: list[Prepared] = []
@@ -165,7 +167,7 @@ class _Reducer:
                 self.partials[li].add_sorted(par, v, w)
             self.partials[li].add_nodata(par_bad, w_bad)
             if job.stats.needs_values and not job.categorical:
-                self.values[li].append((par, v))
+                self.values[li].append((par, v, w))
         self.remaining[job.plan.parcels_of(k)] -= 1
         self._since_flush += 1
         if job.stats.needs_values and self._since_flush >= 32:
@@ -197,17 +199,21 @@ class _Reducer:
         for li in range(len(self.job.layers)):
             if not self.values[li]:
                 continue
-            par = np.concatenate([p for p, _ in self.values[li]])
-            val = np.concatenate([v for _, v in self.values[li]])
+            par = np.concatenate([p for p, _, _ in self.values[li]])
+            val = np.concatenate([v for _, v, _ in self.values[li]])
+            wts = (np.concatenate([w for _, _, w in self.values[li]])  # type: ignore[misc]
+                   if self.job.coverage else None)
             sel = np.ones(par.shape, dtype=bool) if final else done[par]
             if sel.any():
                 res = exact_stats(par[sel], val[sel], n, spec.percentiles,
-                                  median="median" in spec.names)
+                                  median="median" in spec.names,
+                                  weights=None if wts is None else wts[sel])
                 for name, arr in res.items():
                     hit = ~np.isnan(arr)
                     self.exact[li][name][hit] = arr[hit]
             keep = ~sel
-            self.values[li] = [(par[keep], val[keep])] if keep.any() else []
+            self.values[li] = ([(par[keep], val[keep], None if wts is None else wts[keep])]
+                               if keep.any() else [])
 
     def results(self) -> list[dict[str, np.ndarray]]:
         if self.job.categorical:

@@ -47,7 +47,8 @@ def _burn(geoms: np.ndarray, labels: np.ndarray, transform: Affine, shape: tuple
 
 
 def _coverage(geoms: np.ndarray, parcel_ids: np.ndarray, transform: Affine,
-              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              shape: tuple[int, int], base: Affine, offset: tuple[int, int],
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact coverage fractions of one pass (parcels at least a pixel apart).
 
     Every pixel the parcel touches is a candidate; pixels crossed by its outline get the area
@@ -63,15 +64,17 @@ def _coverage(geoms: np.ndarray, parcel_ids: np.ndarray, transform: Affine,
     if on_edge.any():
         e = idx[on_edge]
         rows, cols = np.divmod(e, shape[1])
-        a, _, c, _, ee, f = transform[:6]
-        x0 = c + cols * a
-        y0 = f + rows * ee
+        # pixel boxes from the grid's own origin and global indices, so that a pixel's box
+        # (and its fraction, down to the last bit) does not depend on the chunking
+        a, _, c, _, ee, f = base[:6]
+        x0 = c + (cols + offset[1]) * a
+        y0 = f + (rows + offset[0]) * ee
         boxes = shapely.box(np.minimum(x0, x0 + a), np.minimum(y0, y0 + ee),
                             np.maximum(x0, x0 + a), np.maximum(y0, y0 + ee))
         local = np.searchsorted(parcel_ids, lab[on_edge])
         inter = shapely.intersection(boxes, geoms[local])
         w[on_edge] = shapely.area(inter) / abs(a * ee)
-    keep = w > 0
+    keep = w > 0  # pixels merely touched along an edge or at a corner
     return idx[keep], lab[keep], w[keep]
 
 
@@ -84,12 +87,16 @@ def label_chunk(
     *,
     all_touched: bool,
     coverage: bool = False,
+    base: Affine | None = None,
+    offset: tuple[int, int] = (0, 0),
 ) -> ChunkLabels:
     """Rasterise ``geoms`` (parcel indices ``parcel_ids``, ascending) onto a chunk.
 
     Pixel-centre rule by default (as rasterio and rasterstats); ``all_touched`` takes every pixel
     the outline touches; ``coverage`` takes every touched pixel with the exact fraction of it
     the parcel covers (as exactextract). Parcels in different ``passes`` are burned separately.
+    ``base`` and ``offset`` (row, col) place the chunk in its grid (default: ``transform`` is
+    the grid's) so coverage fractions are computed on grid-wide pixel boxes.
     """
     pix_parts: list[np.ndarray] = []
     par_parts: list[np.ndarray] = []
@@ -97,7 +104,8 @@ def label_chunk(
     for p in np.unique(passes):
         sel = passes == p
         if coverage:
-            idx, lab, w = _coverage(geoms[sel], parcel_ids[sel], transform, shape)
+            idx, lab, w = _coverage(geoms[sel], parcel_ids[sel], transform, shape,
+                                    base or transform, offset)
             w_parts.append(w)
         else:
             labels = _burn(geoms[sel], parcel_ids[sel] + 1, transform, shape, all_touched)

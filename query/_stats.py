@@ -20,6 +20,7 @@ __all__ = [
     "StatSpec",
     "exact_stats",
     "parse_stats",
+    "weighted_quantiles",
 ]
 
 DEFAULT_STATS = ("count", "mean", "std", "min", "max", "median")
@@ -186,15 +187,63 @@ def _sort_by_parcel_value(parcels: np.ndarray, values: np.ndarray
     return p[order], values[order]
 
 
+def weighted_quantiles(
+    parcels: np.ndarray, values: np.ndarray, weights: np.ndarray, n: int,
+    qs: Sequence[float],
+) -> list[np.ndarray]:
+    """Coverage-weighted quantiles per parcel, with exactextract's definition.
+
+    Per parcel, equal values are merged (their weights summed); with the ``m`` distinct values
+    ``x_i`` ascending, weights ``w_i`` and cumulative weights ``C_i``, the points
+    ``s_i = i w_i + (m - 1) C_{i-1}`` are interpolated linearly at ``q (m - 1) sum(w)``
+    (the weighted generalisation of the 'linear' rule; equal weights give numpy's result).
+    """
+    order = np.lexsort((values, parcels))
+    p, v, w = parcels[order], values[order].astype(np.float64), weights[order]
+    out = [np.full(n, np.nan) for _ in qs]
+    if p.size == 0:
+        return out
+    new = np.r_[True, (p[1:] != p[:-1]) | (v[1:] != v[:-1])]
+    first = np.flatnonzero(new)
+    p, v, w = p[first], v[first], np.add.reduceat(w, first)
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    ids = p[starts]
+    m = np.diff(np.r_[starts, p.size])
+    rep = np.repeat(np.arange(starts.size), m)
+    i = np.arange(p.size) - starts[rep]
+    csum = np.cumsum(w)
+    before = np.r_[0.0, csum[:-1]] - np.r_[0.0, csum][starts][rep]  # C_{i-1} in the parcel
+    total = np.add.reduceat(w, starts)
+    s = i * w + (m[rep] - 1) * before
+    for k, q in enumerate(qs):
+        target = q / 100.0 * total * (m - 1)
+        right = np.add.reduceat((s <= target[rep]).astype(np.int64), starts)
+        left = np.clip(right - 1, 0, m - 1)
+        r = np.clip(right, 0, m - 1)
+        xl, xr = v[starts + left], v[starts + r]
+        sl, sr = s[starts + left], s[starts + r]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mid = xl + (target - sl) * (xr - xl) / (sr - sl)
+        res = np.where(right == 0, v[starts], np.where(right >= m, v[starts + m - 1], mid))
+        out[k][ids] = res
+    return out
+
+
 def exact_stats(
     parcels: np.ndarray, values: np.ndarray, n: int, percentiles: Sequence[float],
-    *, median: bool,
+    *, median: bool, weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Exact median and percentiles per parcel (numpy's 'linear' rule, as rasterstats).
+    """Exact median and percentiles per parcel (numpy's 'linear' rule, as rasterstats; with
+    ``weights``, exactextract's coverage-weighted rule, see :func:`weighted_quantiles`).
 
     ``parcels`` are parcel indices in ``[0, n)``; the result arrays have length ``n`` with NaN
     for parcels without values.
     """
+    if weights is not None:
+        names = (["median"] if median else []) + [f"percentile_{q:g}" for q in percentiles]
+        qs = ([50.0] if median else []) + list(percentiles)
+        return dict(zip(names, weighted_quantiles(parcels, values, weights, n, qs),
+                        strict=True))
     p, v = _sort_by_parcel_value(parcels, values)
     cnt = np.bincount(p, minlength=n)
     start = np.r_[0, np.cumsum(cnt)[:-1]]

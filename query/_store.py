@@ -255,8 +255,8 @@ class ParcelStore:
         weights:
             ``"coverage"``: weight each touched pixel by the exact fraction of it inside the
             parcel (as exactextract); count, sum, mean, std and nodata are then weighted
-            (count is a float), min and max are over pixels with a positive fraction.
-            Median and percentiles are not available with weights.
+            (count is a float), min and max are over pixels with a positive fraction, median
+            and percentiles are exactextract's coverage-weighted quantiles.
         categorical:
             One row per (parcel, band, time, class) with ``class``, ``count``, ``fraction``
             (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``.
@@ -305,9 +305,6 @@ class ParcelStore:
         counters = self._handle.counters
         before = counters.snapshot()
         spec = parse_stats(("count",) if categorical else stats)
-        if coverage and spec.needs_values:
-            raise ValueError("median and percentiles are not available with "
-                             "weights='coverage'; ask for count, sum, mean, std, min, max")
         mask_band = self._mask_band(mask)
         classes = np.asarray(sorted(set(mask_classes if mask_classes is not None
                                         else DEFAULT_MASK_CLASSES)), dtype=np.int64)

@@ -133,12 +133,16 @@ def test_holes_multipolygons_slivers_subpixel_equal_rasterstats(
 def test_coverage_weighted_equals_exactextract(stores: dict[str, Any]) -> None:
     gdf = pd.concat([gpd.read_file(RS / "polygons.shp")[["geometry"]],
                      _odd_parcels(RS / "slope.tif")], ignore_index=True)
-    ours = stores["slope"].zonal_stats(gdf, stats="count,sum,mean,std,min,max",
-                                       weights="coverage")
+    ours = stores["slope"].zonal_stats(
+        gdf, stats="count,sum,mean,std,min,max,median,percentile_25,percentile_90",
+        weights="coverage")
     theirs = exact_extract(str(RS / "slope.tif"), gdf,
-                           ["count", "sum", "mean", "stdev", "min", "max"], output="pandas")
-    theirs = theirs.rename(columns={"stdev": "std"})
-    _compare(ours, theirs, ["count", "sum", "mean", "std", "min", "max"])
+                           ["count", "sum", "mean", "stdev", "min", "max", "median",
+                            "quantile(q=0.25)", "quantile(q=0.9)"], output="pandas")
+    theirs = theirs.rename(columns={"stdev": "std", "quantile_25": "percentile_25",
+                                    "quantile_90": "percentile_90"})
+    _compare(ours, theirs, ["count", "sum", "mean", "std", "min", "max", "median",
+                            "percentile_25", "percentile_90"])
 
 
 def test_exactextract_published_3x3(tmp_path: Path) -> None:
@@ -148,9 +152,11 @@ def test_exactextract_published_3x3(tmp_path: Path) -> None:
         ds.write(np.arange(1, 10, dtype="float64").reshape(3, 3), 1)
     store = _ingest(tmp_path, src, "v", 2)
     square = shapely.box(0.5, 0.5, 2.5, 2.5)
-    df = store.zonal_stats(square, crs="EPSG:32616", stats="count,mean", weights="coverage")
+    df = store.zonal_stats(square, crs="EPSG:32616", stats="count,mean,median",
+                           weights="coverage")
     assert df["count"][0] == pytest.approx(4)
     assert df["mean"][0] == pytest.approx(5)
+    assert df["median"][0] == pytest.approx(5)
     frac = store.zonal_stats(square, crs="EPSG:32616", categorical=True, weights="coverage")
     got = dict(zip(frac["class"], frac["count"], strict=True))
     expected = [0.25, 0.5, 0.25, 0.5, 1, 0.5, 0.25, 0.5, 0.25]
@@ -225,7 +231,7 @@ def test_coverage_weighted_multipolygons_equal_exactextract_geographic(tmp_path:
     src = DATA / "sao-miguel" / "eu_dem_v11.tif"
     store = _ingest(tmp_path, src, "dem", 64)
     gdf = gpd.read_file(DATA / "sao-miguel" / "concelhos.gpkg")[["geometry"]]
-    names = ["count", "sum", "mean", "min", "max"]
+    names = ["count", "sum", "mean", "min", "max", "median"]
     ours = store.zonal_stats(gdf, stats=",".join(names), weights="coverage")
     theirs = exact_extract(str(src), gdf, names, output="pandas")
     _compare(ours, theirs, names)
