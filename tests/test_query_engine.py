@@ -235,7 +235,8 @@ def _store_for(chunk: int, path: Path) -> pz.ParcelStore:
     return _STORES[chunk]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 @given(
     chunk=st.sampled_from([16, 24, 40, 64, 128]),
     pts=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=3, max_size=9),
