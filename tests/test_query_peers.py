@@ -52,6 +52,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "slope_nodata": _ingest(tmp, RS / "slope_nodata.tif", "slope", 32),
         "all_nodata": _ingest(tmp, RS / "all_nodata.tif", "slope", 32),
         "classes": _ingest(tmp, RS / "slope_classes.tif", "cls", 16),
+        "dataset_mask": _ingest(tmp, RS / "dataset_mask.tif", "slope", 32),
     }
 
 
@@ -80,6 +81,8 @@ def test_rasterstats_published_values(stores: dict[str, Any]) -> None:
     an = stores["all_nodata"].zonal_stats(str(RS / "polygons.shp"), stats="nodata,count")
     assert an["nodata"].tolist() == [75, 50]
     assert an["count"].tolist() == [0, 0]
+    dm = stores["dataset_mask"].zonal_stats(str(RS / "polygons.shp"), stats="count")
+    assert dm["count"].tolist() == [75, 0]
     mp = stores["slope"].zonal_stats(_vectors("multipolygons.shp"), stats="count")
     assert mp["count"].tolist() == [125]
 
