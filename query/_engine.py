@@ -290,29 +290,31 @@ class _MaskCache:
         ct, ch, cw = arr.chunks
         out: dict[int, np.ndarray] = {}
         wanted = [(t, int(src.time_map[t])) for t in times if src.time_map[t] >= 0]
-        if not wanted or mr0 < 0 or mc0 < 0 or mr1 > arr.shape[1] or mc1 > arr.shape[2]:
-            # outside the mask's coverage: pixels there have no mask (kept)
+        # clip to the mask's coverage: band pixels beyond it have no mask (they are kept)
+        cr0, cr1 = max(mr0, 0), min(mr1, arr.shape[1])
+        cc0, cc1 = max(mc0, 0), min(mc1, arr.shape[2])
+        if not wanted or cr1 <= cr0 or cc1 <= cc0:
             return out
         tcs = sorted({mt // ct for _, mt in wanted})
-        keys = [(tc, cy, cx) for tc in tcs for cy in range(mr0 // ch, (mr1 - 1) // ch + 1)
-                for cx in range(mc0 // cw, (mc1 - 1) // cw + 1)]
+        rows = range(cr0 // ch, (cr1 - 1) // ch + 1)
+        cols = range(cc0 // cw, (cc1 - 1) // cw + 1)
+        keys = [(tc, cy, cx) for tc in tcs for cy in rows for cx in cols]
         blocks = dict(zip(keys, await asyncio.gather(*(self._block(*k) for k in keys)),
                           strict=True))
-        ys = (np.arange(r0, r1) + oy) // f
-        xs = (np.arange(c0, c1) + ox) // f
+        ys = (np.arange(r0, r1) + oy) // f - mr0
+        xs = (np.arange(c0, c1) + ox) // f - mc0
         for t, mt in wanted:
             tc = mt // ct
-            classes = np.empty((mr1 - mr0, mc1 - mc0), dtype=arr.dtype)
-            for cy in range(mr0 // ch, (mr1 - 1) // ch + 1):
-                for cx in range(mc0 // cw, (mc1 - 1) // cw + 1):
+            bad = np.zeros((mr1 - mr0, mc1 - mc0), dtype=bool)
+            for cy in rows:
+                for cx in cols:
                     b = blocks[(tc, cy, cx)][mt - tc * ct]
                     y0, x0 = cy * ch, cx * cw
-                    ya, yb = max(mr0, y0), min(mr1, y0 + b.shape[0])
-                    xa, xb = max(mc0, x0), min(mc1, x0 + b.shape[1])
-                    classes[ya - mr0:yb - mr0, xa - mc0:xb - mc0] = b[ya - y0:yb - y0,
-                                                                      xa - x0:xb - x0]
-            bad = np.isin(classes, src.classes)
-            out[t] = bad[np.ix_(ys - mr0, xs - mc0)]
+                    ya, yb = max(cr0, y0), min(cr1, y0 + b.shape[0])
+                    xa, xb = max(cc0, x0), min(cc1, x0 + b.shape[1])
+                    bad[ya - mr0:yb - mr0, xa - mc0:xb - mc0] = np.isin(
+                        b[ya - y0:yb - y0, xa - x0:xb - x0], src.classes)
+            out[t] = bad[np.ix_(ys, xs)]
         return out
 
 
