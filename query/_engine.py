@@ -339,8 +339,10 @@ async def run_grid(
     sem = asyncio.Semaphore(job.concurrency)
     masks = None
     if job.mask is not None:
-        n_cols = max(1, job.mask.array.shape[2] // max(1, job.mask.array.chunks[2]) + 1)
-        masks = _MaskCache(job.mask, sem, capacity=4 * n_cols + 64)
+        # band chunk rows 2r and 2r+1 (for a 2x coarser mask) both need mask chunk row r:
+        # one row of mask chunks, plus the row being started, plus the fetch window's reach
+        n_cols = -(-job.mask.array.shape[2] // job.mask.array.chunks[2])
+        masks = _MaskCache(job.mask, sem, capacity=2 * n_cols + 8)
 
     async def get(band: str, t0: int, t1: int, win: tuple[int, int, int, int]) -> np.ndarray:
         r0, r1, c0, c1 = win

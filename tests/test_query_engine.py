@@ -120,6 +120,9 @@ def test_scl_mask_across_resolutions(tmp_path: Path) -> None:
                   or g.is_empty for g in gdf.geometry]
         _check(df[inside].reset_index(drop=True),
                [e for e, i in zip(expected, inside, strict=True) if i], STATS)
+        rep = store.last_report
+        assert rep is not None
+        assert rep.requests - rep.chunks <= 4  # each of the SCL grid's 2x2 chunks once
     with pytest.raises(ValueError, match="mask="):
         store.zonal_stats(gdf, bands=["B04"], mask="cloud")
 
