@@ -90,7 +90,10 @@ def load_parcels(
         if not os.path.exists(path) and "://" not in path:
             raise GeometryError(f"parcels file {path!r} does not exist")
         try:
-            parcels = gpd.read_file(path)
+            if path.lower().endswith((".parquet", ".geoparquet")):
+                parcels = gpd.read_parquet(path)
+            else:
+                parcels = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several types; report them uniformly
             raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
     if isinstance(parcels, shapely.Geometry):

@@ -75,11 +75,41 @@ def _pixel_windows(bounds: np.ndarray, spec: GridSpec) -> np.ndarray:
     return win.astype(np.int64)
 
 
-def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float) -> np.ndarray:
+def _share_a_centre(a: np.ndarray, b: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Whether the overlap of ``a[i]`` and ``b[i]`` holds (or touches) a pixel centre of
+    ``spec``; conservative (True) for overlaps spanning more than 256 centres."""
+    inter = shapely.intersection(a, b)
+    bx = shapely.bounds(inter)
+    with np.errstate(invalid="ignore"):
+        c0 = np.ceil((bx[:, 0] - spec.x0) / spec.res_x - 0.5)
+        c1 = np.floor((bx[:, 2] - spec.x0) / spec.res_x - 0.5)
+        r0 = np.ceil((spec.y0 - bx[:, 3]) / spec.res_y - 0.5)
+        r1 = np.floor((spec.y0 - bx[:, 1]) / spec.res_y - 0.5)
+    nx = np.nan_to_num(np.clip(c1 - c0 + 1, 0, None)).astype(np.int64)
+    ny = np.nan_to_num(np.clip(r1 - r0 + 1, 0, None)).astype(np.int64)
+    n = nx * ny
+    out = n > 256
+    small = np.flatnonzero((n > 0) & ~out)
+    if small.size:
+        cnt = n[small]
+        pair = np.repeat(small, cnt)
+        k = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        col = c0[pair] + k % nx[pair]
+        row = r0[pair] + k // nx[pair]
+        x = spec.x0 + (col + 0.5) * spec.res_x
+        y = spec.y0 - (row + 0.5) * spec.res_y
+        hit = shapely.intersects_xy(inter[pair], x, y)
+        out[np.unique(pair[hit])] = True
+    return out
+
+
+def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float,
+                   spec: GridSpec | None = None) -> np.ndarray:
     """Colour parcels so that no two that could claim the same pixel share a pass.
 
-    With the pixel-centre rule only parcels whose interiors overlap conflict; with
-    ``all_touched`` any two closer than a pixel diagonal do.
+    With the pixel-centre rule only parcels whose interiors overlap conflict (and, given the
+    grid ``spec``, only where their overlap holds a pixel centre: slivers between neighbours
+    do not); with ``all_touched`` any two closer than a pixel diagonal do.
     """
     n = len(geoms)
     passes = np.zeros(n, dtype=np.int32)
@@ -89,10 +119,14 @@ def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float) -> np.nd
     if all_touched:
         pairs = tree.query(geoms, predicate="dwithin", distance=res * 1.5)
     else:
-        pairs = np.concatenate(
-            [tree.query(geoms, predicate="overlaps"), tree.query(geoms, predicate="contains")],
-            axis=1,
-        )
+        # bounding-box candidates, then one vectorised DE-9IM test: do the interiors meet?
+        # (the same pairs as overlaps | contains | within, in a third of the time)
+        pairs = tree.query(geoms)
+        pairs = pairs[:, pairs[0] < pairs[1]]
+        meet = shapely.relate_pattern(geoms[pairs[0]], geoms[pairs[1]], "T********")
+        pairs = pairs[:, meet]
+        if spec is not None and pairs.shape[1]:
+            pairs = pairs[:, _share_a_centre(geoms[pairs[0]], geoms[pairs[1]], spec)]
     a, b = pairs
     keep = a != b
     a, b = a[keep], b[keep]
@@ -140,5 +174,6 @@ def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False)
     uniq, first = np.unique(key, return_index=True)
     ptr = np.r_[first, total].astype(np.int64)
     chunks = np.stack([uniq // n_cols, uniq % n_cols], axis=1).astype(np.int64)
-    passes = overlap_passes(geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y))
+    passes = overlap_passes(geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y),
+                            spec=spec)
     return ChunkPlan(spec, chunks, ptr, pid.astype(np.int64), per_parcel.astype(np.int64), passes)

@@ -23,14 +23,20 @@ from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_
 from parcelzarr._progress import progress
 from parcelzarr.errors import BandNotFoundError, GeometryError, StoreNotFoundError
 
-from ._engine import GridJob, Layer, run_grid
+from ._engine import GridJob, Layer, MaskSource, run_grid
+from ._expr import Expression, parse_expression
 from ._indices import INDICES
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
+from ._rasterize import outside_pixels
 from ._select import TimeSelection, normalise_bands, select_times
 from ._stats import DEFAULT_STATS, parse_stats
 
-__all__ = ["GridInfo", "ParcelStore", "QueryReport", "open_store"]
+__all__ = ["DEFAULT_MASK_CLASSES", "GridInfo", "ParcelStore", "QueryReport", "open_store"]
+
+#: SCL classes masked by ``mask="scl"``: no data, saturated/defective, cloud shadow, cloud
+#: medium and high probability, thin cirrus.
+DEFAULT_MASK_CLASSES = (0, 1, 3, 8, 9, 10)
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +53,24 @@ class GridInfo:
 
 @dataclass
 class QueryReport:
-    """What a query cost."""
+    """What a query cost.
+
+    Attributes
+    ----------
+    parcels, rows:
+        Parcels asked for and rows returned.
+    chunks:
+        Band chunks the plan reads (each once): spatial chunks x bands x time blocks.
+    requests, bytes_read:
+        GET requests that succeeded and their bytes, counted at the store (all of them: band
+        chunks, SCL mask chunks); failed attempts are in ``retries``.
+    seconds:
+        Wall time of the whole call (loading parcels, planning, fetching, reducing).
+    grids:
+        Grids read.
+    retries:
+        Transient errors retried.
+    """
 
     parcels: int
     rows: int
@@ -56,6 +79,7 @@ class QueryReport:
     bytes_read: int
     seconds: float
     grids: list[str] = field(default_factory=list)
+    retries: int = 0
 
     @property
     def parcels_per_s(self) -> float:
@@ -69,6 +93,7 @@ class QueryReport:
             f"{self.parcels} parcels in {self.seconds:.2f} s "
             f"({self.parcels_per_s:,.0f} parcels/s); "
             f"{self.chunks} chunks, {self.requests} requests, {self.bytes_read / 1e6:.1f} MB read"
+            + (f", {self.retries} retries" if self.retries else "")
         )
 
 
@@ -97,7 +122,9 @@ def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
     """
     handle = open_store_handle(url, storage_options, read_only=True)
     handle.check_reachable()
-    return ParcelStore(handle)
+    store = ParcelStore(handle)
+    store.storage_options = dict(storage_options) if storage_options else None
+    return store
 
 
 class ParcelStore:
@@ -127,6 +154,9 @@ class ParcelStore:
                 [], dtype="datetime64[s]")
             self.grids[name] = GridInfo(name, grid_spec(group), bands, t)
         self.last_report: QueryReport | None = None
+        #: Options the store was opened with (handed to Dask workers; never printed).
+        self.storage_options: dict[str, Any] | None = None
+        self._expressions: dict[str, Expression] = {}
 
     # -- catalogue -----------------------------------------------------------------------
     @property
@@ -194,10 +224,12 @@ class ParcelStore:
         all_touched: bool = False,
         weights: Literal["coverage"] | None = None,
         categorical: bool = False,
-        mask: Any = None,
+        mask: bool | str | None = None,
+        mask_classes: Iterable[int] | None = None,
         id_column: str | None = None,
         crs: Any = None,
         concurrency: int | None = None,
+        scheduler: Any = None,
         quiet: bool = True,
     ) -> pd.DataFrame:
         """Per-parcel statistics of bands (and indices) for every selected date.
@@ -207,10 +239,12 @@ class ParcelStore:
         parcels:
             GeoDataFrame, GeoSeries, shapely geometry (with ``crs``) or a file path; any CRS.
         bands:
-            Bands to summarise (default: all; none when only ``indices`` are given).
+            Bands to summarise (default: all but the mask band; none when only ``indices``
+            are given).
         indices:
             Spectral indices computed per pixel in reflectance: ``ndvi``, ``evi``, ``savi``,
-            ``ndwi``.
+            ``ndwi``, or expressions over band names such as ``"(B08 - B04) / (B08 + B04)"``
+            (the expression text becomes the ``band`` value).
         stats:
             Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
             median, range, nodata, percentile_N.
@@ -218,8 +252,32 @@ class ParcelStore:
             None (all dates), a date, ``"START/END"``, a ``slice`` or a list.
         all_touched:
             Include every pixel the parcel touches, not only those whose centre is inside.
+        weights:
+            ``"coverage"``: weight each touched pixel by the exact fraction of it inside the
+            parcel (as exactextract); count, sum, mean, std and nodata are then weighted
+            (count is a float), min and max are over pixels with a positive fraction, median
+            and percentiles are exactextract's coverage-weighted quantiles.
+        categorical:
+            One row per (parcel, band, time, class) with ``class``, ``count``, ``fraction``
+            (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``.
+        mask:
+            ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
+            ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
+            as ``nodata``. Requires an ``SCL`` band in the store.
+        mask_classes:
+            SCL classes to exclude (default 0 no data, 1 saturated, 3 cloud shadow, 8/9
+            cloud medium/high probability, 10 thin cirrus).
         id_column:
             Column of ``parcels`` holding the parcel id (default: the index, as ``parcel_id``).
+        crs:
+            CRS of ``parcels`` when they carry none (shapely geometries).
+        concurrency:
+            Chunk requests in flight (default ``PARCELZARR_CONCURRENCY``, 64).
+        scheduler:
+            A ``distributed.Client`` or scheduler address: partition the query by spatial
+            blocks of chunks over the Dask cluster; results are identical.
+        quiet:
+            Hide the progress bar.
 
         Returns
         -------
@@ -228,28 +286,30 @@ class ParcelStore:
             per statistic. Parcels with no valid pixels get ``count`` 0 and NaN statistics.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
-        if weights is not None or categorical or mask is not None:
-            raise NotImplementedError(
-                "weights=, categorical= and mask= are not available in this version"
+        if scheduler is not None:
+            from ._distributed import distributed_zonal_stats
+
+            return distributed_zonal_stats(
+                self, parcels, scheduler=scheduler, bands=bands, indices=indices, stats=stats,
+                time=time, all_touched=all_touched, weights=weights, categorical=categorical,
+                mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
+                concurrency=concurrency,
             )
+        if weights not in (None, "coverage"):
+            raise ValueError(f"weights={weights!r}: use None or 'coverage'")
+        coverage = weights == "coverage"
+        if coverage and all_touched:
+            raise ValueError("weights='coverage' already takes every touched pixel: drop "
+                             "all_touched=True")
         t0 = _time.perf_counter()
         counters = self._handle.counters
         before = counters.snapshot()
-        spec = parse_stats(stats)
+        spec = parse_stats(("count",) if categorical else stats)
+        mask_band = self._mask_band(mask)
+        classes = np.asarray(sorted(set(mask_classes if mask_classes is not None
+                                        else DEFAULT_MASK_CLASSES)), dtype=np.int64)
         pset = load_parcels(parcels, crs=crs, id_column=id_column)
-        index_names = [str(i).lower() for i in (indices or [])]
-        unknown = [i for i in index_names if i not in INDICES]
-        if unknown:
-            raise BandNotFoundError(f"unknown index {unknown}; available: {sorted(INDICES)}")
-        if bands is None and index_names:
-            band_list: list[str] = []
-        else:
-            band_list = normalise_bands(bands, self.bands)
-        outputs: list[tuple[str, tuple[str, ...]]] = [(b, (b,)) for b in band_list]
-        outputs += [(i, INDICES[i].bands) for i in index_names]
-        for _, needs in outputs:
-            for b in needs:
-                self._grids_with(b)
+        outputs = self._outputs(bands, indices, exclude=mask_band)
 
         frames: list[pd.DataFrame] = []
         n_chunks = 0
@@ -265,48 +325,137 @@ class ParcelStore:
             if not layers or subset.size == 0:
                 continue
             geoms = pset.to_crs(info.spec.crs)[subset]
-            plan = plan_chunks(geoms, info.spec, all_touched=all_touched)
-            n_chunks += plan.n_chunks * len({(b, la.time_index) for la in layers
-                                              for b in la.inputs})
+            plan = plan_chunks(geoms, info.spec, all_touched=all_touched or coverage)
             arrays = {b: self._array(grid_name, b)._async_array
                       for _, needs in group_outputs for b in needs}
+            n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
             jobs.append((info, subset, layers, GridJob(
                 plan=plan, geoms=geoms, arrays=arrays,
                 nodata={b: info.bands[b]["nodata"] for b in arrays}, layers=layers,
                 stats=spec, all_touched=all_touched,
                 concurrency=concurrency or _config.default_concurrency(),
+                coverage=coverage, categorical=categorical, workers=_config.default_workers(),
+                mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:
             for info, subset, layers, job in jobs:
                 results = sync(run_grid(job, on_chunk=bar.update))
                 for layer, res in zip(layers, results, strict=True):
-                    frames.append(self._frame(pset, subset, layer.name,
-                                              info.times[layer.time_index], res, spec.names))
-        frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names))
-        df = _concat(frames, pset, spec.names)
+                    when = info.times[layer.time_index]
+                    if categorical:
+                        frames.append(self._class_frame(pset, subset, layer.name, when, res,
+                                                        info.spec.res_x * info.spec.res_y))
+                    else:
+                        frames.append(self._frame(pset, subset, layer.name, when, res,
+                                                  spec.names))
+        if not categorical:
+            frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names,
+                                          all_touched=all_touched, coverage=coverage))
+        names = ["class", "count", "fraction", "area_m2"] if categorical else list(spec.names)
+        df = _concat(frames, pset, names, integer_counts=not coverage,
+                     sort=["_order", "band", "time", "class"] if categorical else None)
         after = counters.snapshot()
         report = QueryReport(
             parcels=len(pset), rows=len(df), chunks=n_chunks,
             requests=after["get_requests"] - before["get_requests"],
             bytes_read=after["bytes_read"] - before["bytes_read"],
             seconds=_time.perf_counter() - t0, grids=[a[0] for a in assignment],
+            retries=after.get("retries", 0) - before.get("retries", 0),
         )
         self.last_report = report
         df.attrs["parcelzarr"] = report.as_dict()
         logger.info("zonal_stats: %s", report)
         return df
 
-    def _formula(self, name: str, needs: tuple[str, ...], info: GridInfo) -> Any:
-        if name not in INDICES:
+    def _outputs(self, bands: str | Iterable[str] | None, indices: Iterable[str] | None, *,
+                 exclude: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+        """(output name, bands it reads) for each band, index and expression asked for."""
+        if isinstance(indices, str):
+            indices = [indices]
+        index_list = [str(i) for i in (indices or [])]
+        if bands is None and index_list:
+            band_list: list[str] = []
+        elif bands is None:
+            band_list = [b for b in self.bands if b != exclude]
+        else:
+            band_list = normalise_bands(bands, self.bands)
+        outputs: list[tuple[str, tuple[str, ...]]] = [(b, (b,)) for b in band_list]
+        for item in index_list:
+            if item.lower() in INDICES:
+                outputs.append((item.lower(), INDICES[item.lower()].bands))
+                continue
+            if item.isidentifier():
+                raise BandNotFoundError(
+                    f"unknown index {item!r}: use one of {sorted(INDICES)} or an expression "
+                    "over band names such as '(B08 - B04) / (B08 + B04)'")
+            expr = parse_expression(item)
+            self._expressions[expr.text] = expr
+            outputs.append((expr.text, expr.bands))
+        for _, needs in outputs:
+            for b in needs:
+                self._grids_with(b)
+        return outputs
+
+    def _mask_band(self, mask: bool | str | None) -> str | None:
+        if mask is None or mask is False:
             return None
-        idx = INDICES[name]
+        if mask is True or (isinstance(mask, str) and mask.lower() == "scl"):
+            if "SCL" not in self.bands:
+                raise BandNotFoundError(
+                    "mask='scl' needs the Sentinel-2 scene classification band SCL, which the "
+                    f"store does not hold (bands: {self.bands}); ingest the SCL_20m files")
+            return "SCL"
+        raise ValueError(f"mask={mask!r}: use True or 'scl'")
+
+    def _mask_source(self, info: GridInfo, band: str, classes: np.ndarray) -> MaskSource:
+        """Where the grid ``info`` reads its mask: the SCL grid of the same CRS, finest first."""
+        s = info.spec
+        found = sorted((g for g in self.grids.values()
+                        if band in g.bands and g.spec.crs == s.crs),
+                       key=lambda g: g.spec.res_x)
+        for g in found:
+            m = g.spec
+            f = m.res_x / s.res_x
+            oy = (m.y0 - s.y0) / s.res_y
+            ox = (s.x0 - m.x0) / s.res_x
+            if all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1:
+                tmap = np.array([_index_of(g.times, t) for t in info.times], dtype=np.int64)
+                return MaskSource(self._array(g.name, band)._async_array, round(f),
+                                  (round(oy), round(ox)), tmap, classes)
+        raise BandNotFoundError(
+            f"no {band} grid of {s.crs.to_string()} aligns with grid {info.name}: the mask "
+            "needs a resolution that is a whole multiple of the band's on the same lattice")
+
+    def _class_frame(self, pset: ParcelSet, subset: np.ndarray, band: str,
+                     when: np.datetime64, res: Mapping[str, np.ndarray],
+                     cell_area: float) -> pd.DataFrame:
+        par, cnt = res["parcel"], res["count"]
+        total = np.bincount(par, weights=cnt, minlength=subset.size)
+        return pd.DataFrame({
+            pset.ids.name: pset.ids.to_numpy()[subset[par]],
+            "band": band,
+            "time": np.full(par.size, when),
+            "_order": subset[par],
+            "class": res["class"],
+            "count": cnt,
+            "fraction": cnt / total[par],
+            "area_m2": cnt * cell_area,
+        })
+
+    def _formula(self, name: str, needs: tuple[str, ...], info: GridInfo) -> Any:
+        if name in INDICES:
+            idx: Any = INDICES[name].formula
+        elif name in self._expressions:
+            idx = self._expressions[name]
+        else:
+            return None
         scales = {b: (info.bands[b].get("scale_factor") or 1.0,
                       info.bands[b].get("add_offset") or 0.0) for b in needs}
 
         def formula(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
             refl = {b: arrays[b].astype(np.float64) * scales[b][0] + scales[b][1] for b in needs}
-            return idx.formula(refl)
+            return idx(refl)
 
         return formula
 
@@ -358,8 +507,10 @@ class ParcelStore:
 
     def _uncovered(self, pset: ParcelSet, assignment: Sequence[Any],
                    outputs: Sequence[tuple[str, tuple[str, ...]]], time: TimeSelection,
-                   names: Sequence[str]) -> list[pd.DataFrame]:
-        """Rows for parcels outside every grid: count 0, NaN statistics."""
+                   names: Sequence[str], *, all_touched: bool = False,
+                   coverage: bool = False) -> list[pd.DataFrame]:
+        """Rows for parcels outside every grid: count 0, NaN statistics, and their pixels
+        (on the first grid holding the output) as ``nodata``."""
         frames = []
         for out_name, needs in outputs:
             covered = np.zeros(len(pset), dtype=bool)
@@ -373,8 +524,12 @@ class ParcelStore:
                 g.times[select_times(g.times, time)] for g in self.grids.values()
                 if all(b in g.bands for b in needs)
             ]))
+            grid = next(g for g in self.grids.values() if all(b in g.bands for b in needs))
+            beyond = outside_pixels(pset.to_crs(grid.spec.crs)[missing], grid.spec,
+                                    all_touched=all_touched, coverage=coverage)
             for when in times:
-                res = {k: (np.zeros(missing.size, np.int64) if k in ("count", "nodata")
+                res = {k: (np.zeros(missing.size, beyond.dtype) if k == "count"
+                           else beyond if k == "nodata"
                            else np.full(missing.size, np.nan)) for k in names}
                 frames.append(self._frame(pset, missing, out_name, when, res, names))
         return frames
@@ -517,15 +672,31 @@ def _stored(handle: StoreHandle, prefix: str) -> tuple[int, int]:
     return sync(measure())
 
 
-def _concat(frames: list[pd.DataFrame], pset: ParcelSet, names: Sequence[str]) -> pd.DataFrame:
+def _index_of(times: np.ndarray, t: np.datetime64) -> int:
+    hit = np.flatnonzero(times == t)
+    return int(hit[0]) if hit.size else -1
+
+
+def _reads_per_chunk(arrays: Mapping[str, Any], layers: Sequence[Layer]) -> int:
+    """Zarr chunks read per spatial chunk: per band, one per time block holding a date."""
+    total = 0
+    for band, arr in arrays.items():
+        ts = {la.time_index for la in layers if band in la.inputs}
+        total += len({t // arr.chunks[0] for t in ts})
+    return total
+
+
+def _concat(frames: list[pd.DataFrame], pset: ParcelSet, names: Sequence[str], *,
+            integer_counts: bool = True, sort: Sequence[str] | None = None) -> pd.DataFrame:
     if not frames:
         cols = [pset.ids.name, "band", "time", *names]
         return pd.DataFrame({c: [] for c in cols})
     df = pd.concat(frames, ignore_index=True)
-    df = df.sort_values(["_order", "band", "time"], kind="stable").drop(columns="_order")
-    df = df.reset_index(drop=True)
-    for k in ("count", "nodata"):
-        if k in df.columns:
-            df[k] = df[k].astype("int64")
+    df = df.sort_values(list(sort or ["_order", "band", "time"]), kind="stable")
+    df = df.drop(columns="_order").reset_index(drop=True)
+    if integer_counts:
+        for k in ("count", "nodata"):
+            if k in df.columns:
+                df[k] = df[k].astype("int64")
     return df
 

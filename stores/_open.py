@@ -8,7 +8,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 from zarr.abc.store import Store
@@ -16,14 +16,22 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import _get_loop, sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
+from parcelzarr import _config
 from parcelzarr.errors import StoreUnreachableError
 
 from ._azure import azure_options, redact
+from ._obstore import obstore_store
 from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
 from ._url import Location, parse_location
 
+Transport = Literal["adlfs", "obstore"]
+#: Default transport for reading az:// stores, chosen by bench/query.py (bench/RESULTS.md).
+DEFAULT_READ_TRANSPORT: Transport = "obstore"
+
 __all__ = [
+    "DEFAULT_READ_TRANSPORT",
     "StoreHandle",
+    "choose_transport",
     "filesystem_for",
     "open_store_handle",
 ]
@@ -42,6 +50,24 @@ def _reject_options(location: Location, storage_options: Mapping[str, Any] | Non
         )
 
 
+def choose_transport(requested: str | None, *, read_only: bool) -> Transport:
+    """The transport for an ``az://`` store: ``requested`` (the ``transport`` storage option),
+    else ``PARCELZARR_TRANSPORT``, else obstore for reads (measured faster, see
+    bench/RESULTS.md) and adlfs for writes."""
+    value = requested or _config.transport()
+    if value is None:
+        if not read_only:
+            return "adlfs"
+        try:
+            import obstore  # noqa: F401
+        except ImportError:  # pragma: no cover - obstore is a dependency; keep adlfs working
+            return "adlfs"
+        return DEFAULT_READ_TRANSPORT
+    if value not in ("adlfs", "obstore"):
+        raise ValueError(f"transport {value!r} is unknown: use 'adlfs' or 'obstore'")
+    return value  # type: ignore[return-value]
+
+
 def _raw_store(
     location: Location, storage_options: Mapping[str, Any] | None, *, read_only: bool
 ) -> Store:
@@ -53,14 +79,27 @@ def _raw_store(
         with _MEMORY_LOCK:
             data = _MEMORY_STORES.setdefault(location.path, {})
         return MemoryStore(data, read_only=read_only)
+    options = dict(storage_options or {})
+    transport = choose_transport(options.pop("transport", None), read_only=read_only)
+    options = azure_options(options)
+    if transport == "obstore":
+        return obstore_store(location.path, options, read_only=read_only)
     # Bind the filesystem to zarr's event loop, where all of its requests run.
     fs = fsspec.filesystem(
-        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(),
-        **azure_options(storage_options),
+        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(), **options,
     )
     _track(fs)
-    _disable_sdk_retries(fs)
+    _no_sdk_retries(fs)
     return FsspecStore(fs, path=location.path, read_only=read_only)
+
+
+def _no_sdk_retries(fs: Any) -> None:
+    """Switch off azure-core's own retries (up to ~40 s of backoff per failure): transient
+    errors are retried in one place, by :class:`ResilientStore`, whatever the transport."""
+    config = getattr(getattr(fs, "service_client", None), "_config", None)
+    policy = getattr(config, "retry_policy", None)
+    if policy is not None and hasattr(policy, "total_retries"):
+        policy.total_retries = 0
 
 
 # Open async adlfs filesystems, by identity (they compare equal by options). adlfs closes its
@@ -77,22 +116,6 @@ def _track(fs: Any) -> None:
     if not _HOOKED:
         atexit.register(_close_all)
         _HOOKED = True
-
-
-def _disable_sdk_retries(fs: Any) -> None:
-    """Leave retries to :class:`ResilientStore` alone (one place, one policy).
-
-    The Azure SDK's own policy retries connection and 5xx errors with 15 s+ backoff before the
-    error ever reaches us; adlfs offers no option for it, so it is switched off on the client.
-    """
-    policy = getattr(getattr(getattr(fs, "service_client", None), "_config", None),
-                     "retry_policy", None)
-    if policy is None:
-        logger.debug("Azure SDK retry policy not found; SDK retries stay on")
-        return
-    for attr in ("total_retries", "connect_retries", "read_retries", "status_retries"):
-        if hasattr(policy, attr):
-            setattr(policy, attr, 0)
 
 
 def _close_fs(fs: Any) -> None:
@@ -130,7 +153,8 @@ def filesystem_for(
     if location.protocol == "memory":
         _reject_options(location, storage_options)
         return fsspec.filesystem("memory")
-    return fsspec.filesystem("az", skip_instance_cache=True, **azure_options(storage_options))
+    options = {k: v for k, v in (storage_options or {}).items() if k != "transport"}
+    return fsspec.filesystem("az", skip_instance_cache=True, **azure_options(options))
 
 
 class StoreHandle:
@@ -221,7 +245,8 @@ def open_store_handle(
         Local path (the embedded default), ``az://container/path`` or ``memory://name``.
     storage_options:
         Passed to adlfs unchanged for ``az://`` (see :func:`azure_options`); rejected for
-        local and memory stores.
+        local and memory stores. The extra key ``transport`` (``"adlfs"`` or ``"obstore"``)
+        picks the client; see :func:`choose_transport`.
     read_only:
         Open without write access.
     retry:

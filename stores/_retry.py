@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_OBSTORE_TRANSIENT = re.compile(
+    r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
+    r"|timed out|timeout|incomplete|broken pipe|server busy",
+    re.IGNORECASE,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -40,6 +46,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(status, int):
         return status in _TRANSIENT_STATUS
     name = type(exc).__name__
+    if name == "GenericError" and type(exc).__module__.startswith("obstore"):
+        # obstore reports HTTP and connection failures as GenericError with the cause in text
+        text = str(exc).split("Debug source", 1)[0]
+        return bool(_OBSTORE_TRANSIENT.search(text))
     # azure-core and aiohttp transport errors, matched by name so neither is a hard import.
     return name in {
         "ServiceRequestError",
@@ -66,8 +76,9 @@ class RetryPolicy:
     base_delay: float = 0.1
     max_delay: float = 5.0
 
-    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call()``, retrying transient failures."""
+    async def run(self, what: str, call: Callable[[], Awaitable[T]],
+                  on_retry: Callable[[], None] | None = None) -> T:
+        """Await ``call()``, retrying transient failures (calling ``on_retry`` before each)."""
         for attempt in range(self.attempts):
             try:
                 return await call()
@@ -80,6 +91,8 @@ class RetryPolicy:
                     what, redact(f"{type(exc).__name__}: {exc}")[:200], attempt + 1,
                     self.attempts - 1, delay,
                 )
+                if on_retry is not None:
+                    on_retry()
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -110,6 +123,10 @@ class IOCounters:
             if self.track_keys and key is not None:
                 self.keys.append(key)
 
+    def add_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
     def add_set(self, nbytes: int) -> None:
         with self._lock:
             self.set_requests += 1
@@ -123,6 +140,7 @@ class IOCounters:
                 "bytes_read": self.bytes_read,
                 "set_requests": self.set_requests,
                 "bytes_written": self.bytes_written,
+                "retries": self.retries,
             }
 
 
@@ -154,7 +172,7 @@ class ResilientStore(WrapperStore[Store]):
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
         result = await self.policy.run(
-            key, lambda: self._store.get(key, prototype, byte_range)
+            key, lambda: self._store.get(key, prototype, byte_range), self.counters.add_retry
         )
         self.counters.add_get(0 if result is None else len(result), key)
         return result
@@ -166,7 +184,8 @@ class ResilientStore(WrapperStore[Store]):
     ) -> list[Buffer | None]:
         key_ranges = list(key_ranges)
         result = await self.policy.run(
-            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges)
+            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges),
+            self.counters.add_retry,
         )
         for (key, _), item in zip(key_ranges, result, strict=True):
             self.counters.add_get(0 if item is None else len(item), key)

@@ -7,8 +7,11 @@ variable                       meaning                                          
 ``PARCELZARR_CONCURRENCY``     chunk requests in flight during a query                 64
 ``PARCELZARR_CACHE_DIR``       where downloaded sources and demo data are cached       see below
 ``PARCELZARR_CHUNK``           chunk edge in pixels for new grids                      256
+``PARCELZARR_TRANSPORT``       az:// client: ``adlfs`` or ``obstore``                  see below
 =============================  ======================================================  ========
 
+The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
+``transport`` storage option overrides it per store.
 The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
 Azure credentials are not read here: adlfs reads the usual ``AZURE_STORAGE_*`` variables.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers"]
+__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers", "transport"]
 
 
 def _int(name: str, default: int) -> int:
@@ -56,3 +59,11 @@ def cache_dir() -> Path:
         return Path(raw).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "parcelzarr"
+
+
+def transport() -> str | None:
+    """The az:// transport named by ``PARCELZARR_TRANSPORT`` (None: the default)."""
+    raw = os.environ.get("PARCELZARR_TRANSPORT", "").strip().lower()
+    if raw and raw not in ("adlfs", "obstore"):
+        raise ValueError(f"PARCELZARR_TRANSPORT={raw!r}: use 'adlfs' or 'obstore'")
+    return raw or None

@@ -162,6 +162,11 @@ class GridSpec:
         oy = _pixel_phase(phase_y, res_y)
         x0 = ox + _floor((left - ox) / step_x) * step_x
         y0 = oy + _ceil((top - oy) / step_y) * step_y
+        # Express the origin as the source corner plus a whole number of pixels, so that grid
+        # pixel edges reproduce the source's own coordinates to the last bit where possible
+        # (pixel centres lying exactly on a parcel edge then fall as they do in the source).
+        x0 = phase_x + round((x0 - phase_x) / res_x) * res_x
+        y0 = phase_y + round((y0 - phase_y) / res_y) * res_y
         width = _ceil((right - x0) / res_x)
         height = _ceil((y0 - bottom) / res_y)
         return cls(crs_wkt, res_x, res_y, x0, y0, width, height, chunk_y, chunk_x)

@@ -31,6 +31,22 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _top_level_csv(value: str | None) -> list[str] | None:
+    """Split on commas outside parentheses (expressions may call ``minimum(a, b)``)."""
+    if not value:
+        return None
+    parts, depth, cur = [], 0, ""
+    for ch in value:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
 class _Group(click.Group):
     """Turns parcelzarr errors into one clear line and exit code 2 (no traceback)."""
 
@@ -151,32 +167,43 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file: .parquet or .csv.")
 @click.option("--bands", help="Comma-separated bands (default: all).")
-@click.option("--indices", help="Comma-separated indices: ndvi, evi, savi, ndwi.")
+@click.option("--indices", help="Comma-separated indices (ndvi, evi, savi, ndwi) or "
+              "expressions over band names, e.g. '(B08 - B04) / (B08 + B04)'.")
 @click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
 @click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
 @click.option("--time", "when", help="Date or START/END range.")
 @click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
+@click.option("--coverage", is_flag=True,
+              help="Weight pixels by the fraction the parcel covers (as exactextract).")
+@click.option("--categorical", is_flag=True,
+              help="Class counts, fractions and areas per parcel instead of --stats.")
+@click.option("--mask", "scl_mask", is_flag=True,
+              help="Mask clouds, shadows, cirrus and no data with the SCL band.")
+@click.option("--mask-classes", help="Comma-separated SCL classes to mask (default 0,1,3,8,9,10).")
+@click.option("--geometry", is_flag=True,
+              help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
 @click.option("--scheduler", help="Dask distributed scheduler address.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
 def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
           stat_names: str, id_column: str | None, when: str | None, all_touched: bool,
-          scheduler: str | None, quiet: bool, storage_option: tuple[str, ...]) -> None:
+          coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
+          geometry: bool, scheduler: str | None, quiet: bool,
+          storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
-    from parcelzarr.query import open_store
+    from parcelzarr.query import open_store, write_stats
 
-    if scheduler:
-        raise NotImplementedError("--scheduler is not available for stats in this version")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise click.BadParameter("--out must end in .parquet or .csv", param_hint="--out")
+    classes = [int(c) for c in _csv(mask_classes) or []] or None
     store = open_store(url, storage_options=_options(storage_option))
-    df = store.zonal_stats(parcels, bands=_csv(bands), indices=_csv(indices), stats=stat_names,
-                           time=when, all_touched=all_touched, id_column=id_column, quiet=quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        df.to_csv(out, index=False)
-    else:
-        df.to_parquet(out, index=False)
+    df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
+                           stats=stat_names,
+                           time=when, all_touched=all_touched,
+                           weights="coverage" if coverage else None, categorical=categorical,
+                           mask=True if scl_mask else None, mask_classes=classes,
+                           id_column=id_column, scheduler=scheduler, quiet=quiet)
+    write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry)
     click.echo(f"{len(df):,} rows -> {out}")
     click.echo(str(store.last_report))
 

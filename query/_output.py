@@ -1,0 +1,41 @@
+"""Writing zonal statistics: Parquet, GeoParquet (with the parcel geometry) or CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from ._parcels import load_parcels
+
+__all__ = ["write_stats"]
+
+
+def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
+                id_column: str | None = None, geometry: bool = False) -> Path:
+    """Write ``df`` to ``out`` (``.parquet`` or ``.csv``).
+
+    With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
+    the id column: GeoParquet for ``.parquet``, a WKT ``geometry`` column for ``.csv``.
+    """
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"cannot write {out.name}: the output must end in .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame: pd.DataFrame = df
+    if geometry:
+        if parcels is None:
+            raise ValueError("geometry=True needs the parcels")
+        pset = load_parcels(parcels, id_column=id_column)
+        geoms = pd.Series(pset.geometry, index=pset.ids.to_numpy())
+        frame = gpd.GeoDataFrame(df, geometry=geoms.loc[df[pset.ids.name].to_numpy()].to_numpy(),
+                                 crs=pset.crs)
+    if suffix == ".csv":
+        if isinstance(frame, gpd.GeoDataFrame):
+            frame = pd.DataFrame(frame.assign(geometry=frame.geometry.to_wkt()))
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    return out

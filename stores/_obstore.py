@@ -1,0 +1,78 @@
+"""The obstore transport: Azure Blob Storage through obstore's Rust client (zarr ObjectStore).
+
+Credentials are the same as for adlfs (:func:`~parcelzarr.stores._azure.azure_options`):
+a connection string (option or ``AZURE_STORAGE_CONNECTION_STRING``), or an account name with
+an account key or SAS token (options or ``AZURE_STORAGE_*`` variables, which obstore also
+reads itself). obstore's own retries are switched off: transient errors are retried in one
+place, by :class:`~parcelzarr.stores._retry.ResilientStore`, for every transport.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from zarr.abc.store import Store
+
+__all__ = ["OBSTORE_OPTIONS", "obstore_store"]
+
+#: adlfs storage options this transport understands; others need the adlfs transport.
+OBSTORE_OPTIONS = frozenset({"connection_string", "account_name", "account_key", "sas_token",
+                             "anon"})
+
+
+def _parse_connection_string(text: str) -> dict[str, str]:
+    parts = dict(p.split("=", 1) for p in text.split(";") if "=" in p)
+    out: dict[str, str] = {}
+    if "AccountName" in parts:
+        out["account_name"] = parts["AccountName"]
+    if "AccountKey" in parts:
+        out["account_key"] = parts["AccountKey"]
+    if "SharedAccessSignature" in parts:
+        out["sas_key"] = parts["SharedAccessSignature"]
+    if "BlobEndpoint" in parts:
+        out["endpoint"] = parts["BlobEndpoint"].rstrip("/")
+    elif parts.get("EndpointSuffix") and "AccountName" in parts:
+        proto = parts.get("DefaultEndpointsProtocol", "https")
+        out["endpoint"] = f"{proto}://{parts['AccountName']}.blob.{parts['EndpointSuffix']}"
+    return out
+
+
+def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> Store:
+    """A zarr ``ObjectStore`` over obstore's ``AzureStore`` for ``container/prefix``.
+
+    ``options`` are already checked by ``azure_options``; keys outside
+    :data:`OBSTORE_OPTIONS` raise ``TypeError`` (use ``transport="adlfs"`` for them).
+    """
+    from obstore.store import AzureStore
+    from zarr.storage import ObjectStore
+
+    unknown = sorted(set(options) - OBSTORE_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"storage options {unknown} are not supported by the obstore transport; pass "
+            "storage_options={'transport': 'adlfs', ...} (or PARCELZARR_TRANSPORT=adlfs)"
+        )
+    container, _, prefix = path.strip("/").partition("/")
+    conn = options.get("connection_string") or (
+        None if any(k in options for k in ("account_key", "sas_token", "anon"))
+        else os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
+    config: dict[str, Any] = _parse_connection_string(conn) if conn else {}
+    if options.get("account_name"):
+        config["account_name"] = options["account_name"]
+    if options.get("account_key"):
+        config["account_key"] = options["account_key"]
+    if options.get("sas_token"):
+        config["sas_key"] = str(options["sas_token"]).lstrip("?")
+    if options.get("anon"):
+        config["skip_signature"] = True
+    client: dict[str, Any] = {"pool_max_idle_per_host": "256", "timeout": "60s"}
+    if str(config.get("endpoint", "")).startswith("http://"):
+        client["allow_http"] = True
+    az = AzureStore(
+        container, prefix=prefix or None, client_options=client,
+        retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=30)}, **config,
+    )
+    return ObjectStore(az, read_only=read_only)
