@@ -152,7 +152,7 @@ def outside_pixels(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool,
         r1 = int(np.ceil((spec.y0 - b[i, 1]) / spec.res_y))
         if r1 <= r0 or c1 <= c0:
             continue
-        t = spec.transform * Affine.translation(c0, r0)
+        t = spec.transform @ Affine.translation(c0, r0)
         lab = rasterize([(geoms[i], 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0,
                         all_touched=all_touched, dtype="uint8")
         rows = np.arange(r0, r1)[:, None]
