@@ -104,7 +104,5 @@ def config_for(mode: Literal["full", "quick"], *, latencies_ms: tuple[float, ...
     return BenchConfig(
         mode="full", size=10980, n_parcels=10_297, ts_size=2048, n_dates=12,
         latencies_ms=latencies_ms,
-        samples={Approach.TILE_PER_PARCEL.value: 3, Approach.GDAL.value: 600,
-                 Approach.GDAL_THREADS.value: 3000, Approach.PZ_READ_LOOP.value: 600,
-                 Approach.GDAL_TIMESERIES.value: 1000},
+        samples={Approach.TILE_PER_PARCEL.value: 4, Approach.PZ_READ_LOOP.value: 2000},
     )  # fmt: skip

@@ -1,8 +1,10 @@
 """Worker subprocess: run one approach on the first ``n`` parcels and write what it measured.
 
-Each approach runs in a fresh process so that its peak RSS is its own: a psutil sampler (every
-10 ms) and the kernel's ``ru_maxrss`` give the peak; the RSS after imports and loading the
-parcels (before the timer starts) is recorded as the baseline. Only the approach itself is
+Each approach runs in a fresh process so that its peak RSS is its own: the larger of a psutil
+sampler (every 10 ms) and the kernel's high-water mark of this process image (``VmHWM`` in
+``/proc/self/status``; ``ru_maxrss`` is not used because Linux carries it over from the
+forked parent across ``exec``). The RSS after imports and loading the parcels (before the
+timer starts) is recorded as the baseline. Only the approach itself is
 timed (opening the store or datasets included).
 
 Usage (internal; :mod:`bench._measure` builds the command line)::
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import sys
 import threading
 import time
@@ -62,9 +63,19 @@ class _PeakRss:
 
     @property
     def peak_mb(self) -> float:
-        """Peak RSS in MiB, including the kernel's own high-water mark."""
-        kernel = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-        return max(self.peak, kernel) / _MB
+        """Peak RSS in MiB, including the kernel's high-water mark where available."""
+        return max(self.peak, _vm_hwm()) / _MB
+
+
+def _vm_hwm() -> int:
+    """Peak RSS of this process image in bytes (Linux ``VmHWM``), 0 where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def main(argv: list[str]) -> int:
