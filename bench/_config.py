@@ -74,6 +74,12 @@ class BenchConfig:
         Parcels timed per approach when not all (``None`` or absent: all parcels).
     threads:
         Thread-pool size of the ``*-threads`` / time-series GDAL approaches.
+    seed:
+        Seed of the synthetic data.
+    repeats, repeat_budget_s:
+        Each approach runs up to ``repeats`` times, but a further run only starts while its
+        runs so far took less than ``repeat_budget_s`` in total; the fastest run is reported
+        (best of N damps noise from other load on the machine).
     """
 
     mode: Literal["full", "quick"]
@@ -85,6 +91,8 @@ class BenchConfig:
     samples: dict[str, int] = field(default_factory=dict)
     threads: int = 8
     seed: int = 0
+    repeats: int = 1
+    repeat_budget_s: float = 40.0
 
     def sample(self, approach: Approach, n_available: int) -> int:
         """How many parcels ``approach`` is timed on (at most ``n_available``)."""
@@ -105,4 +113,5 @@ def config_for(mode: Literal["full", "quick"], *, latencies_ms: tuple[float, ...
         mode="full", size=10980, n_parcels=10_297, ts_size=2048, n_dates=12,
         latencies_ms=latencies_ms,
         samples={Approach.TILE_PER_PARCEL.value: 4, Approach.PZ_READ_LOOP.value: 2000},
+        repeats=3,
     )  # fmt: skip

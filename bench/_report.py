@@ -90,6 +90,11 @@ def verdicts(records: Sequence[Record]) -> list[str]:
     return lines
 
 
+def _load_range(records: Sequence[Record]) -> str:
+    loads = [r.load_1m for r in records if r.load_1m is not None]
+    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "(unknown)"
+
+
 def _table(records: Sequence[Record]) -> list[str]:
     head = ("| approach | latency | parcels timed | wall s, all parcels | parcels/s | ×pz | "
             "kB/parcel | ×pz | requests/parcel | ×pz | p50 ms | p95 ms | p50 ×pz loop | "
@@ -160,6 +165,11 @@ def render_section(
         "(psutil sampling every 10 ms, and `ru_maxrss`), so it includes the interpreter and "
         "libraries; *RSS above baseline* subtracts the RSS measured after imports and loading "
         "the parcels (`rss_baseline_mb` in results.json).",
+        f"- Each approach ran up to {meta['repeats']} times (a further run only while its "
+        f"runs so far took under {meta['repeat_budget_s']:g} s); the fastest run is reported "
+        "(`runs`, `seconds_runs` in results.json). The 1-minute load average before the "
+        f"approaches ranged {_load_range(records)} on {m['cores']} cores: other jobs shared "
+        "the machine, so absolute figures are noisy; ratios within one latency less so.",
         "- Approaches marked *extrapolated* were timed on the first N parcels of the parcel "
         "file (file order keeps a real loop's spatial locality) and the county wall time is "
         "scaled linearly; parcels/s, bytes, requests and latencies are per timed parcel.",

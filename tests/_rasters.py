@@ -56,8 +56,12 @@ def make_scene(folder: Path, *, shape: tuple[int, int] = (650, 700), date: str =
     ]
 
 
-def test_parcels(shape: tuple[int, int] = (650, 700), origin: tuple[float, float] = ORIGIN,
-                 n: int = 60, seed: int = 3) -> gpd.GeoDataFrame:
+def test_parcels(  # a fixture helper, not a test (ruff PT028 reads the name)
+    shape: tuple[int, int] = (650, 700),  # noqa: PT028
+    origin: tuple[float, float] = ORIGIN,  # noqa: PT028
+    n: int = 60,  # noqa: PT028
+    seed: int = 3,  # noqa: PT028
+) -> gpd.GeoDataFrame:
     """Parcels over the scene: polygons, holes, multipolygons, sub-pixel, slivers, edge-crossing,
     overlapping and outside ones, in the scene CRS."""
     rng = np.random.default_rng(seed)
