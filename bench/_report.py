@@ -75,6 +75,7 @@ def verdicts(records: Sequence[Record]) -> list[str]:
             lines.append(
                 f"- **{ref_name} is NOT ahead of `{r.approach}` in {' and '.join(what)}.**"
             )
+    lines += _secondary(records, lat)
     loop0 = by.get((Approach.PZ_READ_LOOP.value, 0.0))
     loop = by.get((Approach.PZ_READ_LOOP.value, lat))
     if loop is not None and loop.p50_ms is not None and lat > 0:
@@ -93,6 +94,28 @@ def verdicts(records: Sequence[Record]) -> list[str]:
 def _load_range(records: Sequence[Record]) -> str:
     loads = [r.load_1m for r in records if r.load_1m is not None]
     return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "(unknown)"
+
+
+_SECONDARY = (("requests_per_parcel", "requests per parcel"), ("peak_rss_mb", "peak RSS"))
+
+
+def _secondary(records: Sequence[Record], lat: float) -> list[str]:
+    """Other figures (requests, memory) where a baseline does better than parcelzarr."""
+    by = _by(records)
+    lines = []
+    for r in records:
+        if r.latency_ms != lat or r.approach in _PZ:
+            continue
+        ref_name = Approach(r.approach).reference.value
+        ref = by.get((ref_name, lat))
+        if ref is None:
+            continue
+        worse = [f"{label} ({getattr(r, f):,.3g} vs {getattr(ref, f):,.3g})"
+                 for f, label in _SECONDARY if getattr(r, f) < getattr(ref, f)]
+        if worse:
+            lines.append(f"- Not ahead on a secondary figure: `{r.approach}` has lower "
+                         f"{' and '.join(worse)} than {ref_name}.")
+    return lines
 
 
 def _table(records: Sequence[Record]) -> list[str]:

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._report import BEGIN, END, replace_section  # noqa: E402 (needs sys.path above)
+from bench._measure import Record  # noqa: E402 (needs sys.path above)
+from bench._report import BEGIN, END, replace_section, verdicts  # noqa: E402
 from bench._stats import (  # noqa: E402
     compare,
     masked_stats,
@@ -82,3 +83,23 @@ def test_section_is_replaced_between_markers_only(existing: str) -> None:
     assert "one" not in second
     assert "## Query engine\nkept" in second
     assert existing.strip() in second
+
+
+def _record(approach: str, pps: float, bpp: float, rpp: float, rss: float) -> Record:
+    return Record(approach=approach, latency_ms=20.0, parcels=100, parcels_total=100,
+                  extrapolated=False, seconds=100 / pps, seconds_total=100 / pps,
+                  parcels_per_s=pps, requests=int(rpp * 100), bytes=int(bpp * 100),
+                  requests_per_parcel=rpp, bytes_per_parcel=bpp, p50_ms=None, p95_ms=None,
+                  peak_rss_mb=rss, rss_baseline_mb=100.0)
+
+
+def test_verdicts_say_plainly_where_parcelzarr_is_not_ahead() -> None:
+    records = [
+        _record("parcelzarr-batch", 1000.0, 5e3, 0.1, 300.0),
+        _record("gdal-vsiaz", 500.0, 2e4, 0.05, 400.0),
+        _record("tile-download-cached", 2000.0, 6e4, 0.01, 900.0),
+    ]
+    text = "\n".join(verdicts(records))
+    assert "parcelzarr-batch is ahead of `gdal-vsiaz`" in text
+    assert "NOT ahead of `tile-download-cached` in parcels/s" in text
+    assert "`gdal-vsiaz` has lower requests per parcel" in text
