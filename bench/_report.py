@@ -243,9 +243,9 @@ def _chart(records: Sequence[Record], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     width = 0.8 / max(len(lats), 1)
     x = np.arange(len(names))
-    for ax, field, label in (
-        (axes[0], "parcels_per_s", "parcels per second (log)"),
-        (axes[1], "bytes_per_parcel", "bytes transferred per parcel (log)"),
+    for ax, field, label, corner in (
+        (axes[0], "parcels_per_s", "parcels per second (log)", "upper left"),
+        (axes[1], "bytes_per_parcel", "bytes transferred per parcel (log)", "upper right"),
     ):
         for i, lat in enumerate(lats):
             vals = [getattr(by[(n, lat)], field) if (n, lat) in by else np.nan for n in names]
@@ -254,7 +254,10 @@ def _chart(records: Sequence[Record], path: Path) -> None:
         ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", which="both", alpha=0.3)
-        ax.legend(title="added latency per request")
+        ax.legend(title="added latency per request", loc=corner)
+        for tick in ax.get_xticklabels():
+            if tick.get_text() in _PZ:
+                tick.set_fontweight("bold")
     fig.suptitle("parcelzarr vs alternatives (4 bands, count/mean/std per parcel)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
