@@ -78,7 +78,7 @@ def parcel_window(
 
 def parcel_mask(geom: BaseGeometry, transform: Affine, window: Window) -> np.ndarray:
     """Boolean ``window.shape`` array, True where the pixel centre is inside ``geom``."""
-    wt = transform * Affine.translation(window.c0, window.r0)
+    wt = transform @ Affine.translation(window.c0, window.r0)
     return ~geometry_mask([geom], out_shape=window.shape, transform=wt, all_touched=False)
 
 
