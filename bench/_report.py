@@ -251,6 +251,8 @@ def _chart(records: Sequence[Record], path: Path) -> None:
             vals = [getattr(by[(n, lat)], field) if (n, lat) in by else np.nan for n in names]
             ax.bar(x + (i - (len(lats) - 1) / 2) * width, vals, width, label=f"{lat:g} ms")
         ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 30)  # headroom for the legend above the bars
         ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", which="both", alpha=0.3)
