@@ -1,0 +1,105 @@
+"""Pure parts of the benchmark: the statistics oracle, the result check, the report section."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from affine import Affine
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench._measure import Record  # noqa: E402 (needs sys.path above)
+from bench._report import BEGIN, END, replace_section, verdicts  # noqa: E402
+from bench._stats import (  # noqa: E402
+    compare,
+    masked_stats,
+    parcel_mask,
+    parcel_window,
+)
+
+TRANSFORM = Affine(10.0, 0.0, 1000.0, 0.0, -10.0, 2000.0)
+
+
+def test_window_and_mask_follow_pixel_centres() -> None:
+    geom = shapely.box(1012.0, 1928.0, 1052.0, 1988.0)  # cols 1.2-5.2, rows 1.2-7.2
+    win = parcel_window(geom.bounds, TRANSFORM, 100, 100)
+    assert (win.r0, win.r1, win.c0, win.c1) == (1, 8, 1, 6)
+    inside = parcel_mask(geom, TRANSFORM, win)
+    assert inside.sum() == 4 * 6  # centres of cols 1..4, rows 1..6
+
+
+def test_masked_stats_skip_nodata_and_outside() -> None:
+    values = np.array([[0, 10], [20, 30]], dtype=np.uint16)
+    inside = np.array([[True, True], [True, False]])
+    count, mean, std = masked_stats(values, inside)
+    assert (count, mean, std) == (2, 15.0, 5.0)
+    count, mean, _ = masked_stats(values, np.zeros_like(inside))
+    assert count == 0
+    assert math.isnan(mean)
+
+
+def _frame(counts: list[int], means: list[float]) -> pd.DataFrame:
+    n = len(counts)
+    return pd.DataFrame({"parcel_id": np.arange(n), "band": "B04", "count": counts,
+                         "mean": means, "std": np.ones(n)})
+
+
+def test_compare_accepts_equal_and_rejects_wrong_results() -> None:
+    ref = _frame([100] * 200, [1000.0] * 200)
+    assert compare(ref.copy(), ref).ok
+    wrong = ref.copy()
+    wrong.loc[3, "mean"] = 1001.0
+    assert not compare(wrong, ref).ok
+    missing = ref.iloc[:-1].copy()
+    missing.loc[0, "band"] = "B08"
+    assert not compare(missing, ref).ok
+
+
+def test_compare_tolerates_a_flipped_edge_pixel() -> None:
+    ref = _frame([100] * 200, [1000.0] * 200)
+    edge = ref.copy()
+    edge.loc[7, ["count", "mean"]] = [101, 1000.5]
+    assert compare(edge, ref).ok
+    many = ref.copy()
+    many.loc[:10, "count"] = 101
+    assert not compare(many, ref).ok  # more than 1 % of counts differ
+
+
+@pytest.mark.parametrize("existing", ["", "# Results\n\n## Ingest layout\ntext\n"])
+def test_section_is_replaced_between_markers_only(existing: str) -> None:
+    first = replace_section(existing, f"{BEGIN}\none\n{END}\n")
+    assert "one" in first
+    assert existing.strip() in first
+    second = replace_section(first + "\n## Query engine\nkept\n", f"{BEGIN}\ntwo\n{END}\n")
+    assert "two" in second
+    assert "one" not in second
+    assert "## Query engine\nkept" in second
+    assert existing.strip() in second
+
+
+def _record(approach: str, pps: float, bpp: float, rpp: float, rss: float) -> Record:
+    return Record(approach=approach, latency_ms=20.0, parcels=100, parcels_total=100,
+                  extrapolated=False, seconds=100 / pps, seconds_total=100 / pps,
+                  parcels_per_s=pps, requests=int(rpp * 100), bytes=int(bpp * 100),
+                  requests_per_parcel=rpp, bytes_per_parcel=bpp, p50_ms=None, p95_ms=None,
+                  peak_rss_mb=rss, rss_baseline_mb=100.0)
+
+
+def test_verdicts_say_plainly_where_parcelzarr_is_not_ahead() -> None:
+    records = [
+        _record("parcelzarr-batch", 1000.0, 5e3, 0.1, 300.0),
+        _record("gdal-vsiaz", 500.0, 2e4, 0.05, 400.0),
+        _record("tile-download-cached", 2000.0, 6e4, 0.01, 900.0),
+    ]
+    text = "\n".join(verdicts(records))
+    assert "parcelzarr-batch is ahead of `gdal-vsiaz`" in text
+    assert "NOT ahead of `tile-download-cached` in parcels/s" in text
+    assert "`gdal-vsiaz` has lower requests per parcel" in text

@@ -1,0 +1,53 @@
+"""Smoke test of the benchmark: ``bench/run.py --quick`` end to end on real Azurite and GDAL.
+
+Runs in a subprocess exactly as ``make bench-quick`` does, but writes into a temporary folder
+so the committed results are never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+APPROACHES = {
+    "tile-download-per-parcel",
+    "tile-download-cached",
+    "gdal-vsiaz",
+    "gdal-vsiaz-threads",
+    "parcelzarr-read-loop",
+    "parcelzarr-batch",
+    "gdal-vsiaz-timeseries",
+    "parcelzarr-timeseries",
+}
+REQUIRED = {"approach", "latency_ms", "parcels", "parcels_per_s", "bytes_per_parcel",
+            "requests_per_parcel", "p50_ms", "peak_rss_mb"}
+
+
+@pytest.mark.azure
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_quick_runs_and_all_approaches_agree(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=360, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert isinstance(records, list)
+    for latency in (0.0, 20.0):
+        names = {r["approach"] for r in records if r["latency_ms"] == latency}
+        assert names == APPROACHES, f"at {latency} ms"
+    for r in records:
+        assert r.keys() >= REQUIRED
+        assert r["agrees"], r
+        for key in ("parcels", "parcels_per_s", "bytes_per_parcel", "requests_per_parcel",
+                    "peak_rss_mb"):
+            assert r[key] > 0, (r["approach"], key)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "## Benchmark: parcelzarr vs alternatives" in md
+    assert (tmp_path / "results.png").stat().st_size > 10_000
