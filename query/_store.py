@@ -23,6 +23,7 @@ from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_
 from parcelzarr._progress import progress
 from parcelzarr.errors import BandNotFoundError, GeometryError, StoreNotFoundError
 
+from ._chunk_cache import ChunkCache, read_window
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
@@ -97,7 +98,12 @@ class QueryReport:
         )
 
 
-def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) -> ParcelStore:
+def open_store(
+    url: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    read_cache_mb: float | None = None,
+) -> ParcelStore:
     """Open a parcelzarr store for queries.
 
     Parameters
@@ -106,6 +112,10 @@ def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
         Local directory, ``az://container/path`` or ``memory://name``.
     storage_options:
         Passed to adlfs for ``az://`` (credentials; see :mod:`parcelzarr.stores`).
+    read_cache_mb:
+        Decoded chunks :meth:`ParcelStore.read` keeps for later calls, in MB (default
+        ``PARCELZARR_READ_CACHE_MB``, 64; 0 turns the cache off). ``zonal_stats`` does not
+        use it: it reads each chunk once anyway.
 
     Raises
     ------
@@ -122,16 +132,27 @@ def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
     """
     handle = open_store_handle(url, storage_options, read_only=True)
     handle.check_reachable()
-    store = ParcelStore(handle)
+    store = ParcelStore(handle, read_cache_mb=read_cache_mb)
     store.storage_options = dict(storage_options) if storage_options else None
     return store
 
 
 class ParcelStore:
-    """A parcelzarr store opened for reading (see :func:`open_store`)."""
+    """A parcelzarr store opened for reading (see :func:`open_store`).
 
-    def __init__(self, handle: StoreHandle) -> None:
+    Attributes
+    ----------
+    read_cache:
+        The decoded chunks kept by :meth:`read` (bounded by bytes; ``hits``, ``misses``,
+        ``nbytes``, ``clear()``).
+    """
+
+    def __init__(self, handle: StoreHandle, *, read_cache_mb: float | None = None) -> None:
         self._handle = handle
+        mb = _config.read_cache_mb() if read_cache_mb is None else read_cache_mb
+        if not mb >= 0:
+            raise ValueError(f"read_cache_mb must be at least 0, got {mb!r}")
+        self.read_cache = ChunkCache(max_bytes=int(mb * 1e6))
         try:
             root = open_root(handle.store)
         except (FileNotFoundError, ValueError, KeyError) as exc:
@@ -550,6 +571,10 @@ class ParcelStore:
         to the band's nodata, a boolean ``inside`` coordinate marking the parcel's pixels
         (pixel-centre rule, or ``all_touched``), and the grid's CRS and transform
         (``ds.rio.crs``).
+
+        Chunks come through :attr:`read_cache`: those it lacks are fetched whole, all at
+        once (one round trip), and kept, so a loop over neighbouring parcels reads each
+        chunk about once.
         """
         import rioxarray  # noqa: F401
 
@@ -575,21 +600,10 @@ class ParcelStore:
             raise GeometryError("the parcel covers no pixel of the selected dates")
 
         arrays = {b: self._array(grid_name, b)._async_array for b in band_list}
-
-        async def fetch_all() -> list[np.ndarray]:
-            import asyncio
-
-            async def one(band: str) -> np.ndarray:
-                arr = arrays[band]
-                if t_idx.size == 1 or np.all(np.diff(t_idx) == 1):
-                    sel: Any = slice(int(t_idx[0]), int(t_idx[-1]) + 1)
-                else:
-                    sel = t_idx
-                return np.asarray(await arr.getitem((sel, slice(r0, r1), slice(c0, c1))))
-
-            return list(await asyncio.gather(*(one(b) for b in band_list)))
-
-        blocks = sync(fetch_all())
+        data = sync(read_window(arrays, grid=grid_name, times=t_idx, window=(r0, r1, c0, c1),
+                                cache=self.read_cache,
+                                concurrency=_config.default_concurrency()))
+        blocks = [data[b] for b in band_list]
         transform = info.spec.transform @ info.spec.transform.translation(c0, r0)
         inside = ~geometry_mask([geom], out_shape=(r1 - r0, c1 - c0), transform=transform,
                                 all_touched=all_touched)

@@ -8,6 +8,7 @@ variable                       meaning                                          
 ``PARCELZARR_CACHE_DIR``       where downloaded sources and demo data are cached       see below
 ``PARCELZARR_CHUNK``           chunk edge in pixels for new grids                      256
 ``PARCELZARR_TRANSPORT``       az:// client: ``adlfs`` or ``obstore``                  see below
+``PARCELZARR_READ_CACHE_MB``   decoded chunks kept by ``read()`` per store (0: off)     64
 =============================  ======================================================  ========
 
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
@@ -21,7 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers", "transport"]
+__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers",
+           "read_cache_mb", "transport"]
 
 
 def _int(name: str, default: int) -> int:
@@ -50,6 +52,23 @@ def default_concurrency() -> int:
 def default_chunk() -> int:
     """Chunk edge in pixels for new grids (``PARCELZARR_CHUNK``, default 256)."""
     return _int("PARCELZARR_CHUNK", 256)
+
+
+def read_cache_mb() -> float:
+    """MB of decoded chunks ``ParcelStore.read`` keeps (``PARCELZARR_READ_CACHE_MB``, 64).
+
+    0 turns the cache off.
+    """
+    raw = os.environ.get("PARCELZARR_READ_CACHE_MB")
+    if raw is None or raw.strip() == "":
+        return 64.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"PARCELZARR_READ_CACHE_MB={raw!r} is not a number") from None
+    if not value >= 0:
+        raise ValueError(f"PARCELZARR_READ_CACHE_MB must be at least 0, got {raw!r}")
+    return value
 
 
 def cache_dir() -> Path:

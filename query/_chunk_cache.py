@@ -1,0 +1,199 @@
+"""Decoded-chunk cache for :meth:`ParcelStore.read`: neighbouring parcels share chunks.
+
+A loop of ``read`` calls over parcels in spatial order touches the same chunks again and
+again; without a cache each call refetches and decodes them. :class:`ChunkCache` keeps decoded
+chunks (least recently used first out, bounded by bytes) keyed by grid, band and chunk indices
+(time block, row, column). :func:`read_window` serves a window from it: chunks it lacks are
+fetched on exact chunk regions, all of them concurrently in one round trip, then the window is
+copied out of the chunks, so values are the stored values bit for bit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from zarr import AsyncArray
+
+__all__ = ["ChunkCache", "ChunkKey", "read_window"]
+
+logger = logging.getLogger(__name__)
+
+#: (grid, band, time block, chunk row, chunk column)
+ChunkKey = tuple[str, str, int, int, int]
+
+
+class ChunkCache:
+    """A least-recently-used cache of decoded chunks bounded by their bytes.
+
+    Parameters
+    ----------
+    max_bytes:
+        Upper bound of the decoded bytes held (0 disables caching). A chunk larger than the
+        bound is never kept.
+
+    Notes
+    -----
+    Cached arrays are read-only. Safe to share between threads.
+    """
+
+    def __init__(self, *, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be at least 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        #: Chunk lookups served from the cache, and those that had to be fetched.
+        self.hits = 0
+        self.misses = 0
+        self._blocks: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._blocks
+
+    def __repr__(self) -> str:
+        return (f"ChunkCache({len(self)} chunks, {self.nbytes / 1e6:.1f} of "
+                f"{self.max_bytes / 1e6:.1f} MB, {self.hits} hits, {self.misses} misses)")
+
+    def get(self, key: ChunkKey) -> np.ndarray | None:
+        """The cached chunk (now most recently used), or None; counts a hit or a miss."""
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is None:
+                self.misses += 1
+                return None
+            self._blocks.move_to_end(key)
+            self.hits += 1
+            return block
+
+    def put(self, key: ChunkKey, block: np.ndarray) -> None:
+        """Keep ``block`` (made read-only), evicting least recently used chunks to fit."""
+        size = int(block.nbytes)
+        if size > self.max_bytes:
+            return
+        block.setflags(write=False)
+        with self._lock:
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self.nbytes -= int(old.nbytes)
+            while self._blocks and self.nbytes + size > self.max_bytes:
+                _, evicted = self._blocks.popitem(last=False)
+                self.nbytes -= int(evicted.nbytes)
+            self._blocks[key] = block
+            self.nbytes += size
+
+    def keys(self) -> list[ChunkKey]:
+        """The keys held, least recently used first."""
+        with self._lock:
+            return list(self._blocks)
+
+    def clear(self) -> None:
+        """Drop every chunk (the hit and miss counts are kept)."""
+        with self._lock:
+            self._blocks.clear()
+            self.nbytes = 0
+
+
+def _chunk_region(arr: AsyncArray[Any], tb: int, cy: int, cx: int) -> tuple[slice, ...]:
+    """The exact region of chunk ``(tb, cy, cx)``, clipped to the array's shape."""
+    ct, ch, cw = arr.chunks
+    return (slice(tb * ct, min(arr.shape[0], (tb + 1) * ct)),
+            slice(cy * ch, min(arr.shape[1], (cy + 1) * ch)),
+            slice(cx * cw, min(arr.shape[2], (cx + 1) * cw)))
+
+
+async def read_window(
+    arrays: Mapping[str, AsyncArray[Any]],
+    *,
+    grid: str,
+    times: np.ndarray,
+    window: tuple[int, int, int, int],
+    cache: ChunkCache,
+    concurrency: int,
+) -> dict[str, np.ndarray]:
+    """Read the ``(time, y, x)`` window of each band through ``cache``.
+
+    Parameters
+    ----------
+    arrays:
+        Band name to its ``(time, y, x)`` array of grid ``grid``.
+    grid:
+        Grid name (part of the cache key).
+    times:
+        Time indices to read, in output order.
+    window:
+        ``(row0, row1, col0, col1)``, within the arrays' shape.
+    cache:
+        Decoded chunks; the chunks fetched are added to it.
+    concurrency:
+        Chunk requests in flight at most.
+
+    Returns
+    -------
+    dict
+        Band name to an array of shape ``(len(times), row1 - row0, col1 - col0)``.
+    """
+    r0, r1, c0, c1 = window
+    times = np.asarray(times, dtype=np.int64)
+    plan: dict[str, tuple[range, range, list[tuple[int, np.ndarray, np.ndarray]]]] = {}
+    have: dict[ChunkKey, np.ndarray] = {}
+    missing: list[ChunkKey] = []
+    for band, arr in arrays.items():
+        ct, ch, cw = arr.chunks
+        rows = range(r0 // ch, (r1 - 1) // ch + 1)
+        cols = range(c0 // cw, (c1 - 1) // cw + 1)
+        blocks = []
+        for tb in np.unique(times // ct):
+            pos = np.flatnonzero(times // ct == tb)
+            blocks.append((int(tb), pos, times[pos] - int(tb) * ct))
+        plan[band] = (rows, cols, blocks)
+        for tb, _, _ in blocks:
+            for cy in rows:
+                for cx in cols:
+                    key = (grid, band, tb, cy, cx)
+                    got = cache.get(key)
+                    if got is None:
+                        missing.append(key)
+                    else:
+                        have[key] = got
+
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def fetch(key: ChunkKey) -> np.ndarray:
+        arr = arrays[key[1]]
+        async with sem:
+            return np.asarray(await arr.getitem(_chunk_region(arr, *key[2:])))
+
+    if missing:
+        fetched = await asyncio.gather(*(fetch(k) for k in missing))
+        for key, block in zip(missing, fetched, strict=True):
+            have[key] = block
+            cache.put(key, block)
+        logger.debug("read_window: %d chunks cached, %d fetched", len(have) - len(missing),
+                     len(missing))
+
+    out: dict[str, np.ndarray] = {}
+    for band, arr in arrays.items():
+        ct, ch, cw = arr.chunks
+        rows, cols, blocks = plan[band]
+        first = have[(grid, band, blocks[0][0], rows[0], cols[0])]
+        result = np.empty((times.size, r1 - r0, c1 - c0), dtype=first.dtype)
+        for tb, pos, local in blocks:
+            for cy in rows:
+                ya, yb = max(r0, cy * ch), min(r1, (cy + 1) * ch)
+                for cx in cols:
+                    xa, xb = max(c0, cx * cw), min(c1, (cx + 1) * cw)
+                    block = have[(grid, band, tb, cy, cx)]
+                    result[pos, ya - r0:yb - r0, xa - c0:xb - c0] = block[
+                        local, ya - cy * ch:yb - cy * ch, xa - cx * cw:xb - cx * cw]
+        out[band] = result
+    return out
+
