@@ -24,6 +24,7 @@ class Approach(StrEnum):
     GDAL = "gdal-vsiaz"
     GDAL_THREADS = "gdal-vsiaz-threads"
     PZ_READ_LOOP = "parcelzarr-read-loop"
+    PZ_READ_COLD = "parcelzarr-read-cold"
     PZ_BATCH = "parcelzarr-batch"
     GDAL_TIMESERIES = "gdal-vsiaz-timeseries"
     PZ_TIMESERIES = "parcelzarr-timeseries"
@@ -43,6 +44,7 @@ class Approach(StrEnum):
 APPROACHES: tuple[Approach, ...] = (
     Approach.PZ_BATCH,
     Approach.PZ_READ_LOOP,
+    Approach.PZ_READ_COLD,
     Approach.TILE_PER_PARCEL,
     Approach.TILE_CACHED,
     Approach.GDAL,
@@ -107,11 +109,12 @@ def config_for(mode: Literal["full", "quick"], *, latencies_ms: tuple[float, ...
             mode="quick", size=1024, n_parcels=300, ts_size=512, n_dates=12,
             latencies_ms=latencies_ms,
             samples={Approach.TILE_PER_PARCEL.value: 3, Approach.GDAL.value: 100,
-                     Approach.PZ_READ_LOOP.value: 100},
+                     Approach.PZ_READ_LOOP.value: 100, Approach.PZ_READ_COLD.value: 50},
         )  # fmt: skip
     return BenchConfig(
         mode="full", size=10980, n_parcels=10_297, ts_size=2048, n_dates=12,
         latencies_ms=latencies_ms,
-        samples={Approach.TILE_PER_PARCEL.value: 4, Approach.PZ_READ_LOOP.value: 2000},
+        samples={Approach.TILE_PER_PARCEL.value: 4, Approach.PZ_READ_LOOP.value: 2000,
+                 Approach.PZ_READ_COLD.value: 300},
         repeats=3,
     )  # fmt: skip

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 BEGIN = "<!-- BEGIN bench/run.py: parcelzarr vs alternatives (generated; edit bench/_report.py) -->"
 END = "<!-- END bench/run.py: parcelzarr vs alternatives -->"
 
-_PZ = {Approach.PZ_BATCH.value, Approach.PZ_READ_LOOP.value, Approach.PZ_TIMESERIES.value}
+_PZ = {Approach.PZ_BATCH.value, Approach.PZ_READ_LOOP.value, Approach.PZ_READ_COLD.value,
+       Approach.PZ_TIMESERIES.value}
 
 
 def _fmt(v: float | None, digits: int = 0) -> str:
@@ -78,15 +79,17 @@ def verdicts(records: Sequence[Record]) -> list[str]:
                 f"- **{ref_name} is NOT ahead of `{r.approach}` in {' and '.join(what)}.**"
             )
     lines += _secondary(records, lat)
-    loop0 = by.get((Approach.PZ_READ_LOOP.value, 0.0))
-    loop = by.get((Approach.PZ_READ_LOOP.value, lat))
-    if loop is not None and loop.p50_ms is not None and lat > 0:
+    for name, what in ((Approach.PZ_READ_COLD.value, "cold single-parcel read, cache off"),
+                       (Approach.PZ_READ_LOOP.value, "read loop, chunk cache on")):
+        loop0 = by.get((name, 0.0))
+        loop = by.get((name, lat))
+        if loop is None or loop.p50_ms is None or lat <= 0:
+            continue
         base = loop0.p50_ms if loop0 is not None and loop0.p50_ms is not None else 0.0
         trips = (loop.p50_ms - base) / lat
         ok = loop.p50_ms <= 3 * lat + base
         lines.append(
-            f"- Single-parcel latency (`parcelzarr-read-loop`, 4 bands, read cache on): "
-            f"p50 {loop.p50_ms:.0f} ms "
+            f"- Single-parcel latency (`{name}`, 4 bands, {what}): p50 {loop.p50_ms:.0f} ms "
             f"at {lat:g} ms per request vs {base:.0f} ms at 0 ms, i.e. {trips:.1f} round trips "
             f"of added latency: " + ("within 3 round trips." if ok
                                      else "**NOT within 3 round trips.**")

@@ -20,6 +20,7 @@ APPROACHES = {
     "gdal-vsiaz",
     "gdal-vsiaz-threads",
     "parcelzarr-read-loop",
+    "parcelzarr-read-cold",
     "parcelzarr-batch",
     "gdal-vsiaz-timeseries",
     "parcelzarr-timeseries",
