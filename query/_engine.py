@@ -201,7 +201,7 @@ class _Reducer:
                 continue
             par = np.concatenate([p for p, _, _ in self.values[li]])
             val = np.concatenate([v for _, v, _ in self.values[li]])
-            wts = (np.concatenate([w for _, _, w in self.values[li]])  # type: ignore[misc]
+            wts = (np.concatenate([w for _, _, w in self.values[li]])
                    if self.job.coverage else None)
             sel = np.ones(par.shape, dtype=bool) if final else done[par]
             if sel.any():

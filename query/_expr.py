@@ -39,7 +39,7 @@ class Expression:
 
 def _eval(node: ast.AST, env: Mapping[str, np.ndarray]) -> np.ndarray:
     if isinstance(node, ast.Constant):
-        return np.float64(node.value)  # type: ignore[arg-type]
+        return np.asarray(node.value, dtype=np.float64)
     if isinstance(node, ast.Name):
         return env[node.id]
     if isinstance(node, ast.BinOp):

@@ -161,17 +161,21 @@ class ParcelStore:
                 f"--store {handle.url}`"
             ) from exc
         meta = root.attrs.get(ROOT_ATTR)
-        if not meta:
+        if not isinstance(meta, Mapping) or not meta:
             raise StoreNotFoundError(f"{handle.url} is a Zarr group but not a parcelzarr store")
         self._root = root
         self.grids: dict[str, GridInfo] = {}
-        for name in meta.get("grids", []):
+        names = meta.get("grids", [])
+        for name in names if isinstance(names, list) else []:
+            name = str(name)
             group = root[name]
             assert isinstance(group, zarr.Group)
             if GRID_ATTR not in group.attrs:
                 continue
             bands = {k: band_info(a) for k, a in group.arrays() if a.ndim == 3}
-            t = np.asarray(group["time"][:]).astype("datetime64[s]") if bands else np.array(
+            time_arr = group["time"]
+            assert isinstance(time_arr, zarr.Array)
+            t = np.asarray(time_arr[:]).astype("datetime64[s]") if bands else np.array(
                 [], dtype="datetime64[s]")
             self.grids[name] = GridInfo(name, grid_spec(group), bands, t)
         self.last_report: QueryReport | None = None

@@ -72,7 +72,7 @@ def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> 
     if str(config.get("endpoint", "")).startswith("http://"):
         client["allow_http"] = True
     az = AzureStore(
-        container, prefix=prefix or None, client_options=client,
+        container, prefix=prefix or None, client_options=client,  # type: ignore[arg-type]
         retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=30)}, **config,
     )
     return ObjectStore(az, read_only=read_only)
