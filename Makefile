@@ -1,6 +1,6 @@
 # Developer and CI entry points. Works on a fresh clone: `make test` builds everything first.
 #   make install      Python venv (.venv, pinned by constraints.txt) + Azurite (npm ci)
-#   make test         pytest + ruff check
+#   make test         pytest + ruff check + mypy
 #   make lint         ruff check + mypy on the package
 #   make demo         run the demo end to end
 #   make bench        full benchmark; bench-quick: the short version
@@ -38,6 +38,7 @@ demo: install
 test: install
 	$(PY) -m pytest
 	$(RUFF) check .
+	$(VENV)/bin/mypy src ingest query stores
 
 lint: install
 	$(RUFF) check .
