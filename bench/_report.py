@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,7 @@ def verdicts(records: Sequence[Record]) -> list[str]:
     lat = max(r.latency_ms for r in records)
     by = _by(records)
     lines = []
-    for r in records:
-        if r.latency_ms != lat or r.approach in _PZ:
-            continue
-        ref_name = Approach(r.approach).reference.value
-        ref = by.get((ref_name, lat))
-        if ref is None:
-            continue
+    for r, ref_name, ref in _baselines(records, lat):
         speed = ref.parcels_per_s / r.parcels_per_s
         volume = r.bytes_per_parcel / ref.bytes_per_parcel if ref.bytes_per_parcel else None
         ahead_speed = speed > 1
@@ -105,17 +99,22 @@ def _load_range(records: Sequence[Record]) -> str:
 _SECONDARY = (("requests_per_parcel", "requests per parcel"), ("peak_rss_mb", "peak RSS"))
 
 
-def _secondary(records: Sequence[Record], lat: float) -> list[str]:
-    """Other figures (requests, memory) where a baseline does better than parcelzarr."""
+def _baselines(records: Sequence[Record], lat: float) -> Iterator[tuple[Record, str, Record]]:
+    """Each baseline at latency ``lat`` with the name and record of its parcelzarr reference."""
     by = _by(records)
-    lines = []
     for r in records:
         if r.latency_ms != lat or r.approach in _PZ:
             continue
         ref_name = Approach(r.approach).reference.value
         ref = by.get((ref_name, lat))
-        if ref is None:
-            continue
+        if ref is not None:
+            yield r, ref_name, ref
+
+
+def _secondary(records: Sequence[Record], lat: float) -> list[str]:
+    """Other figures (requests, memory) where a baseline does better than parcelzarr."""
+    lines = []
+    for r, ref_name, ref in _baselines(records, lat):
         worse = [f"{label} ({getattr(r, f):,.3g} vs {getattr(ref, f):,.3g})"
                  for f, label in _SECONDARY if getattr(r, f) < getattr(ref, f)]
         if worse:
