@@ -11,6 +11,9 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
+#: Real rasters and parcels shared beside the repository (never copied into it).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 CRS = "EPSG:32616"
 ORIGIN = (300_020.0, 4_500_040.0)  # on the 10 m grid, deliberately not on the 2560 m lattice
 BANDS = ("B02", "B03", "B04", "B08")

@@ -24,12 +24,10 @@ import zarr
 import parcelzarr as pz
 from parcelzarr.errors import IngestConflictError, InvalidSourceError
 
-from ._rasters import scene_data, write_tif
+from ._rasters import SHARED_DATA, scene_data, write_tif
 from .test_ingest_tiles import object_stamps
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="shared real data not available")
 
 

@@ -21,9 +21,9 @@ from rasterstats import zonal_stats
 
 import parcelzarr as pz
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not DATA.exists():  # worktrees live beside the shared folder
-    DATA = Path("/work/shared/data")
+from ._rasters import SHARED_DATA
+
+DATA = SHARED_DATA
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared real data not available")
 
 RS = DATA / "rasterstats"

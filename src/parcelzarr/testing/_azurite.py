@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from parcelzarr.errors import ParcelzarrError
+from parcelzarr.stores import AZURITE_ACCOUNT, AZURITE_KEY
 
 __all__ = [
     "ACCOUNT_KEY",
@@ -37,12 +38,10 @@ __all__ = [
     "find_azurite",
 ]
 
-#: The account every Azurite instance serves (documented, public development account).
-ACCOUNT_NAME = "devstoreaccount1"
-#: The well-known key of :data:`ACCOUNT_NAME` (public; not a secret).
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+#: The account every Azurite instance serves and its well-known (public) key: one definition,
+#: in :mod:`parcelzarr.stores`, which also lets that account in without a key.
+ACCOUNT_NAME = AZURITE_ACCOUNT
+ACCOUNT_KEY = AZURITE_KEY
 
 _BIN_ENV = "PARCELZARR_AZURITE_BIN"
 _EXE = "azurite-blob"
