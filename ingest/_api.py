@@ -24,9 +24,7 @@ from parcelzarr._footprint import (
 )
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import (
-    FORMAT_VERSION,
     GRID_ATTR,
-    ROOT_ATTR,
     band_info,
     commit,
     create_band,
@@ -35,6 +33,7 @@ from parcelzarr._layout import (
     grid_spec,
     open_live,
     open_root,
+    root_attrs,
 )
 from parcelzarr._progress import progress
 
@@ -129,7 +128,9 @@ def _existing(
         for key, arr in group.arrays():
             if arr.ndim == 3:
                 info = band_info(arr)
-                bands[name][key] = BandSpec(str(info["dtype"]), info["nodata"])
+                scaling = {k: info[k] for k in ("scale_factor", "add_offset")
+                           if info.get(k) is not None}
+                bands[name][key] = BandSpec(str(info["dtype"]), info["nodata"], scaling)
     return grids, bands
 
 
@@ -210,6 +211,9 @@ def ingest(
     band: str | None = None,
     time: str | date | datetime | None = None,
     times: Sequence[str | date | datetime] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    force: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     source_storage_options: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
@@ -241,6 +245,13 @@ def ingest(
     times:
         For multi-band files whose bands are dates (e.g. an NDVI time series): band ``i`` of
         each file is date ``times[i]``, all stored as one band named ``band``.
+    scale, offset:
+        Reflectance of named layers: stored as ``scale_factor``/``add_offset`` (value =
+        DN * scale + offset), used by indices and by xarray's decoding. Default: what the
+        STAC item (raster extension) or the GeoTIFF declares, else none.
+    force:
+        Ingest a file the store already holds under another date or band name (refused
+        otherwise, because its data would be stored twice).
     storage_options:
         Options for the store's filesystem (Azure credentials; see :mod:`parcelzarr.stores`).
     source_storage_options:
@@ -283,7 +294,8 @@ def ingest(
                     else storage_options)
         band_times = [parse_time(t) for t in times] if times is not None else None
         srcs = discover_sources(
-            sources, band=band, time=parse_time(time), bands=bands, storage_options=src_opts,
+            sources, band=band, time=parse_time(time), bands=bands, scale=scale, offset=offset,
+            storage_options=src_opts,
             cache_dir=_config.cache_dir() / "sources", band_times=band_times,  # type: ignore[arg-type]
         )
         committed = committed_root(handle)
@@ -291,7 +303,7 @@ def ingest(
         manifest = Manifest.load(handle)
         plan = plan_ingest(
             srcs, existing=grids, existing_bands=present, done=manifest.fingerprints(),
-            chunk=chunk_size or _config.default_chunk(),
+            recorded=manifest.sources, force=force, chunk=chunk_size or _config.default_chunk(),
         )
         if not plan.tasks:
             report = IngestReport(handle.url, 0, len(plan.skipped), (), 0, 0, 0,
@@ -386,15 +398,14 @@ def _execute(
     # Commit: metadata last (a reader sees the new dates only now), with the footprints of
     # the sources written in the same PUT of each grid's document; then the manifest.
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
-    attrs: dict[str, dict[str, Any]] = {
-        "": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}}
+    attrs: dict[str, dict[str, Any]] = {"": root_attrs(names)}
     for g in plan.grids:
         written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
         attrs[g] = {FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
     commit(handle.store, list(plan.grids), attrs=attrs)
     for i, g in grid_of.items():
         s = plan.sources[i]
-        manifest.record(f"{g}/{s.key}", s.uri, s.fingerprint)
+        manifest.record(f"{g}/{s.key}", s.uri, s.fingerprint, s.band_index)
     manifest.save(handle)
     report = IngestReport(
         store=handle.url,

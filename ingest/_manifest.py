@@ -32,12 +32,15 @@ class Manifest:
     def fingerprints(self) -> Mapping[str, str]:
         return {k: v["fingerprint"] for k, v in self.sources.items()}
 
-    def record(self, key: str, uri: str, fingerprint: str) -> None:
+    def record(self, key: str, uri: str, fingerprint: str, band_index: int | None = None
+               ) -> None:
         self.sources[key] = {
             "uri": uri,
             "fingerprint": fingerprint,
             "written": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if band_index is not None:
+            self.sources[key]["band_index"] = band_index
 
     def save(self, handle: StoreHandle) -> None:
         handle.write_json(MANIFEST_KEY, {"format": 1, "sources": self.sources})

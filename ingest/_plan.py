@@ -106,6 +106,8 @@ def plan_ingest(
     existing: Mapping[str, GridSpec] | None = None,
     existing_bands: Mapping[str, Mapping[str, BandSpec]] | None = None,
     done: Mapping[str, str] | None = None,
+    recorded: Mapping[str, Mapping[str, Any]] | None = None,
+    force: bool = False,
     chunk: int = 256,
     region_chunks: int = 8,
 ) -> IngestPlan:
@@ -122,6 +124,11 @@ def plan_ingest(
     done:
         Manifest: ``"{grid}/{source key}"`` -> fingerprint of sources already written; those
         with an unchanged fingerprint are skipped.
+    recorded:
+        The manifest's full records (uri, fingerprint, band index): a file already stored
+        under another key (another ``--time`` or ``--band``) is refused unless ``force``.
+    force:
+        Ingest such files again anyway (their data is then stored twice).
     chunk:
         Chunk edge in pixels for new grids.
     region_chunks:
@@ -156,14 +163,17 @@ def plan_ingest(
     _check_duplicates(srcs, grid_of)
 
     for i, s in enumerate(srcs):
-        recorded = done.get(f"{grid_of[i]}/{s.key}")
-        if recorded is not None and recorded != s.fingerprint:
+        stamp = done.get(f"{grid_of[i]}/{s.key}")
+        if stamp is not None and stamp != s.fingerprint:
             raise IngestConflictError(
                 f"{s.uri} claims {s.key} in grid {grid_of[i]}, which the store already holds "
                 "from a file with different content; ingest it into a new store, or give it "
                 "another --band/--time"
             )
     written = [i for i, s in enumerate(srcs) if done.get(f"{grid_of[i]}/{s.key}") is None]
+    if not force:
+        _check_already_stored([srcs[i] for i in written], [grid_of[i] for i in written],
+                              recorded or {})
     skipped = tuple(s for i, s in enumerate(srcs) if i not in set(written))
 
     bands: dict[str, dict[str, BandSpec]] = defaultdict(dict)
@@ -176,6 +186,12 @@ def plan_ingest(
             raise IngestConflictError(
                 f"band {s.band} of {s.uri} is {s.dtype} with nodata {s.nodata}, but grid {g} "
                 f"holds it as {prior.dtype} with nodata {prior.nodata}"
+            )
+        if prior is not None and _scaling(prior) != _scaling(bspec):
+            raise IngestConflictError(
+                f"band {s.band} of {s.uri} has scale/offset {_scaling(bspec)}, but grid {g} "
+                f"holds it with {_scaling(prior)}; one band has one scale and offset: give "
+                "the same --scale/--offset, or ingest it as another --band"
             )
         bands[g].setdefault(s.band, bspec)
         times[g].add(s.time)
@@ -209,6 +225,37 @@ def plan_ingest(
         g: GridPlan(specs[g], dict(bands[g]), tuple(sorted(times[g]))) for g in sorted(bands)
     }
     return IngestPlan(tuple(sources), grids, tuple(tasks), skipped)
+
+
+def _check_already_stored(sources: Sequence[SourceInfo], grids: Sequence[str],
+                          recorded: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a file (same URI, same fingerprint, same band of it) that the manifest already
+    holds under another key: ingesting it again under another date or name duplicates it."""
+    seen: dict[tuple[str, str], list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
+    for key, rec in recorded.items():
+        seen[(str(rec.get("uri")), str(rec.get("fingerprint")))].append((key, rec))
+    for s, g in zip(sources, grids, strict=True):
+        for key, rec in seen.get((s.uri, s.fingerprint), []):
+            if key == f"{g}/{s.key}":
+                continue
+            index = rec.get("band_index")
+            same = (index == s.band_index if index is not None
+                    else key.rsplit("/", 3)[-3] == s.band)
+            if same:
+                raise IngestConflictError(
+                    f"{s.uri} is already in the store as {key}; ingesting it again as "
+                    f"{g}/{s.key} would store its data twice. Pass --force (Python "
+                    "force=True) to ingest it anyway"
+                )
+
+
+def _scaling(spec: BandSpec) -> tuple[float | None, float | None]:
+    """A band's (scale_factor, add_offset), for comparing bands."""
+    def num(key: str) -> float | None:
+        v = spec.attrs.get(key)
+        return None if v is None else float(f"{float(v):.12g}")
+
+    return num("scale_factor"), num("add_offset")
 
 
 def _on_pixels(src: SourceInfo, spec: GridSpec) -> bool:

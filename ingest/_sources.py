@@ -24,7 +24,14 @@ from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNot
 
 from ._names import S2Name, boa_offset, parse_s2_name
 
-__all__ = ["SourceInfo", "discover_sources", "expand_sources", "fetch_source", "inspect_source"]
+__all__ = [
+    "SourceInfo",
+    "description_names",
+    "discover_sources",
+    "expand_sources",
+    "fetch_source",
+    "inspect_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +205,91 @@ def _s2_attrs(band: str, baseline_offset: int) -> tuple[dict[str, Any], int]:
     return attrs, baseline_offset + 1000
 
 
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_GENERIC = re.compile(r"(?i)band[ _]?\d+")
+_RESERVED = frozenset({"time", "x", "y", "spatial_ref", "inside"})
+
+
+def description_names(descriptions: Sequence[str | None]) -> list[str] | None:
+    """Band names taken from a multi-band file's band descriptions, when every description is
+    a usable name (``B02``, ``red``, ``NDVI_mean``: a letter, then letters, digits, ``_``;
+    not ``Band 1``; distinct); else None (pure)."""
+    names = [(d or "").strip() for d in descriptions]
+    if len(set(names)) != len(names):
+        return None
+    for n in names:
+        if not _NAME.fullmatch(n) or _GENERIC.fullmatch(n) or n in _RESERVED:
+            return None
+    return names
+
+
+def _band_names(uri: str, count: int, descriptions: Sequence[str | None],
+                band: str | None, band_name: str | None, band_times: object) -> list[str]:
+    """The store band name of each band of a file (see :func:`inspect_source`)."""
+    if band_times is not None or count == 1:
+        if band_name is None:
+            raise InvalidSourceError(
+                f"cannot tell the band of {uri}: its name is not a Sentinel-2 band file name; "
+                "pass --band NAME (Python: band=...)")
+        return [band_name] * count
+    named = description_names(descriptions)
+    if named is not None:
+        if band is not None:
+            logger.warning("--band %s is not used for %s: its bands are named by their "
+                           "descriptions (%s)", band, uri, ", ".join(named))
+        return named
+    if band_name is None:
+        shown = ", ".join(repr(d) for d in descriptions[:4]) + (" ..." if count > 4 else "")
+        raise InvalidSourceError(
+            f"cannot tell the band names of {uri}: its {count} band descriptions ({shown}) are "
+            f"not usable names; pass --band NAME (bands become NAME_1 ... NAME_{count})")
+    out = []
+    for i, desc in enumerate(descriptions, start=1):
+        text = (desc or "").strip()
+        out.append(f"{band_name}_{i}" if not text or _GENERIC.fullmatch(text) else text)
+    return out
+
+
+def _layer_attrs(uri: str, scale: float | None, offset: float | None,
+                 stac: tuple[float | None, float | None] | None,
+                 gdal: tuple[float, float]) -> dict[str, Any]:
+    """``scale_factor``/``add_offset`` of a named layer: declared by the user, else by its
+    STAC item, else by the GeoTIFF's own band metadata; none when nothing declares one."""
+    declared: list[tuple[float | None, float | None]] = [
+        (scale, offset), stac or (None, None), gdal if gdal != (1.0, 0.0) else (None, None)]
+    for sc, off in declared:
+        if sc is not None or off is not None:
+            sc = 1.0 if sc is None else float(sc)
+            off = 0.0 if off is None else float(off)
+            if not (math.isfinite(sc) and math.isfinite(off)) or sc == 0:
+                raise InvalidSourceError(
+                    f"{uri}: scale {sc:g} and offset {off:g} are not usable (scale must be a "
+                    "finite non-zero number)")
+            return {"scale_factor": sc, "add_offset": off}
+    return {}
+
+
+def _s2_shift_from_stac(uri: str, band: str, shift: int,
+                        stac: tuple[float | None, float | None] | None) -> int:
+    """The DN shift of a Sentinel-2 reflectance asset whose STAC item declares its scale and
+    offset: the stored convention stays ``(DN − 1000) / 10000``, so the shift is what maps
+    the asset's declared offset onto −0.1."""
+    if stac is None or (stac[0] is None and stac[1] is None):
+        return shift
+    sc = 1e-4 if stac[0] is None else stac[0]
+    off = -0.1 if stac[1] is None else stac[1]
+    steps = (off + 0.1) / 1e-4
+    if not math.isclose(sc, 1e-4, rel_tol=1e-6) or abs(steps - round(steps)) > 1e-3:
+        raise InvalidSourceError(
+            f"{uri}: its STAC item declares scale {sc:g} and offset {off:g} for {band}; "
+            "Sentinel-2 reflectance is stored as DN * 0.0001 - 0.1, so the scale must be "
+            "0.0001 and the offset a whole number of DN steps from -0.1")
+    if round(steps) != shift:
+        logger.warning("%s: the STAC item's offset %g for %s disagrees with its processing "
+                       "baseline; following the STAC item", uri, off, band)
+    return round(steps)
+
+
 def inspect_source(
     uri: str,
     *,
@@ -207,6 +299,9 @@ def inspect_source(
     tile: str | None = None,
     baseline: str | None = None,
     s2: bool | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    stac_scaling: tuple[float | None, float | None] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
 ) -> list[SourceInfo]:
@@ -214,13 +309,20 @@ def inspect_source(
 
     Band and time come from the Sentinel-2 file name unless ``band``/``time`` are given.
     Multi-band files give one :class:`SourceInfo` per band, named from the band descriptions
-    (or ``{band}_{i}``); with ``band_times`` band ``i`` is date ``band_times[i]`` of one band.
+    when they are all usable names (``B02``, ``B03``, ...; ``band`` is then not needed), else
+    ``{band}_{i}``; with ``band_times`` band ``i`` is date ``band_times[i]`` of one band.
+
+    Named layers get ``scale_factor``/``add_offset`` from ``scale``/``offset``, else from
+    ``stac_scaling`` (the STAC raster extension), else from the GeoTIFF's band metadata.
+    Sentinel-2 reflectance bands always store ``(DN − 1000) / 10000``; a STAC-declared offset
+    decides the DN shift that gets them there.
 
     Raises
     ------
     InvalidSourceError
         Not a raster GDAL can read, truncated, not georeferenced, a Sentinel-2 band at a
-        resolution its name contradicts, or band/time cannot be determined.
+        resolution its name contradicts, band/time cannot be determined, or a scale/offset
+        that cannot apply.
     """
     cache = cache_dir or Path(tempfile.gettempdir()) / "parcelzarr-sources"
     cache.mkdir(parents=True, exist_ok=True)
@@ -234,18 +336,14 @@ def inspect_source(
     is_s2 = (name is not None and band is None) if s2 is None else s2
     band_name = band or (name.band if name else None)
     when = time or (name.time if name else None)
-    if band_name is None:
-        raise InvalidSourceError(
-            f"cannot tell the band of {uri}: its name is not a Sentinel-2 band file name; pass "
-            "--band NAME (Python: band=...)"
-        )
     if is_s2 and band_name is not None:
         name = S2Name(band_name, tile or (name.tile if name else None), when,
                       baseline or (name.baseline if name else None))
-    if when is None and band_times is None:
+    if is_s2 and (scale is not None or offset is not None):
         raise InvalidSourceError(
-            f"cannot tell the date of {uri}: pass --time YYYY-MM-DD (Python: time=...)"
-        )
+            f"{uri} is a Sentinel-2 band file, whose reflectance convention is fixed "
+            "(DN * 0.0001 - 0.1); --scale/--offset (Python scale=, offset=) declare the "
+            "reflectance of named layers (ingested with --band)")
     try:
         with rasterio.open(local) as ds:
             if ds.driver not in ("GTiff", "COG", "JP2OpenJPEG"):
@@ -258,9 +356,15 @@ def inspect_source(
                 raise InvalidSourceError(
                     f"{uri} has no north-up geotransform; warp it first (gdalwarp)"
                 )
-            _check_readable(ds, uri)
             count = ds.count
-            descriptions = ds.descriptions
+            names = _band_names(uri, count, ds.descriptions, band, band_name, band_times)
+            if when is None and band_times is None:
+                raise InvalidSourceError(
+                    f"cannot tell the date of {uri}: pass --time YYYY-MM-DD (Python: time=...)"
+                )
+            _check_readable(ds, uri)
+            gdal_scaling = [(float(a), float(b)) for a, b in zip(ds.scales, ds.offsets,
+                                                                    strict=True)]
             info = {
                 "crs_wkt": ds.crs.to_wkt(),
                 "transform": tuple(ds.transform)[:6],
@@ -290,10 +394,12 @@ def inspect_source(
                 f"{uri} is Sentinel-2 band {name.band} at {res[0]:g} m; Sentinel-2 bands come at "
                 "10, 20 or 60 m (resampled files must be ingested as a named layer: --band)"
             )
-    attrs: dict[str, Any] = {}
+    s2_attrs: dict[str, Any] | None = None
     shift = 0
     if is_s2 and name is not None:
-        attrs, shift = _s2_attrs(name.band, boa_offset(name))
+        s2_attrs, shift = _s2_attrs(name.band, boa_offset(name))
+        if s2_attrs:
+            shift = _s2_shift_from_stac(uri, name.band, shift, stac_scaling)
     if info["nodata"] is not None and np.isnan(info["nodata"]):
         info["nodata"] = float("nan")
     if band_times is not None and len(band_times) != count:
@@ -303,17 +409,13 @@ def inspect_source(
         )
     out = []
     for i in range(1, count + 1):
-        if band_times is not None or count == 1:
-            bname = band_name
-        else:
-            desc = descriptions[i - 1]
-            generic = desc is None or re.fullmatch(r"(?i)band[ _]?\d+", desc.strip() or "b1")
-            bname = f"{band_name}_{i}" if generic else desc.strip()
+        attrs = (s2_attrs if s2_attrs is not None
+                 else _layer_attrs(uri, scale, offset, stac_scaling, gdal_scaling[i - 1]))
         out.append(
             SourceInfo(
                 uri=uri,
                 local_path=local,
-                band=bname,
+                band=names[i - 1],
                 tile=tile or (name.tile if name else None),
                 time=band_times[i - 1] if band_times is not None else when,  # type: ignore[arg-type]
                 band_index=i,
@@ -340,41 +442,49 @@ def discover_sources(
     time: datetime | None = None,
     band_times: Sequence[datetime] | None = None,
     bands: Iterable[str] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
 ) -> list[SourceInfo]:
     """Expand ``sources`` (files, globs, STAC JSON) and inspect every file.
 
-    Keeps only ``bands`` when given. Every source is read and checked here, before an ingest
-    writes anything.
+    Keeps only ``bands`` when given (bands of multi-band files included). ``scale`` and
+    ``offset`` declare the reflectance of named layers. Every source is read and checked here,
+    before an ingest writes anything.
     """
     from ._stac import is_stac_path, stac_sources
 
     wanted = set(bands) if bands is not None else None
     result: list[SourceInfo] = []
+    held: set[str] = set()  # band names the sources offer, as ``bands`` names them
     for uri in expand_sources(sources, storage_options):
         if is_stac_path(uri):
             for asset in stac_sources(uri, storage_options=storage_options, bands=wanted):
+                held.add(asset.band)
                 result.extend(inspect_source(
                     asset.href, band=band or asset.band, time=time or asset.time,
                     tile=asset.tile, baseline=asset.baseline, s2=band is None,
+                    scale=scale, offset=offset, stac_scaling=(asset.scale, asset.offset),
                     storage_options=storage_options, cache_dir=cache_dir,
                 ))
             continue
         name = parse_s2_name(uri)
         if wanted is not None and band is None and name is not None and name.band not in wanted:
+            held.add(name.band)
             continue
-        result.extend(
-            inspect_source(
-                uri, band=band, time=time, band_times=band_times,
-                storage_options=storage_options, cache_dir=cache_dir,
-            )
+        found = inspect_source(
+            uri, band=band, time=time, band_times=band_times, scale=scale, offset=offset,
+            storage_options=storage_options, cache_dir=cache_dir,
         )
+        held.update(s.band for s in found)
+        if wanted is not None and len({s.band for s in found}) > 1:
+            found = [s for s in found if s.band in wanted]  # the bands of a multi-band file
+        result.extend(found)
     if wanted is not None:
-        missing = wanted - {s.band for s in result}
+        missing = wanted - held
         if missing:
             raise SourceNotFoundError(
-                f"no source found for band(s) {sorted(missing)}; sources hold "
-                f"{sorted({s.band for s in result})}"
+                f"no source found for band(s) {sorted(missing)}; sources hold {sorted(held)}"
             )
     return result

@@ -3,7 +3,9 @@
 Assets are picked by key as Microsoft Planetary Computer's ``sentinel-2-l2a`` collection names
 them (``B02``, ``B03``, ``B04``, ``B08``, ``SCL``, ...); the date comes from ``datetime``, the
 tile from ``s2:mgrs_tile`` and the processing baseline from ``s2:processing_baseline``.
-Relative asset hrefs resolve against the JSON file's location.
+Relative asset hrefs resolve against the JSON file's location. A reflectance scale and offset
+declared by the raster extension (``raster:bands[0].scale``/``offset`` in v1, ``raster:scale``/
+``raster:offset`` on the asset or its first ``bands`` entry in v2) is read when present.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from parcelzarr.stores import filesystem_for, parse_location
 
 from parcelzarr.errors import InvalidSourceError
 
-__all__ = ["StacAsset", "is_stac_path", "parse_stac", "stac_sources"]
+__all__ = ["StacAsset", "asset_scaling", "is_stac_path", "parse_stac", "stac_sources"]
 
 _ASSET = re.compile(r"^(B0[1-9]|B1[0-2]|B8A|SCL|AOT|WVP)$")
 
@@ -34,6 +36,8 @@ class StacAsset:
     time: datetime
     tile: str | None
     baseline: str | None
+    scale: float | None = None
+    offset: float | None = None
 
 
 def is_stac_path(uri: str) -> bool:
@@ -71,11 +75,33 @@ def parse_stac(doc: Mapping[str, Any], base: str,
         for key, asset in sorted(item.get("assets", {}).items()):
             if not _ASSET.match(key) or (bands is not None and key not in bands):
                 continue
+            scale, offset = asset_scaling(asset)
             yield StacAsset(
                 href=_resolve(str(asset["href"]), base), band=key, time=when,
                 tile=f"T{tile}" if tile and not str(tile).startswith("T") else tile,
                 baseline=str(baseline).replace(".", "") if baseline else None,
+                scale=scale, offset=offset,
             )
+
+
+def asset_scaling(asset: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``(scale, offset)`` an asset declares through the STAC raster extension (pure).
+
+    v2 (STAC 1.1): ``raster:scale``/``raster:offset`` on the asset or on its first ``bands``
+    entry; v1: ``scale``/``offset`` of the first ``raster:bands`` entry. ``None`` where absent.
+    """
+    candidates: list[tuple[Mapping[str, Any], str]] = [(asset, "raster:")]
+    for key, prefix in (("bands", "raster:"), ("raster:bands", "")):
+        entries = asset.get(key)
+        if isinstance(entries, list) and entries and isinstance(entries[0], Mapping):
+            candidates.append((entries[0], prefix))
+    scale = offset = None
+    for entry, prefix in candidates:
+        if scale is None and entry.get(prefix + "scale") is not None:
+            scale = float(entry[prefix + "scale"])
+        if offset is None and entry.get(prefix + "offset") is not None:
+            offset = float(entry[prefix + "offset"])
+    return scale, offset
 
 
 def stac_sources(uri: str, *, storage_options: Mapping[str, Any] | None = None,

@@ -61,7 +61,8 @@ def _run_part(url: str, storage_options: dict[str, Any] | None, part: gpd.GeoDat
 
 
 def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
-                            id_column: str | None, crs: Any, **kwargs: Any) -> pd.DataFrame:
+                            id_column: str | None, crs: Any, layer: str | None = None,
+                            **kwargs: Any) -> pd.DataFrame:
     """:meth:`ParcelStore.zonal_stats` over a Dask cluster (``scheduler``: a Client or an
     address). Keyword arguments are those of ``zonal_stats``."""
     from distributed import Client
@@ -75,7 +76,7 @@ def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
-        pset = load_parcels(parcels, crs=crs, id_column=id_column)
+        pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
         name = pset.ids.name
         n = len(pset)
         # the grid whose bounds hold each parcel's representative point (else -1)

@@ -36,8 +36,10 @@ __all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]
-#: One layer of one chunk: valid parcels, values, weights; nodata parcels, weights.
-Prepared = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]
+#: One layer of one chunk: valid parcels, values, weights; nodata parcels, weights; the
+#: ground area of each valid pixel (categorical layers only, else None).
+Prepared = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None,
+                 np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class GridJob:
     #: Pixel windows ``(n, 4)`` of the sources of (band, time index), for bands without
     #: nodata: pixels outside them hold no data (the fill value is a valid code there).
     footprints: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    #: Ground area (m²) of one pixel in each grid row: categorical layers sum it per class.
+    row_area: np.ndarray | None = None
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -119,7 +123,7 @@ class _Reducer:
         self.exact: list[dict[str, np.ndarray]] = [
             {name: np.full(n, np.nan) for name in self._exact_names()} for _ in job.layers
         ]
-        self.classes: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
+        self.classes: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in job.layers]
         self._since_flush = 0
 
@@ -142,6 +146,8 @@ class _Reducer:
             offset=(r0, c0),
         )
         pix, par, w = labels.pixels, labels.parcels, labels.weights
+        area = (job.row_area[r0 + pix // (c1 - c0)]
+                if job.categorical and job.row_area is not None else None)
         out: list[Prepared] = []
         for layer in job.layers:
             if layer.formula is None:
@@ -165,18 +171,18 @@ class _Reducer:
             if bad is not None:
                 ok &= ~bad.ravel()[pix]
             if ok.all():
-                out.append((par, v, w, par[:0], None if w is None else w[:0]))
+                out.append((par, v, w, par[:0], None if w is None else w[:0], area))
             else:
                 out.append((par[ok], v[ok], None if w is None else w[ok], par[~ok],
-                            None if w is None else w[~ok]))
+                            None if w is None else w[~ok], None if area is None else area[ok]))
         return k, out
 
     def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
         """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
         job = self.job
-        for li, (par, v, w, par_bad, w_bad) in enumerate(prepared):
+        for li, (par, v, w, par_bad, w_bad, area) in enumerate(prepared):
             if job.categorical:
-                self._add_classes(li, par, v, w)
+                self._add_classes(li, par, v, w, area)
             else:
                 self.partials[li].add_sorted(par, v, w)
             self.partials[li].add_nodata(par_bad, w_bad)
@@ -193,13 +199,18 @@ class _Reducer:
         self.accumulate(*self.prepare(k, data, masks))
 
     def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
-                     w: np.ndarray | None) -> None:
+                     w: np.ndarray | None, area: np.ndarray | None = None) -> None:
         if par.size == 0:
             return
         pairs, inv = np.unique(np.stack([par, v.astype(np.int64)], axis=1), axis=0,
                                return_inverse=True)
         cnt = np.bincount(inv.ravel(), weights=w, minlength=len(pairs))
-        self.classes[li].append((pairs[:, 0], pairs[:, 1], cnt))
+        if area is None:
+            area_sum = np.full(len(pairs), np.nan)
+        else:
+            area_sum = np.bincount(inv.ravel(), weights=area if w is None else area * w,
+                                   minlength=len(pairs))
+        self.classes[li].append((pairs[:, 0], pairs[:, 1], cnt, area_sum))
         self.partials[li].count += np.bincount(
             par, weights=w, minlength=self.partials[li].count.size
         ).astype(self.partials[li].count.dtype)
@@ -249,13 +260,16 @@ class _Reducer:
         parts = self.classes[li]
         if not parts:
             return {"parcel": np.empty(0, np.int64), "class": np.empty(0, np.int64),
-                    "count": np.empty(0)}
-        par = np.concatenate([p for p, _, _ in parts])
-        cls = np.concatenate([c for _, c, _ in parts])
-        cnt = np.concatenate([n for _, _, n in parts])
+                    "count": np.empty(0), "area": np.empty(0)}
+        par = np.concatenate([p[0] for p in parts])
+        cls = np.concatenate([p[1] for p in parts])
+        cnt = np.concatenate([p[2] for p in parts])
+        area = np.concatenate([p[3] for p in parts])
         pairs, inv = np.unique(np.stack([par, cls], axis=1), axis=0, return_inverse=True)
         total = np.bincount(inv.ravel(), weights=cnt, minlength=len(pairs))
-        return {"parcel": pairs[:, 0], "class": pairs[:, 1], "count": total}
+        area_total = np.bincount(inv.ravel(), weights=area, minlength=len(pairs))
+        return {"parcel": pairs[:, 0], "class": pairs[:, 1], "count": total,
+                "area": area_total}
 
 
 class _MaskCache:
@@ -336,7 +350,8 @@ async def run_grid(
     job: GridJob, on_chunk: Callable[[int], None] | None = None
 ) -> list[dict[str, np.ndarray]]:
     """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
-    (for ``categorical``: ``parcel``, ``class`` and ``count`` arrays)."""
+    (for ``categorical``: ``parcel``, ``class``, ``count`` and ``area`` (m², from
+    ``row_area``) arrays)."""
     plan = job.plan
     reducer = _Reducer(job)
     needed = sorted({(b, layer.time_index) for layer in job.layers for b in layer.inputs})

@@ -14,21 +14,26 @@ __all__ = ["write_stats"]
 
 
 def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
-                id_column: str | None = None, geometry: bool = False) -> Path:
-    """Write ``df`` to ``out`` (``.parquet`` or ``.csv``).
+                id_column: str | None = None, geometry: bool = False,
+                layer: str | None = None) -> Path:
+    """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet`` or ``.csv``).
 
     With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
-    the id column: GeoParquet for ``.parquet``, a WKT ``geometry`` column for ``.csv``.
+    the id column (``layer``: the parcels file's layer): GeoParquet for ``.parquet``, a WKT
+    ``geometry`` column for ``.csv``. ``.geoparquet`` always holds the geometry (a GeoParquet
+    file without one would not be GeoParquet).
     """
     suffix = out.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise ValueError(f"cannot write {out.name}: the output must end in .parquet or .csv")
+    if suffix not in (".parquet", ".geoparquet", ".csv"):
+        raise ValueError(f"cannot write {out.name}: the output must end in .parquet, "
+                         ".geoparquet or .csv")
+    geometry = geometry or suffix == ".geoparquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     frame: pd.DataFrame = df
     if geometry:
         if parcels is None:
-            raise ValueError("geometry=True needs the parcels")
-        pset = load_parcels(parcels, id_column=id_column)
+            raise ValueError("geometry=True (or a .geoparquet output) needs the parcels")
+        pset = load_parcels(parcels, id_column=id_column, layer=layer)
         geoms = pd.Series(pset.geometry, index=pset.ids.to_numpy())
         frame = gpd.GeoDataFrame(df, geometry=geoms.loc[df[pset.ids.name].to_numpy()].to_numpy(),
                                  crs=pset.crs)

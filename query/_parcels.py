@@ -15,7 +15,7 @@ import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from parcelzarr.errors import GeometryError, UnknownCRSError
+from parcelzarr.errors import GeometryError, UnknownCRSError, plain
 
 __all__ = ["ParcelSet", "load_parcels"]
 
@@ -49,11 +49,23 @@ class ParcelSet:
         return len(self.ids)
 
     def to_crs(self, crs: CRS) -> np.ndarray:
-        """The geometries in ``crs``."""
+        """The geometries in ``crs``.
+
+        A parcel that does not project into ``crs`` (its coordinates become infinite, e.g. a
+        field in Japan on a UTM zone of Europe) comes back empty: it lies outside any grid in
+        that CRS and gets count 0 there.
+        """
         if crs == self.crs:
             return self.geometry
-        return np.asarray(gpd.GeoSeries(self.geometry, crs=self.crs).to_crs(crs).values,
-                          dtype=object)
+        out = np.asarray(gpd.GeoSeries(self.geometry, crs=self.crs).to_crs(crs).values,
+                         dtype=object)
+        with np.errstate(invalid="ignore"):
+            lost = ~np.isfinite(shapely.bounds(out)).all(axis=1) & ~shapely.is_empty(out)
+        if lost.any():
+            logger.debug("%d parcels do not project into %s: treated as outside its grids",
+                         int(lost.sum()), crs.to_string())
+            out = np.where(lost, shapely.Polygon(), out)
+        return out
 
 
 def _crs(value: Any, what: str) -> CRS:
@@ -63,39 +75,116 @@ def _crs(value: Any, what: str) -> CRS:
         raise UnknownCRSError(f"{what}: CRS {value!r} is not understood ({exc})") from exc
 
 
+def _read_file(path: str, layer: str | None) -> gpd.GeoDataFrame:
+    """Read a parcels file; ``layer`` picks one layer of a multi-layer file (GeoPackage, ...).
+
+    Without ``layer`` the file's default (first) layer is read; when it is empty while other
+    layers hold features, that is an error listing the layers, never an empty result.
+    """
+    import pyogrio
+
+    if not os.path.exists(path) and "://" not in path:
+        raise GeometryError(f"parcels file {path!r} does not exist")
+    try:
+        if path.lower().endswith((".parquet", ".geoparquet")):
+            if layer is not None:
+                raise GeometryError(f"{path!r} is GeoParquet, which has no layers: drop "
+                                    f"--layer {layer} (Python layer=)")
+            frame = gpd.read_parquet(path)
+            if len(frame) == 0:
+                raise GeometryError(f"parcels file {path!r} holds no parcels")
+            return frame
+        names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+        if layer is not None and layer not in names:
+            raise GeometryError(f"parcels file {path!r} has no layer {layer!r}; its layers: "
+                                f"{_layer_list(path, names)}")
+        chosen = layer if layer is not None else (names[0] if names else None)
+        frame = gpd.read_file(path, layer=chosen) if chosen is not None else gpd.read_file(path)
+    except GeometryError:
+        raise
+    except Exception as exc:  # pyogrio raises several types; report them uniformly
+        raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
+    if len(frame) == 0:
+        if layer is None and len(names) > 1:
+            raise GeometryError(
+                f"the default layer {chosen!r} of {path!r} holds no parcels; choose a layer "
+                f"with --layer NAME (Python layer=): {_layer_list(path, names)}")
+        where = f" (layer {chosen!r})" if len(names) > 1 else ""
+        raise GeometryError(f"parcels file {path!r}{where} holds no parcels")
+    if layer is None and len(names) > 1:
+        logger.info("%s has %d layers; reading the default layer %r (choose with layer=)",
+                    path, len(names), chosen)
+    return frame
+
+
+def _layer_list(path: str, names: list[str]) -> str:
+    """``"a (0 features), b (100 features)"``."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    parts = []
+    for n in names:
+        try:
+            count = int(pyogrio.read_info(path, layer=n).get("features", -1))
+        except (DataLayerError, DataSourceError):  # still listed, without a count
+            count = -1
+        parts.append(f"{n} ({count} features)" if count >= 0 else n)
+    return ", ".join(parts)
+
+
+def _check_degrees(geoms: np.ndarray, crs: CRS) -> None:
+    """Parcels in a geographic CRS must have longitudes and latitudes; coordinates beyond
+    ±360° / ±90° mean the data is in another CRS than it says."""
+    if not crs.is_geographic or not len(geoms):
+        return
+    units = {a.unit_name.lower() for a in crs.axis_info[:2]}
+    if not units <= {"degree", "degrees"}:
+        return
+    with np.errstate(invalid="ignore"):
+        b = shapely.bounds(geoms[~shapely.is_empty(geoms)])
+    if not b.size:
+        return
+    xmin, ymin = np.nanmin(b[:, 0]), np.nanmin(b[:, 1])
+    xmax, ymax = np.nanmax(b[:, 2]), np.nanmax(b[:, 3])
+    if max(abs(ymin), abs(ymax)) > 90 + 1e-9 or max(abs(xmin), abs(xmax)) > 360 + 1e-9:
+        raise GeometryError(
+            f"parcels say {crs.name} (degrees) but their coordinates span x {xmin:.6g} to "
+            f"{xmax:.6g}, y {ymin:.6g} to {ymax:.6g}, beyond ±180°/±90°: they are in another "
+            "CRS; set the right one (gdf.set_crs(..., allow_override=True), or crs=)"
+        )
+
+
 def load_parcels(
     parcels: ParcelsLike,
     *,
     crs: Any = None,
     id_column: str | None = None,
+    layer: str | None = None,
 ) -> ParcelSet:
     """Turn a GeoDataFrame, GeoSeries, shapely geometry (or list of them) or a file path into a
     :class:`ParcelSet`.
 
     Invalid geometries are repaired with ``make_valid`` (keeping their polygonal part), with
-    one warning giving the count.
+    one warning giving the count. ``layer`` names the layer of a multi-layer file.
 
     Raises
     ------
     GeometryError
-        The file cannot be read, has no CRS and none was given, the id column is missing or
-        not unique, or geometries are not polygons.
+        The file cannot be read or holds no parcels (or its default layer is empty while
+        others are not), has no CRS and none was given, coordinates do not fit the CRS, the id
+        column is missing or not unique, or geometries are not polygons.
     UnknownCRSError
         The CRS cannot be parsed.
+    TypeError
+        ``layer`` given with parcels that are not a file.
     """
     if crs is not None:
         crs = _crs(crs, "crs")
     if isinstance(parcels, (str, os.PathLike)):
-        path = os.fspath(parcels)
-        if not os.path.exists(path) and "://" not in path:
-            raise GeometryError(f"parcels file {path!r} does not exist")
-        try:
-            if path.lower().endswith((".parquet", ".geoparquet")):
-                parcels = gpd.read_parquet(path)
-            else:
-                parcels = gpd.read_file(path)
-        except Exception as exc:  # pyogrio raises several types; report them uniformly
-            raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
+        parcels = _read_file(os.fspath(parcels), layer)
+    elif layer is not None:
+        raise TypeError("layer= names a layer of a parcels file; parcels given as "
+                        f"{type(parcels).__name__} have none")
     if isinstance(parcels, shapely.Geometry):
         parcels = gpd.GeoSeries([parcels], crs=crs)
     elif isinstance(parcels, (list, tuple)) and all(
@@ -134,8 +223,10 @@ def load_parcels(
     else:
         ids = pd.Index(series.index.to_numpy(), name="parcel_id")
     if not ids.is_unique:
+        dup = plain(ids[ids.duplicated()][0])
         raise GeometryError(
-            f"parcel ids ({ids.name}) are not unique: pass id_column= naming a unique column"
+            f"parcel ids ({ids.name}) are not unique (e.g. {dup!r}): pass id_column= naming a "
+            "unique column"
         )
 
     geoms = np.asarray(series.values, dtype=object)
@@ -149,8 +240,9 @@ def load_parcels(
         raise GeometryError(
             f"{int(bad.sum())} parcel geometries are not polygons "
             f"({', '.join(names.get(k, str(k)) for k in kinds)}); e.g. parcel "
-            f"{ids[int(np.flatnonzero(bad)[0])]!r}. Buffer points/lines first."
+            f"{plain(ids[int(np.flatnonzero(bad)[0])])!r}. Buffer points/lines first."
         )
+    _check_degrees(geoms, the_crs)
     invalid = ~shapely.is_valid(geoms)
     repaired = int(invalid.sum())
     if repaired:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -29,8 +30,16 @@ from parcelzarr._footprint import (
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
 from parcelzarr._progress import progress
-from parcelzarr.errors import BandNotFoundError, GeometryError, StoreNotFoundError
+from parcelzarr.errors import (
+    BandNotFoundError,
+    DateNotFoundError,
+    GeometryError,
+    ReflectanceWarning,
+    StoreNotFoundError,
+    plain,
+)
 
+from ._area import areal_scale, row_areas
 from ._chunk_cache import ChunkCache, read_window
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
@@ -38,7 +47,7 @@ from ._indices import INDICES
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
 from ._rasterize import outside_pixels
-from ._select import TimeSelection, normalise_bands, select_times
+from ._select import TimeSelection, describe_times, normalise_bands, select_times
 from ._stats import DEFAULT_STATS, parse_stats
 
 __all__ = ["DEFAULT_MASK_CLASSES", "GridInfo", "ParcelStore", "QueryReport", "open_store"]
@@ -69,6 +78,14 @@ class GridInfo:
             return np.array([[0, self.spec.height, 0, self.spec.width]], dtype=np.int64)
         fps = self.footprints.get(band, {}).get(time_key(self.times[t_index]), ())
         return windows_of(self.spec, fps)
+
+    def holds(self, band: str, t_index: int) -> bool:
+        """Whether a source of ``band`` was committed at time index ``t_index`` (every band
+        shares the grid's time axis; a band not ingested on a date holds nothing there).
+        Stores written before footprints were recorded: always True."""
+        if self.footprints is None:
+            return True
+        return bool(self.footprints.get(band, {}).get(time_key(self.times[t_index])))
 
     def footprint_windows(self, band: str, t_index: int) -> np.ndarray | None:
         """:meth:`source_windows` for a band without declared nodata, whose fill value is a
@@ -292,6 +309,7 @@ class ParcelStore:
         mask_classes: Iterable[int] | None = None,
         id_column: str | None = None,
         crs: Any = None,
+        layer: str | None = None,
         concurrency: int | None = None,
         scheduler: Any = None,
         quiet: bool = True,
@@ -313,7 +331,10 @@ class ParcelStore:
             Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
             median, range, nodata, percentile_N.
         time:
-            None (all dates), a date, ``"START/END"``, a ``slice`` or a list.
+            None (all dates), a year ``"2024"``, a month ``"2024-05"``, a day, ``"START/END"``
+            of these (inclusive: ``"2024-05/2024-07"`` is May 1 to July 31), a ``slice`` or a
+            list. A selection matching no date stored for the bands asked for raises
+            :class:`~parcelzarr.errors.DateNotFoundError` naming the stored dates.
         all_touched:
             Include every pixel the parcel touches, not only those whose centre is inside.
         weights:
@@ -323,7 +344,9 @@ class ParcelStore:
             and percentiles are exactextract's coverage-weighted quantiles.
         categorical:
             One row per (parcel, band, time, class) with ``class``, ``count``, ``fraction``
-            (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``.
+            (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``. ``area_m2`` is
+            in square metres on any CRS: the sum of each pixel's ellipsoidal area on
+            geographic grids, ``res_x * res_y`` in metres on projected ones.
         mask:
             ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
             ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
@@ -335,6 +358,9 @@ class ParcelStore:
             Column of ``parcels`` holding the parcel id (default: the index, as ``parcel_id``).
         crs:
             CRS of ``parcels`` when they carry none (shapely geometries).
+        layer:
+            Layer of a multi-layer parcels file (GeoPackage, ...); default: its first layer,
+            which must not be empty.
         concurrency:
             Chunk requests in flight (default ``PARCELZARR_CONCURRENCY``, 64).
         scheduler:
@@ -350,6 +376,11 @@ class ParcelStore:
             per statistic. Parcels with no valid pixels get ``count`` 0 and NaN statistics.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
+        mask_band = self._mask_band(mask)
+        outputs = self._outputs(bands, indices, exclude=mask_band)
+        dates = self._dates(outputs, time, explicit=bands is not None or bool(indices))
+        outputs = [o for o in outputs if any(k[1] == o[0] and v.size for k, v in dates.items())]
+        self._warn_unscaled(outputs)
         if scheduler is not None:
             from ._distributed import distributed_zonal_stats
 
@@ -357,7 +388,7 @@ class ParcelStore:
                 self, parcels, scheduler=scheduler, bands=bands, indices=indices, stats=stats,
                 time=time, all_touched=all_touched, weights=weights, categorical=categorical,
                 mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
-                concurrency=concurrency,
+                layer=layer, concurrency=concurrency,
             )
         if weights not in (None, "coverage"):
             raise ValueError(f"weights={weights!r}: use None or 'coverage'")
@@ -369,22 +400,20 @@ class ParcelStore:
         counters = self._handle.counters
         before = counters.snapshot()
         spec = parse_stats(("count",) if categorical else stats)
-        mask_band = self._mask_band(mask)
         classes = np.asarray(sorted(set(mask_classes if mask_classes is not None
                                         else DEFAULT_MASK_CLASSES)), dtype=np.int64)
-        pset = load_parcels(parcels, crs=crs, id_column=id_column)
-        outputs = self._outputs(bands, indices, exclude=mask_band)
+        pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
 
         frames: list[pd.DataFrame] = []
         n_chunks = 0
         assignment = self._assign(pset, outputs)
+        _warn_if_all_outside(pset, assignment, self.grids)
         jobs = []
         for grid_name, group_outputs, subset in assignment:
             info = self.grids[grid_name]
-            t_idx = select_times(info.times, time)
             layers = [
                 Layer(name, int(t), needs, self._formula(name, needs, info))
-                for name, needs in group_outputs for t in t_idx
+                for name, needs in group_outputs for t in dates[(grid_name, name)]
             ]
             if not layers or subset.size == 0:
                 continue
@@ -402,21 +431,21 @@ class ParcelStore:
                 mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
                 footprints={(b, la.time_index): w for la in layers for b in la.inputs
                             if (w := info.footprint_windows(b, la.time_index)) is not None},
+                row_area=_row_areas(info) if categorical else None,
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:
             for info, subset, layers, job in jobs:
                 results = sync(run_grid(job, on_chunk=bar.update))
-                for layer, res in zip(layers, results, strict=True):
-                    when = info.times[layer.time_index]
+                for lay, res in zip(layers, results, strict=True):
+                    when = info.times[lay.time_index]
                     if categorical:
-                        frames.append(self._class_frame(pset, subset, layer.name, when, res,
-                                                        info.spec.res_x * info.spec.res_y))
+                        frames.append(self._class_frame(pset, subset, lay.name, when, res))
                     else:
-                        frames.append(self._frame(pset, subset, layer.name, when, res,
+                        frames.append(self._frame(pset, subset, lay.name, when, res,
                                                   spec.names))
         if not categorical:
-            frames.extend(self._uncovered(pset, assignment, outputs, time, spec.names,
+            frames.extend(self._uncovered(pset, assignment, outputs, dates, spec.names,
                                           all_touched=all_touched, coverage=coverage))
         names = ["class", "count", "fraction", "area_m2"] if categorical else list(spec.names)
         df = _concat(frames, pset, names, integer_counts=not coverage,
@@ -461,7 +490,72 @@ class ParcelStore:
         for _, needs in outputs:
             for b in needs:
                 self._grids_with(b)
+        if not outputs:
+            raise ValueError(
+                "nothing to compute: no band or index was asked for"
+                + (f" (the store's only band is the mask band {exclude})"
+                   if bands is None and exclude in self.bands else "")
+                + f"; the store holds {self.bands}")
         return outputs
+
+    def _dates(self, outputs: Sequence[tuple[str, tuple[str, ...]]], time: TimeSelection, *,
+               explicit: bool) -> dict[tuple[str, str], np.ndarray]:
+        """``(grid, output) -> time indices`` selected by ``time`` at which every band the
+        output reads was ingested.
+
+        Raises
+        ------
+        DateNotFoundError
+            Nothing is selected at all, or an output asked for by name (``explicit``) has no
+            date in the selection.
+        """
+        out: dict[tuple[str, str], np.ndarray] = {}
+        empty: list[str] = []
+        for name, needs in outputs:
+            found = False
+            for g in self.grids.values():
+                if not all(b in g.bands for b in needs):
+                    continue
+                keep = [int(t) for t in select_times(g.times, time)
+                        if all(g.holds(b, int(t)) for b in needs)]
+                out[(g.name, name)] = np.asarray(keep, dtype=np.int64)
+                found = found or bool(keep)
+            if not found:
+                empty.append(name)
+        if empty and (explicit or len(empty) == len(outputs)):
+            needs_of = dict(outputs)
+            held = np.unique(np.concatenate([self._output_times(needs_of[n]) for n in empty]))
+            label = ", ".join(n if needs_of[n] == (n,) else f"{n} (reads {', '.join(needs_of[n])})"
+                              for n in empty)
+            what = "" if len(empty) == len(outputs) and not explicit else f" of {label}"
+            raise DateNotFoundError(
+                f"time {plain(time)!r} matches no stored date{what}: the store holds "
+                f"{describe_times(held)}{' for ' + label if what else ''}; choose dates among "
+                "them")
+        if empty:
+            logger.info("no date selected for %s: left out", ", ".join(empty))
+        return out
+
+    def _output_times(self, needs: tuple[str, ...]) -> np.ndarray:
+        """Dates at which every band of ``needs`` was ingested (in any grid holding them)."""
+        times = [g.times[t] for g in self.grids.values() if all(b in g.bands for b in needs)
+                 for t in range(g.times.size) if all(g.holds(b, t) for b in needs)]
+        return np.asarray(times, dtype="datetime64[s]")
+
+    def _warn_unscaled(self, outputs: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Warn when a spectral index reads a band that declares no reflectance scale."""
+        for name, needs in outputs:
+            if name not in INDICES or needs == (name,):
+                continue
+            raw = sorted({b for b in needs for g in self.grids.values()
+                          if b in g.bands and g.bands[b].get("scale_factor") is None})
+            if raw:
+                warnings.warn(
+                    f"index {name} reads band(s) {', '.join(raw)}, which declare no reflectance "
+                    "scale: it is computed on the stored values as they are; re-ingest them "
+                    "with --scale/--offset (Python scale=, offset=), e.g. --scale 0.0001 "
+                    "--offset -0.1 for Sentinel-2 L2A DNs",
+                    ReflectanceWarning, stacklevel=3)
 
     def _mask_band(self, mask: bool | str | None) -> str | None:
         if mask is None or mask is False:
@@ -494,8 +588,7 @@ class ParcelStore:
             "needs a resolution that is a whole multiple of the band's on the same lattice")
 
     def _class_frame(self, pset: ParcelSet, subset: np.ndarray, band: str,
-                     when: np.datetime64, res: Mapping[str, np.ndarray],
-                     cell_area: float) -> pd.DataFrame:
+                     when: np.datetime64, res: Mapping[str, np.ndarray]) -> pd.DataFrame:
         par, cnt = res["parcel"], res["count"]
         total = np.bincount(par, weights=cnt, minlength=subset.size)
         return pd.DataFrame({
@@ -506,10 +599,12 @@ class ParcelStore:
             "class": res["class"],
             "count": cnt,
             "fraction": cnt / total[par],
-            "area_m2": cnt * cell_area,
+            "area_m2": res["area"],
         })
 
     def _formula(self, name: str, needs: tuple[str, ...], info: GridInfo) -> Any:
+        if needs == (name,) and name in info.bands:  # a band (even one named "ndvi")
+            return None
         if name in INDICES:
             idx: Any = INDICES[name].formula
         elif name in self._expressions:
@@ -572,7 +667,8 @@ class ParcelStore:
         return pd.DataFrame(data)
 
     def _uncovered(self, pset: ParcelSet, assignment: Sequence[Any],
-                   outputs: Sequence[tuple[str, tuple[str, ...]]], time: TimeSelection,
+                   outputs: Sequence[tuple[str, tuple[str, ...]]],
+                   dates: Mapping[tuple[str, str], np.ndarray],
                    names: Sequence[str], *, all_touched: bool = False,
                    coverage: bool = False) -> list[pd.DataFrame]:
         """Rows for parcels outside every grid: count 0, NaN statistics, and their pixels
@@ -587,8 +683,8 @@ class ParcelStore:
             if missing.size == 0:
                 continue
             times = np.unique(np.concatenate([
-                g.times[select_times(g.times, time)] for g in self.grids.values()
-                if all(b in g.bands for b in needs)
+                g.times[dates[(g.name, out_name)]] for g in self.grids.values()
+                if (g.name, out_name) in dates
             ]))
             grid = next(g for g in self.grids.values() if all(b in g.bands for b in needs))
             beyond = outside_pixels(pset.to_crs(grid.spec.crs)[missing], grid.spec,
@@ -641,8 +737,12 @@ class ParcelStore:
         geom = pset.to_crs(info.spec.crs)[0]
         r0, r1, c0, c1 = info.spec.pixel_window(shapely.bounds(geom))
         t_idx = select_times(info.times, time)
-        if r1 <= r0 or c1 <= c0 or t_idx.size == 0:
-            raise GeometryError("the parcel covers no pixel of the selected dates")
+        if t_idx.size == 0:
+            raise DateNotFoundError(
+                f"time {plain(time)!r} matches no date of grid {grid_name}, which holds "
+                f"{describe_times(info.times)}")
+        if r1 <= r0 or c1 <= c0:
+            raise GeometryError("the parcel covers no pixel of the store")
 
         arrays = {b: self._array(grid_name, b)._async_array for b in band_list}
         data = sync(read_window(arrays, grid=grid_name, times=t_idx, window=(r0, r1, c0, c1),
@@ -732,14 +832,42 @@ def _covered_lazy(info: GridInfo, band: str, chunks: tuple[tuple[int, ...], ...]
     return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
 
 
+def _row_areas(info: GridInfo) -> np.ndarray:
+    """Ground area (m²) of a pixel per row of the grid, with a warning for projections
+    whose map areas are far from ground areas (Web Mercator)."""
+    scale = areal_scale(info.spec)
+    if abs(scale - 1.0) > 0.01:
+        warnings.warn(
+            f"grid {info.name} is in {info.spec.crs.name}, whose map areas are {scale:.3g} "
+            "times ground areas at its centre: area_m2 is the map-plane area there; ingest "
+            "the layer in an equal-area or UTM CRS for ground areas", UserWarning, stacklevel=4)
+    return row_areas(info.spec)
+
+
+def _warn_if_all_outside(pset: ParcelSet, assignment: Sequence[Any],
+                         grids: Mapping[str, GridInfo]) -> None:
+    """A query none of whose parcels meets any grid is almost always a CRS mix-up: say so."""
+    if any(subset.size for _, _, subset in assignment) or len(pset) == 0:
+        return
+    if shapely.is_empty(pset.geometry).all():
+        return
+    b = shapely.total_bounds(pset.geometry)
+    warnings.warn(
+        f"none of the {len(pset)} parcels overlaps the store (parcels in {pset.crs.to_string()} "
+        f"span {', '.join(f'{v:.6g}' for v in b)}; grids: {', '.join(grids)}): every parcel "
+        "gets count 0; check the parcels' CRS", UserWarning, stacklevel=3)
+
+
 def _stored(handle: StoreHandle, prefix: str) -> tuple[int, int]:
-    """Objects and bytes stored under ``prefix``."""
+    """Chunk objects (or shards) and their bytes stored under ``prefix``."""
     import asyncio
 
     store = handle.store
 
     async def measure() -> tuple[int, int]:
-        keys = [k async for k in store.list_prefix(prefix)]
+        # chunk objects only: the array's own metadata document is not data
+        keys = [k async for k in store.list_prefix(prefix)
+                if k.rsplit("/", 1)[-1] != "zarr.json"]
         sem = asyncio.Semaphore(32)
 
         async def size(key: str) -> int:

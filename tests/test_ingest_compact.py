@@ -138,9 +138,10 @@ def test_info_lists_tiles_chunking_and_sizes(season: list[Path], tmp_path: Path)
     grid = info["grids"]["utm16n/10m"]
     assert grid["tiles"] == ["T16TBK"]
     assert grid["bands"]["B04"]["object_shape"] == [1, 128, 128]
-    on_disk = sum(p.stat().st_size for p in (Path(url) / "utm16n/10m/B04").rglob("*")
-                  if p.is_file())
-    assert grid["bands"]["B04"]["stored_bytes"] == on_disk
+    chunk_files = [p for p in (Path(url) / "utm16n/10m/B04").rglob("*")
+                   if p.is_file() and p.name != "zarr.json"]  # data objects, not metadata
+    assert grid["bands"]["B04"]["objects"] == len(chunk_files)
+    assert grid["bands"]["B04"]["stored_bytes"] == sum(p.stat().st_size for p in chunk_files)
     out = CliRunner().invoke(main, ["info", url])
     assert out.exit_code == 0, out.output
     assert "tiles (1): T16TBK" in out.output

@@ -46,6 +46,7 @@ __all__ = [
     "open_live",
     "open_root",
     "other_separator",
+    "root_attrs",
 ]
 
 FORMAT_VERSION = 1
@@ -128,6 +129,21 @@ def array_separator(arr: zarr.Array) -> str:
 def other_separator(sep: str) -> str:
     """The separator a relayout writes its new chunk keys with (never collides with ``sep``)."""
     return SEPARATORS[1] if sep == SEPARATORS[0] else SEPARATORS[0]
+
+
+def root_attrs(grids: Sequence[str]) -> dict[str, Any]:
+    """The root group's attributes: the store's format and grids, named so that a plain
+    ``xr.open_zarr(url)`` (which opens the root, holding no arrays) shows where the data is."""
+    grids = sorted(grids)
+    return {
+        ROOT_ATTR: {"format": FORMAT_VERSION, "grids": list(grids)},
+        "grids": list(grids),
+        "description": (
+            "parcelzarr store: one group per pixel grid (CRS x resolution), listed in "
+            "'grids'. Open one with xr.open_zarr(url, group=GRID), or all with "
+            "xr.open_datatree(url, engine='zarr')."
+        ),
+    }
 
 
 def grid_names(root: zarr.Group) -> list[str]:

@@ -85,6 +85,14 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--bands", help="Comma-separated Sentinel-2 bands to keep, e.g. B02,B03,B04,B08.")
 @click.option("--band", help="Band name for sources whose file names do not say (e.g. WorldCover).")
 @click.option("--time", "when", help="Date (YYYY-MM-DD) for sources whose names do not say.")
+@click.option("--scale", type=float,
+              help="Reflectance scale of named layers (value = DN * scale + offset), e.g. "
+                   "0.0001 for Sentinel-2 L2A DNs.")
+@click.option("--offset", type=float,
+              help="Reflectance offset of named layers, e.g. -0.1 for Sentinel-2 L2A DNs "
+                   "(processing baseline 04.00 and later).")
+@click.option("--force", is_flag=True,
+              help="Ingest a file the store already holds under another --time/--band.")
 @click.option("--time-from-bands", "times_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON list of dates, one per file band: band i of each file is date i of "
                    "one layer named --band (e.g. a multi-date NDVI stack).")
@@ -97,7 +105,8 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
 def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | None,
-           when: str | None, times_file: str | None, chunk: int | None,
+           when: str | None, scale: float | None, offset: float | None, force: bool,
+           times_file: str | None, chunk: int | None,
            inner_chunk: int | None, workers: int | None, scheduler: str | None,
            quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs, STAC JSON) into the store."""
@@ -110,6 +119,7 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
             raise click.BadParameter("expected a JSON list of dates",
                                      param_hint="--time-from-bands")
     report = run(list(sources), store, bands=_csv(bands), band=band, time=when, times=times,
+                 scale=scale, offset=offset, force=force,
                  storage_options=_options(storage_option), chunk_size=chunk,
                  inner_chunk=inner_chunk, workers=workers, scheduler=scheduler, quiet=quiet)
     click.echo(str(report))
@@ -165,13 +175,15 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.argument("url")
 @click.argument("parcels")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file: .parquet or .csv.")
+              help="Output file: .parquet, .geoparquet or .csv.")
 @click.option("--bands", help="Comma-separated bands (default: all).")
 @click.option("--indices", help="Comma-separated indices (ndvi, evi, savi, ndwi) or "
               "expressions over band names, e.g. '(B08 - B04) / (B08 + B04)'.")
 @click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
 @click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
-@click.option("--time", "when", help="Date or START/END range.")
+@click.option("--layer", help="Layer of a multi-layer PARCELS file (default: its first layer).")
+@click.option("--time", "when",
+              help="Year (2024), month (2024-05), day, or START/END range of these.")
 @click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
 @click.option("--coverage", is_flag=True,
               help="Weight pixels by the fraction the parcel covers (as exactextract).")
@@ -186,15 +198,17 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
 def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
-          stat_names: str, id_column: str | None, when: str | None, all_touched: bool,
+          stat_names: str, id_column: str | None, layer: str | None, when: str | None,
+          all_touched: bool,
           coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
           geometry: bool, scheduler: str | None, quiet: bool,
           storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
     from parcelzarr.query import open_store, write_stats
 
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise click.BadParameter("--out must end in .parquet or .csv", param_hint="--out")
+    if out.suffix.lower() not in (".parquet", ".geoparquet", ".csv"):
+        raise click.BadParameter("--out must end in .parquet, .geoparquet or .csv",
+                                 param_hint="--out")
     classes = [int(c) for c in _csv(mask_classes) or []] or None
     store = open_store(url, storage_options=_options(storage_option))
     df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
@@ -202,8 +216,8 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
                            time=when, all_touched=all_touched,
                            weights="coverage" if coverage else None, categorical=categorical,
                            mask=True if scl_mask else None, mask_classes=classes,
-                           id_column=id_column, scheduler=scheduler, quiet=quiet)
-    write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry)
+                           id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet)
+    write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry, layer=layer)
     click.echo(f"{len(df):,} rows -> {out}")
     click.echo(str(store.last_report))
 

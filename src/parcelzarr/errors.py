@@ -9,14 +9,17 @@ from __future__ import annotations
 __all__ = [
     "BandNotFoundError",
     "CredentialsError",
+    "DateNotFoundError",
     "GeometryError",
     "IngestConflictError",
     "InvalidSourceError",
     "ParcelzarrError",
+    "ReflectanceWarning",
     "SourceNotFoundError",
     "StoreNotFoundError",
     "StoreUnreachableError",
     "UnknownCRSError",
+    "plain",
 ]
 
 
@@ -55,9 +58,25 @@ class BandNotFoundError(ParcelzarrError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DateNotFoundError(ParcelzarrError, LookupError):
+    """A time selection matches no date stored for the bands asked for."""
+
+
 class GeometryError(ParcelzarrError, ValueError):
     """Parcels cannot be used as given (no CRS, wrong geometry type, unreadable file)."""
 
 
 class UnknownCRSError(ParcelzarrError, ValueError):
     """A coordinate reference system is missing or not understood."""
+
+
+class ReflectanceWarning(UserWarning):
+    """A spectral index was computed on a band that declares no reflectance scale."""
+
+
+def plain(value: object) -> object:
+    """``value`` as a plain Python object for messages (``3``, not ``np.int64(3)``)."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    return value
