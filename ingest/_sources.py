@@ -102,7 +102,7 @@ def expand_sources(
     found: list[str] = []
     for src in sources:
         text = os.fspath(src)
-        loc = parse_location(text)
+        loc = parse_location(text, glob=True)
         if loc.protocol == "file":
             if _GLOB_CHARS & set(text):
                 matches = sorted(globlib.glob(os.path.expanduser(text), recursive=True))
@@ -150,7 +150,7 @@ def fetch_source(uri: str, storage_options: Mapping[str, Any] | None, cache_dir:
 
 def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> tuple[str, str]:
     """Local path and fingerprint of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
-    loc = parse_location(uri)
+    loc = parse_location(uri, glob=True)
     if loc.protocol == "file":
         st = os.stat(loc.path)
         return loc.path, f"{st.st_size}:{int(st.st_mtime)}"

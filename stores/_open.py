@@ -19,7 +19,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from parcelzarr import _config
 from parcelzarr.errors import StoreUnreachableError
 
-from ._azure import azure_options, redact
+from ._azure import azure_options, check_option_names, redact
 from ._obstore import obstore_store
 from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
 from ._url import Location, parse_location
@@ -44,6 +44,7 @@ _MEMORY_LOCK = threading.Lock()
 
 def _reject_options(location: Location, storage_options: Mapping[str, Any] | None) -> None:
     if storage_options:
+        check_option_names(storage_options)
         raise TypeError(
             f"storage options {sorted(storage_options)} do not apply to {location.protocol} "
             "stores; they are for az:// URLs"
