@@ -22,7 +22,7 @@ from rasterio.errors import RasterioIOError
 
 from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
 
-from ._names import S2Name, boa_offset, parse_s2_name
+from ._names import S2Name, boa_offset, check_layer_name, is_layer_name, parse_s2_name
 
 __all__ = ["SourceInfo", "discover_sources", "expand_sources", "fetch_source", "inspect_source"]
 
@@ -55,6 +55,9 @@ class SourceInfo:
         Added to valid pixels when written: +1000 for Sentinel-2 L2A reflectance from
         processing baselines before 04.00, so every date of a band is stored in the current
         convention (reflectance = (DN - 1000) / 10000). See :func:`boa_offset`.
+    south_up:
+        The file's rows run south to north (positive pixel height); ``transform`` is then the
+        equivalent north-up one and rows are flipped when read.
     """
 
     uri: str
@@ -72,6 +75,7 @@ class SourceInfo:
     fingerprint: str
     attrs: Mapping[str, Any]
     dn_shift: int = 0
+    south_up: bool = False
 
     @property
     def res(self) -> tuple[float, float]:
@@ -234,6 +238,7 @@ def inspect_source(
             f"cannot tell the band of {uri}: its name is not a Sentinel-2 band file name; pass "
             "--band NAME (Python: band=...)"
         )
+    check_layer_name(band_name)
     if is_s2 and band_name is not None:
         name = S2Name(band_name, tile or (name.tile if name else None), when,
                       baseline or (name.baseline if name else None))
@@ -249,16 +254,19 @@ def inspect_source(
                 raise InvalidSourceError(
                     f"{uri} is not georeferenced (no CRS): assign one, e.g. gdal_edit.py -a_srs"
                 )
-            if ds.transform.is_identity or ds.transform.b != 0 or ds.transform.d != 0:
+            t = ds.transform
+            if t.is_identity or t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0:
                 raise InvalidSourceError(
-                    f"{uri} has no north-up geotransform; warp it first (gdalwarp)"
+                    f"{uri} has no north-up (or south-up) geotransform: it is rotated, mirrored "
+                    "east-west or not georeferenced; warp it first (gdalwarp)"
                 )
+            south_up = t.e > 0
             _check_readable(ds, uri)
             count = ds.count
             descriptions = ds.descriptions
             info = {
                 "crs_wkt": ds.crs.to_wkt(),
-                "transform": tuple(ds.transform)[:6],
+                "transform": _north_up(tuple(t)[:6], ds.height),
                 "width": ds.width,
                 "height": ds.height,
                 "dtype": ds.dtypes[0],
@@ -304,6 +312,11 @@ def inspect_source(
             desc = descriptions[i - 1]
             generic = desc is None or re.fullmatch(r"(?i)band[ _]?\d+", desc.strip() or "b1")
             bname = f"{band_name}_{i}" if generic else desc.strip()
+            if not is_layer_name(bname):
+                fallback = check_layer_name(f"{band_name}_{i}")
+                logger.warning("band %d of %s is described %r, which cannot name a layer; "
+                               "stored as %s", i, uri, bname[:40], fallback)
+                bname = fallback
         out.append(
             SourceInfo(
                 uri=uri,
@@ -315,10 +328,21 @@ def inspect_source(
                 fingerprint=fingerprint,
                 attrs=attrs,
                 dn_shift=shift,
+                south_up=south_up,
                 **info,
             )
         )
     return out
+
+
+def _north_up(transform: tuple[float, ...], height: int
+              ) -> tuple[float, float, float, float, float, float]:
+    """The north-up transform of the same pixels: a south-up one (positive ``e``) has its
+    origin moved to the northern edge and ``e`` negated; its rows are read flipped."""
+    a, b, c, d, e, f = (float(v) for v in transform)
+    if e > 0:
+        return (a, b, c, d, -e, f + e * height)
+    return (a, b, c, d, e, f)
 
 
 def ds_is_projected(info: Mapping[str, Any]) -> bool:

@@ -55,8 +55,12 @@ def read_region(
     fill = 0 if src.nodata is None else src.nodata
     out = np.full((row1 - row0, col1 - col0), fill, dtype=src.dtype)
     with rasterio.open(src.local_path) as ds:
-        window = Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0)
-        out[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ds.read(src.band_index, window=window)
+        first = r0 - off_r  # first source row, counted from the north
+        if src.south_up:  # the file stores row 0 in the south: read the mirror rows, flip
+            first = src.height - (r1 - off_r)
+        window = Window(c0 - off_c, first, c1 - c0, r1 - r0)
+        block = ds.read(src.band_index, window=window)
+        out[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = block[::-1] if src.south_up else block
     valid = _valid(out, src.nodata)
     if src.dn_shift:  # older processing baseline: into the store's DN convention
         top = np.iinfo(out.dtype).max if out.dtype.kind in "iu" else None
