@@ -15,6 +15,13 @@ import zarr
 from parcelzarr.stores import StoreHandle, open_store_handle
 
 from parcelzarr import _config
+from parcelzarr._footprint import (
+    FOOTPRINT_ATTR,
+    Footprint,
+    footprints_of,
+    merge_footprints,
+    time_key,
+)
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import (
     FORMAT_VERSION,
@@ -34,10 +41,10 @@ from parcelzarr._progress import progress
 from ._grow import grow_grid
 from ._manifest import Manifest
 from ._names import check_layer_name
-from ._plan import BandSpec, IngestPlan, RegionTask, plan_ingest
+from ._plan import BandSpec, IngestPlan, plan_ingest
 from ._recover import committed_root, journal_writer, recover
-from ._run import Job, run_jobs
-from ._sources import discover_sources
+from ._run import Job, JobItem, run_jobs
+from ._sources import SourceInfo, discover_sources
 
 __all__ = ["IngestReport", "ingest", "parse_time"]
 
@@ -177,6 +184,13 @@ class _Prepared:
     group: zarr.Group
     index: dict[datetime, int]
     preexisting: frozenset[datetime]
+    attrs: Mapping[str, Any]  # the grid group's committed attributes (footprints)
+
+    def committed(self, band: str, when: datetime) -> tuple[Footprint, ...]:
+        """Footprints of ``band`` at ``when`` already committed."""
+        if when not in self.preexisting:
+            return ()
+        return (footprints_of(self.attrs, band) or {}).get(time_key(when), ())
 
 
 def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name: str,
@@ -195,6 +209,11 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
         group = open_live(handle.store, name)
     times = _time_values(group)
     n_times = len(times)
+    attrs: dict[str, Any] = {FOOTPRINT_ATTR: {}}
+    if existing is not None:
+        attrs = dict(group.attrs)
+        if FOOTPRINT_ATTR not in attrs:  # bands committed before footprints were recorded
+            attrs[FOOTPRINT_ATTR] = legacy_footprints(group, existing, times)
     for band, bspec in gp.bands.items():
         if band not in group:
             create_band(group, band, dtype=np.dtype(bspec.dtype), nodata=bspec.nodata,
@@ -220,7 +239,7 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
         tarr[n_times:total] = np.array([seconds[t] for t in new], dtype="int64")
         for k, t in enumerate(new):
             index[t] = n_times + k
-    return _Prepared(group, index, frozenset(preexisting))
+    return _Prepared(group, index, frozenset(preexisting), attrs)
 
 
 def ingest(
@@ -332,10 +351,29 @@ def ingest(
                         inner_chunk=inner_chunk, quiet=quiet, t0=t0, recovered=tuple(undone))
 
 
+def legacy_footprints(group: zarr.Group, spec: GridSpec, times: Sequence[int]) -> Any:
+    """Footprints for a grid committed before footprints were recorded: every committed
+    band and date covers the grid's extent at the time (an anonymous tile that sorts first,
+    so committed pixels keep winning where they are valid, as they did)."""
+    whole = Footprint("", spec.bounds)
+    new = {(band, time_key(np.datetime64(int(t), "s"))): [whole]
+           for band, arr in group.arrays() if arr.ndim == 3 for t in times[:arr.shape[0]]}
+    return merge_footprints({}, new)
+
+
+def footprints(sources: Sequence[SourceInfo]) -> dict[tuple[str, str], list[Footprint]]:
+    """Footprints of written sources by (band, time key)."""
+    out: dict[tuple[str, str], list[Footprint]] = {}
+    for s in sources:
+        out.setdefault((s.band, time_key(s.time)), []).append(
+            Footprint(s.tile_id, s.bounds, s.uri, s.band_index))
+    return out
+
+
 def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
     """Group tasks so that each job alone writes its objects (a compacted time block holds
     several dates: their tasks over one region run in one job, in order)."""
-    groups: dict[tuple[Any, ...], list[tuple[RegionTask, int, bool]]] = {}
+    groups: dict[tuple[Any, ...], list[JobItem]] = {}
     for task in plan.tasks:
         prep = prepared[task.grid]
         arr = prep.group[task.band]
@@ -343,7 +381,8 @@ def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
         tc = (arr.shards or arr.chunks)[0]
         t_index = prep.index[task.time]
         key = (task.grid, task.band, t_index // tc, task.row0, task.col0)
-        groups.setdefault(key, []).append((task, t_index, task.time in prep.preexisting))
+        groups.setdefault(key, []).append(
+            JobItem(task, t_index, prep.committed(task.band, task.time)))
     return [Job(grid=k[0], band=k[1], items=tuple(v)) for k, v in groups.items()]
 
 
@@ -379,9 +418,9 @@ def _execute(
     n_sources = len(remaining)
 
     def on_done(job: Job) -> None:
-        for t, _, _ in job.items:
-            bar.update(t.npixels * itemsize[t.sources[0]])
-            for i in t.sources:
+        for it in job.items:
+            bar.update(it.task.npixels * itemsize[it.task.sources[0]])
+            for i in it.task.sources:
                 remaining[i] -= 1
         bar.set_postfix_str(f"sources {sum(v == 0 for v in remaining.values())}/{n_sources}")
 
@@ -391,10 +430,15 @@ def _execute(
             scheduler=scheduler, storage_options=storage_options,
             source_storage_options=source_storage_options, on_done=on_done,
         )
-    # Commit: metadata last (a reader sees the new dates only now), then the manifest.
-    commit(handle.store, list(plan.grids),
-           attrs={"": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}})
+    # Commit: metadata last (a reader sees the new dates only now), with the footprints of
+    # the sources written in the same PUT of each grid's document; then the manifest.
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
+    attrs: dict[str, dict[str, Any]] = {
+        "": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}}
+    for g in plan.grids:
+        written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
+        attrs[g] = {FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
+    commit(handle.store, list(plan.grids), attrs=attrs)
     for i, g in grid_of.items():
         s = plan.sources[i]
         manifest.record(f"{g}/{s.key}", s.uri, s.fingerprint)

@@ -24,7 +24,8 @@ from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNot
 
 from ._names import S2Name, boa_offset, check_layer_name, is_layer_name, parse_s2_name
 
-__all__ = ["SourceInfo", "discover_sources", "expand_sources", "fetch_source", "inspect_source"]
+__all__ = ["SourceInfo", "discover_sources", "expand_sources", "fetch_source", "inspect_source",
+           "north_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +91,15 @@ class SourceInfo:
         return (c, f + e * self.height, c + a * self.width, f)
 
     @property
+    def tile_id(self) -> str:
+        """The tile id, or the file name for sources without one: unique per band and date,
+        and the source's priority where sources of one band and date overlap."""
+        return self.tile or Path(self.uri).name
+
+    @property
     def key(self) -> str:
         """Identity in the manifest: band, time and tile (or file name)."""
-        tile = self.tile or Path(self.uri).name
-        return f"{self.band}/{self.time.isoformat()}/{tile}"
+        return f"{self.band}/{self.time.isoformat()}/{self.tile_id}"
 
 
 def expand_sources(
@@ -266,7 +272,7 @@ def inspect_source(
             descriptions = ds.descriptions
             info = {
                 "crs_wkt": ds.crs.to_wkt(),
-                "transform": _north_up(tuple(t)[:6], ds.height),
+                "transform": north_up(tuple(t)[:6], ds.height),
                 "width": ds.width,
                 "height": ds.height,
                 "dtype": ds.dtypes[0],
@@ -335,7 +341,7 @@ def inspect_source(
     return out
 
 
-def _north_up(transform: tuple[float, ...], height: int
+def north_up(transform: tuple[float, ...], height: int
               ) -> tuple[float, float, float, float, float, float]:
     """The north-up transform of the same pixels: a south-up one (positive ``e``) has its
     origin moved to the northern edge and ``e`` negated; its rows are read flipped."""

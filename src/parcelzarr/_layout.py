@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from ._footprint import empty_value
 from ._grid import GridSpec
 
 __all__ = [
@@ -200,7 +201,7 @@ def create_band(
     Storage serves no suffix byte ranges).
     """
     spec = grid_spec(group)
-    fill = 0 if nodata is None else nodata
+    fill = empty_value(np.dtype(dtype), nodata)
     outer = (time_chunk, spec.chunk_y, spec.chunk_x)
     layout: dict[str, Any] = {"chunks": outer}
     if inner_chunk is not None and inner_chunk < max(spec.chunk_y, spec.chunk_x):
