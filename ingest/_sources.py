@@ -311,6 +311,7 @@ def inspect_source(
             "--time-from-bands): give one date per band"
         )
     out = []
+    renamed: list[str] = []
     for i in range(1, count + 1):
         if band_times is not None or count == 1:
             bname = band_name
@@ -319,10 +320,8 @@ def inspect_source(
             generic = desc is None or re.fullmatch(r"(?i)band[ _]?\d+", desc.strip() or "b1")
             bname = f"{band_name}_{i}" if generic else desc.strip()
             if not is_layer_name(bname):
-                fallback = check_layer_name(f"{band_name}_{i}")
-                logger.warning("band %d of %s is described %r, which cannot name a layer; "
-                               "stored as %s", i, uri, bname[:40], fallback)
-                bname = fallback
+                renamed.append(bname)
+                bname = check_layer_name(f"{band_name}_{i}")
         out.append(
             SourceInfo(
                 uri=uri,
@@ -338,6 +337,10 @@ def inspect_source(
                 **info,
             )
         )
+    if renamed:
+        logger.warning("%d band description(s) of %s cannot name a layer (e.g. %r; names are a "
+                       "letter, then letters, digits, _ or -): stored as %s_<band number>",
+                       len(renamed), uri, renamed[0][:40], band_name)
     return out
 
 
