@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from zarr.abc.store import Store
 
@@ -42,6 +43,12 @@ def _parse_connection_string(text: str) -> dict[str, str]:
         out["sas_key"] = parts["SharedAccessSignature"]
     if "BlobEndpoint" in parts:
         out["endpoint"] = parts["BlobEndpoint"].rstrip("/")
+        if "account_name" not in out:  # a SAS connection string names only the endpoint
+            url = urlsplit(out["endpoint"])
+            host = url.hostname or ""
+            name = host.split(".", 1)[0] if ".blob." in host else url.path.strip("/")
+            if name:
+                out["account_name"] = name.split("/", 1)[0]
     elif parts.get("EndpointSuffix") and "AccountName" in parts:
         proto = parts.get("DefaultEndpointsProtocol", "https")
         out["endpoint"] = f"{proto}://{parts['AccountName']}.blob.{parts['EndpointSuffix']}"
