@@ -7,7 +7,7 @@ import os
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from parcelzarr._progress import progress
 
 from ._grow import grow_grid
 from ._manifest import Manifest
+from ._names import check_layer_name
 from ._plan import BandSpec, IngestPlan, plan_ingest
 from ._recover import committed_root, journal_writer, recover
 from ._run import Job, JobItem, run_jobs
@@ -47,6 +48,9 @@ from ._sources import SourceInfo, discover_sources
 __all__ = ["IngestReport", "ingest", "parse_time"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest object (chunk or shard) edge accepted, in pixels.
+MAX_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -91,21 +95,57 @@ class IngestReport:
 
 
 def parse_time(value: str | date | datetime | np.datetime64 | None) -> datetime | None:
-    """Normalise a user-given date (``YYYY-MM-DD``, ISO datetime, date, datetime64)."""
+    """Normalise a user-given date (``YYYY-MM-DD``, ISO datetime, date, datetime64) to a naive
+    UTC datetime: a time with an offset (``+05:00``, ``Z``) is converted to UTC first."""
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
+        return _naive_utc(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
     if isinstance(value, np.datetime64):
         return datetime.fromisoformat(str(value.astype("datetime64[s]")))
     if isinstance(value, str):
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
         try:
-            return datetime.fromisoformat(value.replace("Z", "")).replace(tzinfo=None)
+            return _naive_utc(datetime.fromisoformat(text))
         except ValueError:
-            raise ValueError(f"cannot read {value!r} as a date: use YYYY-MM-DD") from None
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            raise ValueError(f"cannot read {shown!r} as a date: use YYYY-MM-DD") from None
     raise TypeError(f"time must be a date string, date or datetime, got {type(value).__name__}")
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _check_size(name: str, value: object, *, upper: int) -> int | None:
+    """``value`` if None or a whole number in [1, upper], else a one-line ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a whole number, got {type(value).__name__}")
+    if not 1 <= int(value) <= upper:
+        raise ValueError(f"{name} must be between 1 and {upper:,}, got {int(value)}")
+    return int(value)
+
+
+def _check_chunking(chunk_size: int | None, inner_chunk: int | None,
+                    workers: int | None) -> None:
+    """Refuse chunk, shard and worker settings that cannot work, before anything is written."""
+    chunk = _check_size("chunk_size (--chunk)", chunk_size, upper=MAX_CHUNK)
+    inner = _check_size("inner_chunk (--inner-chunk)", inner_chunk, upper=MAX_CHUNK)
+    _check_size("workers (--workers)", workers, upper=1024)
+    outer = chunk or _config.default_chunk()
+    if inner is not None and (inner > outer or outer % inner):
+        raise ValueError(
+            f"inner_chunk (--inner-chunk) {inner} must divide the object edge {outer} "
+            f"(--chunk): e.g. {outer // 2 if outer % 2 == 0 else outer}"
+        )
 
 
 def _existing(
@@ -279,6 +319,10 @@ def ingest(
     ------
     InvalidSourceError, IngestConflictError, SourceNotFoundError
         Before anything is written.
+    ValueError
+        Before anything is written: ``chunk_size``, ``inner_chunk`` or ``workers`` out of range
+        (1 to 16,384 px; ``inner_chunk`` must divide the object edge), a ``band`` name that is
+        not a name or is reserved, a ``time`` that is not a date.
 
     Examples
     --------
@@ -286,6 +330,9 @@ def ingest(
     >>> pz.ingest("scenes/T16TCK_*_B0*_10m.tif", "stores/county.zarr")  # doctest: +SKIP
     """
     t0 = _time.perf_counter()
+    if band is not None:
+        check_layer_name(band)
+    _check_chunking(chunk_size, inner_chunk, workers)
     if times is not None and time is not None:
         raise TypeError("give either time= (one date) or times= (one date per file band)")
     with open_store_handle(store, storage_options) as handle:

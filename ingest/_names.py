@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
-__all__ = ["S2Name", "boa_offset", "parse_s2_name"]
+from parcelzarr.errors import InvalidSourceError
+
+__all__ = ["LAYER_NAME", "RESERVED_NAMES", "S2Name", "boa_offset", "check_layer_name",
+           "is_layer_name", "parse_s2_name"]
+
+#: What a layer (band) name may be: it becomes a Zarr array name, a path segment and a
+#: column value, so one safe character set on every file system and object store.
+LAYER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+#: Names a grid already uses for its coordinates and metadata (compared case-insensitively,
+#: as some file systems do); names starting with ``parcelzarr`` are reserved as well.
+RESERVED_NAMES = frozenset({"time", "x", "y", "spatial_ref", "inside"})
 
 _BAND = r"B0[1-9]|B1[0-2]|B8A|SCL|AOT|WVP|TCI"
 _FILE = re.compile(
@@ -30,6 +40,36 @@ class S2Name:
     tile: str | None
     time: datetime | None
     baseline: str | None = None
+
+
+def is_layer_name(name: object) -> bool:
+    """Whether ``name`` is a usable, unreserved layer name (see :func:`check_layer_name`)."""
+    return (isinstance(name, str) and LAYER_NAME.fullmatch(name) is not None
+            and name.lower() not in RESERVED_NAMES and not name.lower().startswith("parcelzarr"))
+
+
+def check_layer_name(name: object, *, what: str = "layer name") -> str:
+    """``name`` if it can name a layer, else a one-line :class:`InvalidSourceError` (a
+    ``ValueError``) saying why.
+
+    A name is a letter followed by up to 63 letters, digits, ``_`` or ``-``; ``time``, ``x``,
+    ``y``, ``spatial_ref``, ``inside`` and names starting with ``parcelzarr`` are reserved.
+
+    Examples
+    --------
+    >>> check_layer_name("worldcover")
+    'worldcover'
+    """
+    if is_layer_name(name):
+        return str(name)
+    text = str(name)
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
+    if isinstance(name, str) and LAYER_NAME.fullmatch(name):
+        why = "is reserved (time, x, y, spatial_ref, inside and parcelzarr* name grid parts)"
+    else:
+        why = (f"is not a valid name ({len(text)} characters): use a letter followed by up to "
+               "63 letters, digits, _ or -")
+    raise InvalidSourceError(f"{what} {shown} {why}; choose another (--band NAME)")
 
 
 def _parse_date(text: str) -> datetime:

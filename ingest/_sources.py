@@ -22,7 +22,7 @@ from rasterio.errors import RasterioIOError
 
 from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
 
-from ._names import S2Name, boa_offset, parse_s2_name
+from ._names import S2Name, boa_offset, check_layer_name, is_layer_name, parse_s2_name
 
 __all__ = [
     "SourceInfo",
@@ -31,6 +31,7 @@ __all__ = [
     "expand_sources",
     "fetch_source",
     "inspect_source",
+    "north_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class SourceInfo:
         Added to valid pixels when written: +1000 for Sentinel-2 L2A reflectance from
         processing baselines before 04.00, so every date of a band is stored in the current
         convention (reflectance = (DN - 1000) / 10000). See :func:`boa_offset`.
+    south_up:
+        The file's rows run south to north (positive pixel height); ``transform`` is then the
+        equivalent north-up one and rows are flipped when read.
     """
 
     uri: str
@@ -79,6 +83,7 @@ class SourceInfo:
     fingerprint: str
     attrs: Mapping[str, Any]
     dn_shift: int = 0
+    south_up: bool = False
 
     @property
     def res(self) -> tuple[float, float]:
@@ -114,7 +119,7 @@ def expand_sources(
     found: list[str] = []
     for src in sources:
         text = os.fspath(src)
-        loc = parse_location(text)
+        loc = parse_location(text, glob=True)
         if loc.protocol == "file":
             if _GLOB_CHARS & set(text):
                 matches = sorted(globlib.glob(os.path.expanduser(text), recursive=True))
@@ -162,7 +167,7 @@ def fetch_source(uri: str, storage_options: Mapping[str, Any] | None, cache_dir:
 
 def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> tuple[str, str]:
     """Local path and fingerprint of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
-    loc = parse_location(uri)
+    loc = parse_location(uri, glob=True)
     if loc.protocol == "file":
         st = os.stat(loc.path)
         return loc.path, f"{st.st_size}:{int(st.st_mtime)}"
@@ -352,12 +357,20 @@ def inspect_source(
                 raise InvalidSourceError(
                     f"{uri} is not georeferenced (no CRS): assign one, e.g. gdal_edit.py -a_srs"
                 )
-            if ds.transform.is_identity or ds.transform.b != 0 or ds.transform.d != 0:
+            t = ds.transform
+            if t.is_identity or t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0:
                 raise InvalidSourceError(
-                    f"{uri} has no north-up geotransform; warp it first (gdalwarp)"
+                    f"{uri} has no north-up (or south-up) geotransform: it is rotated, mirrored "
+                    "east-west or not georeferenced; warp it first (gdalwarp)"
                 )
+            south_up = t.e > 0
             count = ds.count
             names = _band_names(uri, count, ds.descriptions, band, band_name, band_times)
+            renamed = [n for n in names if not is_layer_name(n)]
+            if renamed and band_name is not None:  # descriptions that cannot name a layer
+                names = [n if is_layer_name(n) else f"{band_name}_{i}"
+                         for i, n in enumerate(names, start=1)]
+            names = [check_layer_name(n) for n in names]
             if when is None and band_times is None:
                 raise InvalidSourceError(
                     f"cannot tell the date of {uri}: pass --time YYYY-MM-DD (Python: time=...)"
@@ -367,7 +380,7 @@ def inspect_source(
                                                                     strict=True)]
             info = {
                 "crs_wkt": ds.crs.to_wkt(),
-                "transform": tuple(ds.transform)[:6],
+                "transform": north_up(tuple(t)[:6], ds.height),
                 "width": ds.width,
                 "height": ds.height,
                 "dtype": ds.dtypes[0],
@@ -422,10 +435,25 @@ def inspect_source(
                 fingerprint=fingerprint,
                 attrs=attrs,
                 dn_shift=shift,
+                south_up=south_up,
                 **info,
             )
         )
+    if renamed:
+        logger.warning("%d band description(s) of %s cannot name a layer (e.g. %r; names are a "
+                       "letter, then letters, digits, _ or -): stored as %s_<band number>",
+                       len(renamed), uri, renamed[0][:40], band_name)
     return out
+
+
+def north_up(transform: tuple[float, ...], height: int
+              ) -> tuple[float, float, float, float, float, float]:
+    """The north-up transform of the same pixels: a south-up one (positive ``e``) has its
+    origin moved to the northern edge and ``e`` negated; its rows are read flipped."""
+    a, b, c, d, e, f = (float(v) for v in transform)
+    if e > 0:
+        return (a, b, c, d, -e, f + e * height)
+    return (a, b, c, d, e, f)
 
 
 def ds_is_projected(info: Mapping[str, Any]) -> bool:

@@ -33,7 +33,7 @@ from parcelzarr._grid import GridSpec
 from parcelzarr.errors import IngestConflictError
 
 from ._plan import RegionTask
-from ._sources import SourceInfo, fetch_source
+from ._sources import SourceInfo, fetch_source, north_up
 
 __all__ = ["read_region", "write_region"]
 
@@ -66,8 +66,12 @@ def read_region(
     valid = np.zeros(out.shape, dtype=bool)
     inner = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
     with rasterio.open(src.local_path) as ds:
-        window = Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0)
-        out[inner] = ds.read(src.band_index, window=window)
+        first = r0 - off_r  # first source row, counted from the north
+        if src.south_up:  # the file stores row 0 in the south: read the mirror rows, flip
+            first = src.height - (r1 - off_r)
+        window = Window(c0 - off_c, first, c1 - c0, r1 - r0)
+        block = ds.read(src.band_index, window=window)
+        out[inner] = block[::-1] if src.south_up else block
     valid[inner] = valid_mask(out[inner], src.nodata)
     if src.dn_shift:  # older processing baseline: into the store's DN convention
         top = np.iinfo(out.dtype).max if out.dtype.kind in "iu" else None
@@ -85,13 +89,16 @@ def _committed_valid(fp: Footprint, nodata: float | int | None, spec: GridSpec,
         path = (loc.path if loc.protocol == "file"
                 else fetch_source(fp.uri, options, _config.cache_dir() / "sources"))
         with rasterio.open(path) as ds:
-            off_r, off_c = _offsets(tuple(ds.transform)[:6], spec)
+            south_up = ds.transform.e > 0
+            off_r, off_c = _offsets(north_up(tuple(ds.transform)[:6], ds.height), spec)
             r0, r1 = max(task.row0, off_r), min(task.row1, off_r + ds.height)
             c0, c1 = max(task.col0, off_c), min(task.col1, off_c + ds.width)
             out = np.zeros((task.row1 - task.row0, task.col1 - task.col0), dtype=bool)
             if r0 < r1 and c0 < c1:
+                first = ds.height - (r1 - off_r) if south_up else r0 - off_r
                 block = ds.read(fp.band_index,
-                                window=Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0))
+                                window=Window(c0 - off_c, first, c1 - c0, r1 - r0))
+                block = block[::-1] if south_up else block
                 out[r0 - task.row0:r1 - task.row0, c0 - task.col0:c1 - task.col0] = (
                     valid_mask(block, nodata))
             bounds = tuple(ds.bounds)

@@ -28,7 +28,7 @@ from zarr import AsyncArray
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
 
 from ._plan import ChunkPlan
-from ._rasterize import ChunkLabels, label_chunk, outside_pixels
+from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
 
 __all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
@@ -113,6 +113,8 @@ class _Reducer:
         n = len(job.geoms)
         self.job = job
         self.partials = [Partials(n, weighted=job.coverage) for _ in job.layers]
+        #: what is rasterised per chunk: parcels cut to the grid (their pixels unchanged)
+        self.burn = clip_to_grid(job.geoms, job.plan.spec)
         beyond = outside_pixels(job.geoms, job.plan.spec, all_touched=job.all_touched,
                                 coverage=job.coverage)
         for p in self.partials:
@@ -141,7 +143,7 @@ class _Reducer:
         ids = plan.parcels_of(k)
         transform = plan.spec.transform @ plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
-            job.geoms[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
+            self.burn[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
             all_touched=job.all_touched, coverage=job.coverage, base=plan.spec.transform,
             offset=(r0, c0),
         )

@@ -1,27 +1,39 @@
 """Band math: a safe parser for expressions over band names (pure, no ``eval``).
 
 An expression such as ``"(B08 - B04) / (B08 + B04)"`` is parsed with :mod:`ast` and only
-numbers, band names, ``+ - * / **``, unary minus and a few numpy functions are accepted; it is
-evaluated per pixel on reflectance arrays.
+numbers, band names, ``+ - * / **``, unary minus and a few numpy functions (each called with
+exactly its number of arguments) are accepted; it is evaluated per pixel on reflectance arrays.
+Expressions are bounded in length, nesting depth and size, so that no input can exhaust the
+parser, the stack or memory.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Expression", "parse_expression"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_NODES", "Expression", "parse_expression"]
+
+#: Longest expression text accepted, in characters.
+MAX_LENGTH = 1000
+#: Deepest nesting of operators and calls accepted.
+MAX_DEPTH = 32
+#: Most syntax nodes (numbers, names, operators, calls) accepted.
+MAX_NODES = 256
 
 _BINOPS: dict[type[ast.operator], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
     ast.Pow: np.power,
 }
-_FUNCS: dict[str, Callable[..., np.ndarray]] = {
-    "sqrt": np.sqrt, "abs": np.abs, "log": np.log, "exp": np.exp,
-    "minimum": np.minimum, "maximum": np.maximum,
+#: Allowed functions and the exact number of arguments each takes (numpy ufuncs would take
+#: an extra positional argument as their output buffer: never pass one through).
+_FUNCS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
+    "sqrt": (np.sqrt, 1), "abs": (np.abs, 1), "log": (np.log, 1), "exp": (np.exp, 1),
+    "minimum": (np.minimum, 2), "maximum": (np.maximum, 2),
 }
 
 
@@ -49,20 +61,56 @@ def _eval(node: ast.AST, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return -v if isinstance(node.op, ast.USub) else v
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         raise TypeError(f"unchecked node {type(node).__name__}")  # _check rejects it first
-    return _FUNCS[node.func.id](*(_eval(a, env) for a in node.args))
+    func, nargs = _FUNCS[node.func.id]
+    args = [_eval(a, env) for a in node.args]
+    if len(args) != nargs:  # _check rejects it first
+        raise TypeError(f"{node.func.id} takes {nargs} argument(s)")
+    return func(*args)
+
+
+def _shown(text: str) -> str:
+    """The expression as quoted in errors: at most 60 characters."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _shape(tree: ast.AST, text: str) -> None:
+    """Reject trees deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_NODES`
+    (iteratively: a deep tree must not exhaust the stack here either)."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (ast.expr_context, ast.operator, ast.unaryop)):
+            continue
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise ValueError(f"expression {_shown(text)} nests deeper than {MAX_DEPTH} levels; "
+                             "simplify it")
+        if nodes > MAX_NODES:
+            raise ValueError(f"expression {_shown(text)} has more than {MAX_NODES} terms; "
+                             "simplify it")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _check(node: ast.AST, text: str, names: list[str]) -> None:
     def bad(what: str) -> ValueError:
         return ValueError(
-            f"expression {text!r}: {what} is not allowed; use band names, numbers, "
-            f"+ - * / **, and {', '.join(sorted(_FUNCS))}"
+            f"expression {_shown(text)}: {what} is not allowed; use band names, numbers, "
+            f"+ - * / **, and {', '.join(f'{f}({_arity(n)})' for f, (_, n) in _FUNCS.items())}"
         )
 
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            raise bad(f"constant {node.value!r}")
+            raise bad(f"constant {str(node.value)[:20]!r}")
+        try:
+            value = float(node.value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise bad("a number beyond the float range")
     elif isinstance(node, ast.Name):
+        if node.id in _FUNCS:
+            raise bad(f"{node.id} without a call")
         names.append(node.id)
     elif isinstance(node, ast.BinOp):
         if type(node.op) not in _BINOPS:
@@ -76,10 +124,17 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords:
             raise bad("this call")
+        nargs = _FUNCS[node.func.id][1]
+        if len(node.args) != nargs:
+            raise bad(f"{node.func.id} with {len(node.args)} argument(s) (it takes {nargs})")
         for a in node.args:
             _check(a, text, names)
     else:
         raise bad(type(node).__name__)
+
+
+def _arity(n: int) -> str:
+    return "x" if n == 1 else "x, y"
 
 
 def parse_expression(text: str, available: Mapping[str, object] | None = None) -> Expression:
@@ -88,8 +143,11 @@ def parse_expression(text: str, available: Mapping[str, object] | None = None) -
     Raises
     ------
     ValueError
-        Syntax errors, or anything other than numbers, band names, arithmetic and the allowed
-        functions (``sqrt``, ``abs``, ``log``, ``exp``, ``minimum``, ``maximum``).
+        Syntax errors; anything other than numbers (finite as float64), band names,
+        arithmetic and the allowed functions called with exactly their arguments
+        (``sqrt(x)``, ``abs(x)``, ``log(x)``, ``exp(x)``, ``minimum(x, y)``,
+        ``maximum(x, y)``); expressions longer than :data:`MAX_LENGTH` characters, nested
+        deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_NODES` terms.
 
     Examples
     --------
@@ -99,13 +157,22 @@ def parse_expression(text: str, available: Mapping[str, object] | None = None) -
     >>> float(e({"B04": np.array(0.1), "B08": np.array(0.3)}))
     0.5
     """
+    if not isinstance(text, str):
+        raise TypeError(f"an expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ValueError(f"expression {_shown(text)} is {len(text):,} characters long; the "
+                         f"limit is {MAX_LENGTH}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ValueError(f"expression {text!r} is not valid: {exc.msg}") from None
+        raise ValueError(f"expression {_shown(text)} is not valid: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):  # pathological nesting or numbers
+        raise ValueError(f"expression {_shown(text)} is too deeply nested or too large; "
+                         "simplify it") from None
+    _shape(tree.body, text)
     names: list[str] = []
     _check(tree.body, text, names)
-    bands = tuple(sorted(set(names) - set(_FUNCS)))
+    bands = tuple(sorted(set(names)))
     if not bands:
-        raise ValueError(f"expression {text!r} names no band")
+        raise ValueError(f"expression {_shown(text)} names no band")
     return Expression(text.strip(), bands, tree)

@@ -38,12 +38,16 @@ class ParcelSet:
         Their CRS.
     repaired:
         How many invalid geometries were repaired with ``make_valid``.
+    unusable:
+        Per parcel: True where the geometry could not be used (non-finite coordinates, or
+        beyond repair); it is an empty polygon in ``geometry``. None: all usable.
     """
 
     ids: pd.Index
     geometry: np.ndarray
     crs: CRS
     repaired: int = 0
+    unusable: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,13 +63,24 @@ class ParcelSet:
             return self.geometry
         out = np.asarray(gpd.GeoSeries(self.geometry, crs=self.crs).to_crs(crs).values,
                          dtype=object)
-        with np.errstate(invalid="ignore"):
-            lost = ~np.isfinite(shapely.bounds(out)).all(axis=1) & ~shapely.is_empty(out)
-        if lost.any():
-            logger.debug("%d parcels do not project into %s: treated as outside its grids",
-                         int(lost.sum()), crs.to_string())
-            out = np.where(lost, shapely.Polygon(), out)
+        out, lost = finite_geometries(out)
+        if lost.any():  # e.g. parcels given in the wrong CRS
+            logger.warning("%d parcel(s) cannot be projected to %s (coordinates become "
+                           "infinite): check the parcels' CRS", int(lost.sum()), crs.name)
         return out
+
+
+def finite_geometries(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``geoms`` with every geometry holding a NaN or infinite coordinate replaced by an empty
+    polygon, and the mask of those replaced (they cannot be rasterised, repaired or
+    reprojected: GEOS raises on them)."""
+    coords, which = shapely.get_coordinates(geoms, return_index=True)
+    bad = np.zeros(len(geoms), dtype=bool)
+    bad[which[~np.isfinite(coords).all(axis=1)]] = True
+    if bad.any():
+        geoms = geoms.copy()
+        geoms[bad] = shapely.Polygon()
+    return geoms, bad
 
 
 def _crs(value: Any, what: str) -> CRS:
@@ -242,11 +257,14 @@ def load_parcels(
             f"({', '.join(names.get(k, str(k)) for k in kinds)}); e.g. parcel "
             f"{plain(ids[int(np.flatnonzero(bad)[0])])!r}. Buffer points/lines first."
         )
+    geoms, unusable = finite_geometries(geoms)
     _check_degrees(geoms, the_crs)
     invalid = ~shapely.is_valid(geoms)
     repaired = int(invalid.sum())
     if repaired:
-        fixed = shapely.make_valid(geoms[invalid])
+        fixed = _make_valid(geoms[invalid])
+        unusable[np.flatnonzero(invalid)[shapely.is_missing(fixed)]] = True
+        fixed = np.where(shapely.is_missing(fixed), shapely.Polygon(), fixed)
         # keep only the polygonal part of what make_valid returns
         polys = [
             shapely.union_all([p for p in shapely.get_parts(g) if shapely.get_type_id(p) in (3, 6)])
@@ -259,4 +277,23 @@ def load_parcels(
             UserWarning,
             stacklevel=3,
         )
-    return ParcelSet(ids=ids, geometry=geoms, crs=the_crs, repaired=repaired)
+    if unusable.any():
+        logger.warning("%d parcel(s) have unusable geometries (non-finite coordinates or "
+                       "beyond repair): they get count 0 and status 'invalid geometry'",
+                       int(unusable.sum()))
+    return ParcelSet(ids=ids, geometry=geoms, crs=the_crs, repaired=repaired,
+                     unusable=unusable if unusable.any() else None)
+
+
+def _make_valid(geoms: np.ndarray) -> np.ndarray:
+    """``make_valid`` of each geometry; None where GEOS cannot repair it."""
+    try:
+        return np.asarray(shapely.make_valid(geoms), dtype=object)
+    except shapely.errors.GEOSException:
+        out = np.empty(len(geoms), dtype=object)
+        for i, g in enumerate(geoms):
+            try:
+                out[i] = shapely.make_valid(g)
+            except shapely.errors.GEOSException:
+                out[i] = None
+        return out

@@ -46,7 +46,7 @@ from ._expr import Expression, parse_expression
 from ._indices import INDICES
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
-from ._rasterize import outside_pixels
+from ._rasterize import outside_pixels, too_large
 from ._select import TimeSelection, describe_times, normalise_bands, select_times
 from ._stats import DEFAULT_STATS, parse_stats
 
@@ -373,7 +373,9 @@ class ParcelStore:
         -------
         pandas.DataFrame
             One row per (parcel, band, time): the id column, ``band``, ``time``, then one column
-            per statistic. Parcels with no valid pixels get ``count`` 0 and NaN statistics.
+            per statistic, then ``status``: "ok", or why the parcel could not be used
+            ("empty", "outside", "invalid geometry", "too large"; docs/query.md). Parcels
+            with no valid pixels get ``count`` 0 and NaN statistics; no parcel fails the batch.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
         mask_band = self._mask_band(mask)
@@ -406,6 +408,7 @@ class ParcelStore:
 
         frames: list[pd.DataFrame] = []
         n_chunks = 0
+        status = parcel_status(pset)
         assignment = self._assign(pset, outputs)
         _warn_if_all_outside(pset, assignment, self.grids)
         jobs = []
@@ -418,6 +421,10 @@ class ParcelStore:
             if not layers or subset.size == 0:
                 continue
             geoms = pset.to_crs(info.spec.crs)[subset]
+            big = too_large(geoms, info.spec)
+            if big.any():  # not a real parcel (wrong units or CRS): nothing to read
+                geoms = np.where(big, shapely.Polygon(), geoms)
+                status[subset[big]] = "too large"
             plan = plan_chunks(geoms, info.spec, all_touched=all_touched or coverage)
             arrays = {b: self._array(grid_name, b)._async_array
                       for _, needs in group_outputs for b in needs}
@@ -443,11 +450,13 @@ class ParcelStore:
                         frames.append(self._class_frame(pset, subset, lay.name, when, res))
                     else:
                         frames.append(self._frame(pset, subset, lay.name, when, res,
-                                                  spec.names))
+                                                  spec.names, status=status[subset]))
         if not categorical:
             frames.extend(self._uncovered(pset, assignment, outputs, dates, spec.names,
-                                          all_touched=all_touched, coverage=coverage))
-        names = ["class", "count", "fraction", "area_m2"] if categorical else list(spec.names)
+                                          all_touched=all_touched, coverage=coverage,
+                                          status=status))
+        names = (["class", "count", "fraction", "area_m2"] if categorical
+                 else [*spec.names, "status"])
         df = _concat(frames, pset, names, integer_counts=not coverage,
                      sort=["_order", "band", "time", "class"] if categorical else None)
         after = counters.snapshot()
@@ -656,7 +665,8 @@ class ParcelStore:
         return [(k[0], outs, subset) for k, (outs, subset) in groups.items()]
 
     def _frame(self, pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetime64,
-               res: Mapping[str, np.ndarray], names: Sequence[str]) -> pd.DataFrame:
+               res: Mapping[str, np.ndarray], names: Sequence[str], *,
+               status: np.ndarray) -> pd.DataFrame:
         data: dict[str, Any] = {
             pset.ids.name: pset.ids.to_numpy()[subset],
             "band": band,
@@ -664,15 +674,17 @@ class ParcelStore:
             "_order": subset,
         }
         data.update({k: res[k] for k in names})
+        data["status"] = status
         return pd.DataFrame(data)
 
     def _uncovered(self, pset: ParcelSet, assignment: Sequence[Any],
                    outputs: Sequence[tuple[str, tuple[str, ...]]],
                    dates: Mapping[tuple[str, str], np.ndarray],
                    names: Sequence[str], *, all_touched: bool = False,
-                   coverage: bool = False) -> list[pd.DataFrame]:
+                   coverage: bool = False, status: np.ndarray) -> list[pd.DataFrame]:
         """Rows for parcels outside every grid: count 0, NaN statistics, and their pixels
-        (on the first grid holding the output) as ``nodata``."""
+        (on the first grid holding the output) as ``nodata``; status "outside" unless the
+        parcel is unusable ("empty", "invalid geometry", "too large")."""
         frames = []
         for out_name, needs in outputs:
             covered = np.zeros(len(pset), dtype=bool)
@@ -687,13 +699,17 @@ class ParcelStore:
                 if (g.name, out_name) in dates
             ]))
             grid = next(g for g in self.grids.values() if all(b in g.bands for b in needs))
-            beyond = outside_pixels(pset.to_crs(grid.spec.crs)[missing], grid.spec,
-                                    all_touched=all_touched, coverage=coverage)
+            geoms = pset.to_crs(grid.spec.crs)[missing]
+            beyond = outside_pixels(geoms, grid.spec, all_touched=all_touched,
+                                    coverage=coverage)
+            why = np.where(status[missing] == "ok", "outside", status[missing])
+            why[too_large(geoms, grid.spec)] = "too large"
             for when in times:
                 res = {k: (np.zeros(missing.size, beyond.dtype) if k == "count"
                            else beyond if k == "nodata"
                            else np.full(missing.size, np.nan)) for k in names}
-                frames.append(self._frame(pset, missing, out_name, when, res, names))
+                frames.append(self._frame(pset, missing, out_name, when, res, names,
+                                          status=why))
         return frames
 
     def read(
@@ -892,6 +908,17 @@ def _reads_per_chunk(arrays: Mapping[str, Any], layers: Sequence[Layer]) -> int:
         ts = {la.time_index for la in layers if band in la.inputs}
         total += len({t // arr.chunks[0] for t in ts})
     return total
+
+
+def parcel_status(pset: ParcelSet) -> np.ndarray:
+    """Per parcel, what its geometry allows before any grid is consulted: "ok", "empty" (no
+    area: null, empty or nothing polygonal left after repair) or "invalid geometry"
+    (non-finite coordinates, beyond repair). Grids add "outside" and "too large"."""
+    status = np.full(len(pset), "ok", dtype=object)
+    status[shapely.is_empty(pset.geometry) | (shapely.area(pset.geometry) == 0)] = "empty"
+    if pset.unusable is not None:
+        status[pset.unusable] = "invalid geometry"
+    return status
 
 
 def _concat(frames: list[pd.DataFrame], pset: ParcelSet, names: Sequence[str], *,

@@ -7,7 +7,7 @@ storage options or the usual ``AZURE_STORAGE_*`` environment variables; ``memory
 for tests and notebooks. Every store retries transient errors and counts its I/O.
 """
 
-from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, redact
+from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, check_option_names, redact
 from ._open import (
     DEFAULT_READ_TRANSPORT,
     StoreHandle,
@@ -30,6 +30,7 @@ __all__ = [
     "StoreHandle",
     "Transport",
     "azure_options",
+    "check_option_names",
     "choose_transport",
     "filesystem_for",
     "is_transient",

@@ -14,7 +14,7 @@ from typing import Any
 
 from parcelzarr.errors import CredentialsError
 
-__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "azure_options", "redact"]
+__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "azure_options", "check_option_names", "redact"]
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 #: The public, documented key of the Azurite emulator's default account (not a secret).
@@ -43,6 +43,33 @@ _SECRET_PATTERNS = [
 ]
 
 
+#: What a storage option name looks like (adlfs parameter names): anything else is most
+#: likely a value, such as an account key passed without ``account_key=``.
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def check_option_names(storage_options: Mapping[Any, Any] | None) -> None:
+    """Refuse storage option names that are not names (lower-case letters, digits, ``_``).
+
+    A bare account key or token given where a name belongs (``--storage-option KEY==``)
+    would otherwise be echoed by the client's "unexpected option" error; the refusal never
+    repeats the names or values.
+
+    Raises
+    ------
+    TypeError
+        When a name is not a string of that form.
+    """
+    bad = sum(1 for k in (storage_options or {})
+              if not (isinstance(k, str) and _OPTION_NAME.fullmatch(k)))
+    if bad:
+        raise TypeError(
+            f"{bad} storage option name(s) are not option names (names are lower-case "
+            "letters, digits and _, e.g. account_key); they are not repeated here in case they "
+            "are secrets: was a key or token given without NAME= in front of it?"
+        )
+
+
 def redact(text: str) -> str:
     """Remove account keys, SAS signatures and secrets from ``text`` (for logs and errors)."""
     for pattern in _SECRET_PATTERNS:
@@ -65,7 +92,10 @@ def azure_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     ------
     CredentialsError
         When neither the options nor the environment name an account.
+    TypeError
+        When an option name is not a name (see :func:`check_option_names`).
     """
+    check_option_names(storage_options)
     options = dict(storage_options or {})
     has_option_credential = any(k in options for k in _CREDENTIAL_OPTIONS)
     account = options.get("account_name") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")

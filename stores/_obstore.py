@@ -13,10 +13,19 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from zarr.abc.store import Store
 
-__all__ = ["OBSTORE_OPTIONS", "obstore_store"]
+__all__ = ["ADLFS_OPTIONS", "OBSTORE_OPTIONS", "obstore_store"]
+
+#: adlfs's own parameter names (safe to name in an error; any other name is not repeated).
+ADLFS_OPTIONS = frozenset({
+    "account_name", "account_key", "connection_string", "credential", "sas_token",
+    "request_session", "socket_timeout", "blocksize", "client_id", "client_secret", "tenant_id",
+    "anon", "location_mode", "default_fill_cache", "default_cache_type", "version_aware",
+    "assume_container_exists", "max_concurrency", "timeout", "connection_timeout",
+    "read_timeout", "account_host"})
 
 #: adlfs storage options this transport understands; others need the adlfs transport.
 OBSTORE_OPTIONS = frozenset({"connection_string", "account_name", "account_key", "sas_token",
@@ -34,6 +43,12 @@ def _parse_connection_string(text: str) -> dict[str, str]:
         out["sas_key"] = parts["SharedAccessSignature"]
     if "BlobEndpoint" in parts:
         out["endpoint"] = parts["BlobEndpoint"].rstrip("/")
+        if "account_name" not in out:  # a SAS connection string names only the endpoint
+            url = urlsplit(out["endpoint"])
+            host = url.hostname or ""
+            name = host.split(".", 1)[0] if ".blob." in host else url.path.strip("/")
+            if name:
+                out["account_name"] = name.split("/", 1)[0]
     elif parts.get("EndpointSuffix") and "AccountName" in parts:
         proto = parts.get("DefaultEndpointsProtocol", "https")
         out["endpoint"] = f"{proto}://{parts['AccountName']}.blob.{parts['EndpointSuffix']}"
@@ -51,8 +66,11 @@ def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> 
 
     unknown = sorted(set(options) - OBSTORE_OPTIONS)
     if unknown:
+        named = [k for k in unknown if k in ADLFS_OPTIONS]  # others might be secrets
+        others = len(unknown) - len(named)
         raise TypeError(
-            f"storage options {unknown} are not supported by the obstore transport; pass "
+            f"storage options {named}{f' and {others} other(s)' if others else ''} are not "
+            "supported by the obstore transport; pass "
             "storage_options={'transport': 'adlfs', ...} (or PARCELZARR_TRANSPORT=adlfs)"
         )
     container, _, prefix = path.strip("/").partition("/")

@@ -17,9 +17,9 @@ from zarr.core.sync import _get_loop, sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from parcelzarr import _config
-from parcelzarr.errors import StoreUnreachableError
+from parcelzarr.errors import CredentialsError, StoreUnreachableError
 
-from ._azure import azure_options, redact
+from ._azure import azure_options, check_option_names, redact
 from ._obstore import obstore_store
 from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
 from ._url import Location, parse_location
@@ -44,6 +44,7 @@ _MEMORY_LOCK = threading.Lock()
 
 def _reject_options(location: Location, storage_options: Mapping[str, Any] | None) -> None:
     if storage_options:
+        check_option_names(storage_options)
         raise TypeError(
             f"storage options {sorted(storage_options)} do not apply to {location.protocol} "
             "stores; they are for az:// URLs"
@@ -222,12 +223,37 @@ class StoreHandle:
         try:
             sync(self.store.exists("zarr.json"))
         except Exception as exc:
+            if _denied(exc):
+                # the client's own message may quote the request (and a SAS in it): not
+                # chained, only logged redacted
+                logger.debug("store %s refused the credentials: %s", self.url,
+                             redact(str(exc))[:500])
+                raise CredentialsError(
+                    f"store {self.url} refused the credentials (HTTP 401/403): check the "
+                    "account key, SAS token or connection string, its expiry and permissions"
+                ) from None
             if is_transient(exc) or isinstance(exc, OSError):
                 raise StoreUnreachableError(
                     f"store {self.url} is unreachable: {redact(str(exc))[:300]}. Check the "
                     "account endpoint and network, then retry."
                 ) from exc
             raise
+
+
+_DENIED = {"PermissionDeniedError", "UnauthenticatedError", "ClientAuthenticationError"}
+
+
+def _denied(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is the service refusing the credentials."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        status = getattr(cur, "status_code", None) or getattr(cur, "status", None)
+        if type(cur).__name__ in _DENIED or status in (401, 403):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def open_store_handle(

@@ -13,7 +13,9 @@ __all__ = ["Location", "parse_location"]
 Protocol = Literal["file", "az", "memory"]
 
 _AZURE_SCHEMES = {"az", "abfs", "abfss"}
-_SAS = re.compile(r"\?(?:.*&)?(?:sig|sv|se|sp|st|spr|srt|ss|skoid)=", re.IGNORECASE)
+_KNOWN_SCHEMES = _AZURE_SCHEMES | {"file", "memory"}
+# A "?" followed by key=value pairs: a query string, never a glob's one-character wildcard.
+_QUERY = re.compile(r"\?[^/]*[=&]")
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,29 @@ class Location:
         return self.url
 
 
-def parse_location(url: str | os.PathLike[str]) -> Location:
+def _extra_part(rest: str, *, glob: bool) -> str | None:
+    """Which URL part beyond scheme, container and path ``rest`` carries, if any."""
+    if "#" in rest:
+        return "fragment ('#...')"
+    if ";" in rest:
+        return "parameters (';...')"
+    if "?" in rest and (not glob or _QUERY.search(rest)):
+        return "query string ('?...')"
+    netloc = rest.partition("/")[0]
+    if ":" in netloc.partition("@")[0] and "@" in netloc:
+        return "user name and password ('user:...@')"
+    return None
+
+
+def parse_location(url: str | os.PathLike[str], *, glob: bool = False) -> Location:
     """Parse a local path, ``file://``, ``az://container/path`` or ``memory://name``.
 
-    URLs carrying a SAS token (``?sv=...&sig=...``) are rejected, so that a token is never
-    carried inside a URL (and so never logged): pass it as
-    ``storage_options={"sas_token": ...}`` instead. A bare ``?`` is a glob character.
+    URLs (``az://``, ``abfs[s]://``, ``file://``, ``memory://``) must not carry a query string,
+    a fragment, ``;`` parameters or a password: a SAS token or any other secret is never
+    carried inside a URL (and so never logged, printed or turned into a blob name); pass it
+    as ``storage_options={"sas_token": ...}`` instead. The refusal never repeats the URL.
+    With ``glob`` (source patterns), a ``?`` not followed by ``key=value`` is a glob's
+    one-character wildcard. Local paths without a scheme are file names, taken as they are.
 
     Examples
     --------
@@ -67,15 +86,23 @@ def parse_location(url: str | os.PathLike[str]) -> Location:
     if isinstance(url, os.PathLike):
         return Location("file", str(Path(url).expanduser().resolve()))
     if not isinstance(url, str) or not url:
-        raise TypeError(f"store URL must be a non-empty string or path, got {url!r}")
+        raise TypeError(f"store URL must be a non-empty string or path, got {type(url).__name__}")
     if "://" not in url:
         return Location("file", str(Path(url).expanduser().resolve()))
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
-    if _SAS.search(rest):
+    if scheme not in _KNOWN_SCHEMES:
+        shown = scheme if scheme.isalnum() and len(scheme) <= 10 else "?"
         raise ValueError(
-            "store URLs must not carry a SAS token (credentials belong in storage options, "
-            "e.g. --storage-option sas_token=...)"
+            f"unsupported URL scheme {shown!r}: use a local path, az://container/path or "
+            "memory://name"
+        )
+    extra = _extra_part(rest, glob=glob)
+    if extra is not None:
+        raise ValueError(
+            f"{scheme}:// URLs must not carry a {extra}, such as a SAS token; it is not "
+            "repeated here. Give a SAS token as the sas_token storage option (CLI: "
+            "--storage-option), or set AZURE_STORAGE_SAS_TOKEN"
         )
     netloc, _, path = rest.partition("/")
     if scheme == "file":
@@ -86,9 +113,4 @@ def parse_location(url: str | os.PathLike[str]) -> Location:
         if not netloc:
             raise ValueError(f"Azure URL {url!r} names no container: use az://container/path")
         return Location("az", f"{netloc}/{path.lstrip('/')}".rstrip("/"))
-    if scheme == "memory":
-        return Location("memory", "/" + rest.strip("/"))
-    raise ValueError(
-        f"unsupported URL scheme {scheme!r} in {url!r}: use a local path, az://container/path "
-        "or memory://name"
-    )
+    return Location("memory", "/" + rest.strip("/"))

@@ -52,7 +52,7 @@ def test_ingest_info_stats(setup: tuple[Path, list[Path], Path]) -> None:
     assert res.exit_code == 0, res.output
     assert "parcels/s" in res.output
     df = pd.read_csv(out)
-    assert list(df.columns) == ["field", "band", "time", "count", "mean"]
+    assert list(df.columns) == ["field", "band", "time", "count", "mean", "status"]
     # one parcel against the oracle on the source
     gdf = pd.read_csv(out).set_index("field")
     import geopandas as gpd

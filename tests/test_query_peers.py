@@ -218,8 +218,10 @@ def test_wgs84_parcels_over_utm_store(tmp_path: Path) -> None:
     band_name = store.bands[10]
     ours = store.zonal_stats(wgs, bands=[band_name], stats=STATS)
     with rasterio.open(src) as ds:
-        band_index = 1 + list(ds.descriptions).index(band_name) if band_name in (
-            ds.descriptions or ()) else 11
+        descriptions = list(ds.descriptions or ())
+    # band descriptions that cannot name a layer (these are dates) give NDVI_<band number>
+    band_index = (1 + descriptions.index(band_name) if band_name in descriptions
+                  else int(band_name.rsplit("_", 1)[1]))
     # the oracle sees the same geometries, reprojected back by pyproj as parcelzarr does
     theirs = _rs(wgs.to_crs(gdf.crs), src, STATS, band=band_index, nodata=np.nan)
     inside = theirs["count"].fillna(0).to_numpy() > 0

@@ -155,7 +155,7 @@ def test_zonal_stats_equal_oracle(scene: list[Path], ingested: tuple[str, Any]) 
     gdf = make_parcels()
     store = pz.open_store(url, storage_options=opts)
     df = store.zonal_stats(gdf, stats=STATS, id_column="field")
-    assert list(df.columns) == ["field", "band", "time", *STATS]
+    assert list(df.columns) == ["field", "band", "time", *STATS, "status"]
     assert len(df) == len(gdf) * len(BANDS)
     assert df["time"].nunique() == 1
     _compare(df, gdf, scene, "field")

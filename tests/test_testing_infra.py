@@ -303,6 +303,29 @@ def test_injected_503_seen_by_raw_request(
     assert proxy.pending_faults == 0
 
 
+def test_injected_head_fault_has_no_body(
+    azurite: Azurite, proxy: LatencyProxy, az_container: str
+) -> None:
+    """A HEAD response carries no body (RFC 9110): an injected 503 to a HEAD must not send
+    one, or the client reads it as the next response on the keep-alive connection.
+    (http.client closes the connection after any HEAD, so this speaks HTTP on a socket.)"""
+    _upload(azurite, az_container, "head.bin", b"payload")
+    path = _sas_path(azurite, az_container, "head.bin", read=True)
+    proxy.inject_faults(1, "503", methods=("HEAD",))
+    host = f"Host: 127.0.0.1:{proxy.port}\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\n{host}\r\n".encode())
+        head = [stream.readline()]
+        while head[-1] not in (b"\r\n", b""):
+            head.append(stream.readline())
+        assert head[0].startswith(b"HTTP/1.1 503")
+        sock.sendall(f"GET {path} HTTP/1.1\r\n{host}\r\n".encode())
+        status = stream.readline()  # the GET's status line, not a left-over error body
+        assert status.startswith(b"HTTP/1.1 200"), status[:60]
+    assert proxy.faults_injected == 1
+
+
 def test_injected_faults_match_methods_only(
     azurite: Azurite, proxy: LatencyProxy, az_container: str, conn: http.client.HTTPConnection
 ) -> None:

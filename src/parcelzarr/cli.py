@@ -11,19 +11,21 @@ from typing import Any
 import click
 
 from parcelzarr.errors import ParcelzarrError
-from parcelzarr.stores import redact
+from parcelzarr.stores import check_option_names, redact
 
 __all__ = ["main"]
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--storage-option NAME=VALUE`` pairs; what was given is never echoed (it may be a key)."""
     out: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"expected key=value, got {redact(pair)!r}",
-                                     param_hint="--storage-option")
-        key, value = pair.split("=", 1)
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise click.BadParameter("expected NAME=VALUE, e.g. account_key=...; what was given "
+                                     "is not repeated here", param_hint="--storage-option")
         out[key.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+    check_option_names(out)
     return out or None
 
 

@@ -169,7 +169,9 @@ def _abort(writer: asyncio.StreamWriter | None, *, reset: bool = False) -> None:
     writer.transport.abort()
 
 
-def _error_response(kind: Literal["503", "500"]) -> bytes:
+def _error_response(kind: Literal["503", "500"], *, head_only: bool = False) -> bytes:
+    """An Azure-style error response; for a HEAD request the head alone (HTTP forbids a body:
+    the client would read it as the start of the next response on the connection)."""
     status, reason, code, message = _ERROR_CODES[kind]
     body = (
         '<?xml version="1.0" encoding="utf-8"?>'
@@ -185,7 +187,7 @@ def _error_response(kind: Literal["503", "500"]) -> bytes:
         "x-ms-request-id: 00000000-0000-0000-0000-000000000000\r\n"
         "\r\n"
     ).encode()
-    return head + body
+    return head if head_only else head + body
 
 
 class LatencyProxy:
@@ -472,7 +474,7 @@ class LatencyProxy:
             return up, False
         if fault is not None:
             await _relay_body(reader, None, request, self._count_in)
-            writer.write(_error_response(fault))
+            writer.write(_error_response(fault, head_only=method == "HEAD"))
             await writer.drain()
             return up, not request.close
 
