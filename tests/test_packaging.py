@@ -65,7 +65,7 @@ def test_locked_npm_packages_admit_the_documented_node() -> None:
         pytest.skip("needs node and `npm ci` (make install)")
     found = re.search(r"Node\.js ≥ ([0-9.]+)", (ROOT / "README.md").read_text())
     assert found, "README must state the minimum Node.js version"
-    minimum = ".".join((found.group(1).split(".") + ["0", "0"])[:3])
+    minimum = ".".join([*found.group(1).split("."), "0", "0"][:3])
     script = (
         "const semver = require(process.argv[1]); const lock = require(process.argv[2]);"
         "const bad = Object.entries(lock.packages).filter(([k, p]) => p.engines &&"
