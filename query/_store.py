@@ -295,6 +295,7 @@ class ParcelStore:
         concurrency: int | None = None,
         scheduler: Any = None,
         quiet: bool = True,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Per-parcel statistics of bands (and indices) for every selected date.
 
@@ -342,6 +343,11 @@ class ParcelStore:
             blocks of chunks over the Dask cluster; results are identical.
         quiet:
             Hide the progress bar.
+        deadline:
+            Seconds the whole call may take (default ``PARCELZARR_DEADLINE``, none): past it,
+            requests in flight are cancelled and :class:`~parcelzarr.errors.QueryDeadlineError`
+            (a ``TimeoutError``) is raised; never a partial result. With ``scheduler`` each
+            partition gets this deadline.
 
         Returns
         -------
@@ -350,6 +356,10 @@ class ParcelStore:
             per statistic. Parcels with no valid pixels get ``count`` 0 and NaN statistics.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
+        limit = _config.deadline() if deadline is None else deadline
+        if limit is not None and not limit > 0:
+            raise ValueError(f"deadline={deadline!r}: give a number of seconds above 0")
+        deadline_at = None if limit is None else _time.monotonic() + limit
         if scheduler is not None:
             from ._distributed import distributed_zonal_stats
 
@@ -357,7 +367,7 @@ class ParcelStore:
                 self, parcels, scheduler=scheduler, bands=bands, indices=indices, stats=stats,
                 time=time, all_touched=all_touched, weights=weights, categorical=categorical,
                 mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
-                concurrency=concurrency,
+                concurrency=concurrency, **({} if limit is None else {"deadline": limit}),
             )
         if weights not in (None, "coverage"):
             raise ValueError(f"weights={weights!r}: use None or 'coverage'")
@@ -402,6 +412,7 @@ class ParcelStore:
                 mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
                 footprints={(b, la.time_index): w for la in layers for b in la.inputs
                             if (w := info.footprint_windows(b, la.time_index)) is not None},
+                deadline=limit, deadline_at=deadline_at,
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:
