@@ -16,12 +16,13 @@ from parcelzarr.errors import (
     ParcelzarrError,
     StoreAccessDeniedError,
     StoreIOError,
+    StoreUnreachableError,
     StoreWriteError,
 )
 
 from ._azure import redact
 
-__all__ = ["describe", "one_line", "translate", "unwrap"]
+__all__ = ["describe", "one_line", "storage_error", "translate", "unwrap"]
 
 _FULL = {_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG}
 _DENIED_NAMES = {"PermissionDeniedError", "UnauthenticatedError", "ClientAuthenticationError"}
@@ -58,8 +59,8 @@ def translate(exc: BaseException, *, store: str, what: str, write: bool) -> Exce
     """The parcelzarr error for a storage failure retrying cannot fix, or None when ``exc``
     should propagate unchanged (already ours, a missing key, or not a storage error).
 
-    ``store`` is the credential-free store URL, ``what`` the key or operation, ``write``
-    whether the request was a write (or delete).
+    ``store`` is the credential-free URL of the store (or source), ``what`` the key or
+    operation, ``write`` whether the request was a write (or delete).
     """
     exc = unwrap(exc)
     if isinstance(exc, ParcelzarrError):
@@ -71,7 +72,7 @@ def translate(exc: BaseException, *, store: str, what: str, write: bool) -> Exce
     status = _status(exc)
     if name in _DENIED_NAMES or status in (401, 403):
         return StoreAccessDeniedError(
-            f"access to store {store} was denied ({what}: {describe(exc)}): check the "
+            f"access to {store} was denied ({what}: {describe(exc)}): check the "
             "credentials (account key, SAS token with its permissions and expiry, or the "
             "identity's role on the container)"
         )
@@ -80,6 +81,20 @@ def translate(exc: BaseException, *, store: str, what: str, write: bool) -> Exce
     if module.startswith(_STORAGE_MODULES):
         return StoreIOError(f"storage request for {what} in {store} failed: {describe(exc)}")
     return None
+
+
+def storage_error(exc: BaseException, *, where: str, what: str) -> Exception | None:
+    """The parcelzarr error for a failed read of ``where`` through a client that retried on
+    its own (source listings and downloads): :class:`StoreUnreachableError` for transient
+    failures, else :func:`translate`'s answer (None: let ``exc`` propagate)."""
+    from ._retry import is_transient
+
+    if is_transient(exc):
+        return StoreUnreachableError(
+            f"cannot reach {where} ({what}: {describe(unwrap(exc))}): check the network and "
+            "the account endpoint, then retry"
+        )
+    return translate(exc, store=where, what=what, write=False)
 
 
 def _local(exc: OSError, *, store: str, what: str, write: bool) -> Exception:

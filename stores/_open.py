@@ -106,8 +106,8 @@ def _tune_sdk(fs: Any, *, retries: int) -> None:
         for name in ("connect_retries", "read_retries", "status_retries"):
             if hasattr(policy, name):
                 setattr(policy, name, retries)
-        if hasattr(policy, "initial_backoff"):
-            policy.initial_backoff, policy.increment_base = 0.5, 2
+        if hasattr(policy, "initial_backoff"):  # waits 0.5, 2, 2.75, 3.9, 5.6 s (+-0.5)
+            policy.initial_backoff, policy.increment_base = 0.5, 1.5
             policy.random_jitter_range = 0.5
     transport = getattr(getattr(client, "_pipeline", None), "_transport", None)
     connection = getattr(transport, "connection_config", None)
@@ -169,7 +169,7 @@ def filesystem_for(
         return fsspec.filesystem("memory")
     options = {k: v for k, v in (storage_options or {}).items() if k != "transport"}
     fs = fsspec.filesystem("az", skip_instance_cache=True, **azure_options(options))
-    _tune_sdk(fs, retries=_config.retries())
+    _tune_sdk(fs, retries=min(3, _config.retries()))
     return fs
 
 

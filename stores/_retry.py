@@ -190,8 +190,10 @@ class RetryPolicy:
             delay = min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1)
             if loop.time() - start + delay >= self.give_up_after:
                 break
-            logger.warning("transient storage error on %s of %s (%s), retry %d/%d in %.2fs",
-                           what, label, reason, attempt + 1, self.attempts - 1, delay)
+            # INFO: retries are routine (the query report counts them); the final failure is
+            # the error the caller sees
+            logger.info("transient storage error on %s of %s (%s), retry %d/%d in %.2fs",
+                        what, label, reason, attempt + 1, self.attempts - 1, delay)
             if on_retry is not None:
                 on_retry()
             await asyncio.sleep(delay)
