@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from parcelzarr.stores import filesystem_for, parse_location, redact
+from parcelzarr.stores import filesystem_for, parse_location, redact, storage_error
 from rasterio.errors import RasterioIOError
 
 from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
@@ -151,6 +151,11 @@ def expand_sources(
                 raise SourceNotFoundError(
                     f"cannot list {loc.url}: {redact(str(exc))[:200]}"
                 ) from exc
+            except Exception as exc:  # 403, dead service: one typed line
+                err = storage_error(exc, where=loc.url, what="listing sources")
+                if err is None:
+                    raise
+                raise err from exc
             if not matches:
                 raise SourceNotFoundError(f"source {loc.url} matches no blob")
             found.extend(f"az://{m}" for m in matches)
@@ -335,6 +340,11 @@ def inspect_source(
         local, fingerprint = _fetch(uri, storage_options, cache)
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"source {uri} does not exist") from exc
+    except Exception as exc:  # 403, dead service: one typed line
+        err = storage_error(exc, where=uri, what="download")
+        if err is None:
+            raise
+        raise err from exc
     name = parse_s2_name(uri)
     if name is not None and baseline is not None:
         name = replace(name, baseline=baseline)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from zarr import AsyncArray
 
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
+from parcelzarr.errors import QueryDeadlineError
 
 from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
@@ -89,6 +91,9 @@ class GridJob:
     footprints: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict)
     #: Ground area (m²) of one pixel in each grid row: categorical layers sum it per class.
     row_area: np.ndarray | None = None
+    #: The query's deadline: seconds asked for, and when it ends (``time.monotonic()``).
+    deadline: float | None = None
+    deadline_at: float | None = None
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -353,7 +358,38 @@ async def run_grid(
 ) -> list[dict[str, np.ndarray]]:
     """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
     (for ``categorical``: ``parcel``, ``class``, ``count`` and ``area`` (m², from
-    ``row_area``) arrays)."""
+    ``row_area``) arrays).
+
+    Raises
+    ------
+    QueryDeadlineError
+        ``job.deadline_at`` passed first; in-flight requests are cancelled.
+    """
+    left = None if job.deadline_at is None else job.deadline_at - time.monotonic()
+    done = [0]
+
+    def counted(n: int) -> None:
+        done[0] += 1
+        if on_chunk is not None:
+            on_chunk(n)
+
+    scope = asyncio.timeout(left)
+    try:
+        async with scope:
+            return await _run_grid(job, counted)
+    except TimeoutError as exc:
+        if not scope.expired():
+            raise
+        raise QueryDeadlineError(
+            f"query did not finish within its deadline of {job.deadline:g} s ({done[0]} of "
+            f"{job.plan.n_chunks} chunks of this grid done): raise deadline= (CLI: --deadline)"
+            " or look at the store's latency"
+        ) from exc
+
+
+async def _run_grid(
+    job: GridJob, on_chunk: Callable[[int], None]
+) -> list[dict[str, np.ndarray]]:
     plan = job.plan
     reducer = _Reducer(job)
     needed = sorted({(b, layer.time_index) for layer in job.layers for b in layer.inputs})
@@ -416,8 +452,7 @@ async def run_grid(
             # folding (and the exact quantiles of finished parcels) runs off the event loop,
             # so fetches keep flowing; awaiting it here keeps the spatial order
             await asyncio.to_thread(reducer.accumulate, k, prepared)
-            if on_chunk is not None:
-                on_chunk(len(reads))
+            on_chunk(len(reads))
     finally:
         for task in pending:
             task.cancel()

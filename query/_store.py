@@ -313,6 +313,7 @@ class ParcelStore:
         concurrency: int | None = None,
         scheduler: Any = None,
         quiet: bool = True,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Per-parcel statistics of bands (and indices) for every selected date.
 
@@ -368,6 +369,11 @@ class ParcelStore:
             blocks of chunks over the Dask cluster; results are identical.
         quiet:
             Hide the progress bar.
+        deadline:
+            Seconds the whole call may take (default ``PARCELZARR_DEADLINE``, none): past it,
+            requests in flight are cancelled and :class:`~parcelzarr.errors.QueryDeadlineError`
+            (a ``TimeoutError``) is raised; never a partial result. With ``scheduler`` each
+            partition gets this deadline.
 
         Returns
         -------
@@ -383,6 +389,10 @@ class ParcelStore:
         dates = self._dates(outputs, time, explicit=bands is not None or bool(indices))
         outputs = [o for o in outputs if any(k[1] == o[0] and v.size for k, v in dates.items())]
         self._warn_unscaled(outputs)
+        limit = _config.deadline() if deadline is None else deadline
+        if limit is not None and not limit > 0:
+            raise ValueError(f"deadline={deadline!r}: give a number of seconds above 0")
+        deadline_at = None if limit is None else _time.monotonic() + limit
         if scheduler is not None:
             from ._distributed import distributed_zonal_stats
 
@@ -391,6 +401,7 @@ class ParcelStore:
                 time=time, all_touched=all_touched, weights=weights, categorical=categorical,
                 mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
                 layer=layer, concurrency=concurrency,
+                **({} if limit is None else {"deadline": limit}),
             )
         if weights not in (None, "coverage"):
             raise ValueError(f"weights={weights!r}: use None or 'coverage'")
@@ -439,6 +450,7 @@ class ParcelStore:
                 footprints={(b, la.time_index): w for la in layers for b in la.inputs
                             if (w := info.footprint_windows(b, la.time_index)) is not None},
                 row_area=_row_areas(info) if categorical else None,
+                deadline=limit, deadline_at=deadline_at,
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:

@@ -8,6 +8,7 @@ for tests and notebooks. Every store retries transient errors and counts its I/O
 """
 
 from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, check_option_names, redact
+from ._errors import storage_error
 from ._open import (
     DEFAULT_READ_TRANSPORT,
     StoreHandle,
@@ -37,4 +38,5 @@ __all__ = [
     "open_store_handle",
     "parse_location",
     "redact",
+    "storage_error",
 ]

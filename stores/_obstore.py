@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from zarr.abc.store import Store
 
+from parcelzarr import _config
+
 __all__ = ["ADLFS_OPTIONS", "OBSTORE_OPTIONS", "obstore_store"]
 
 #: adlfs's own parameter names (safe to name in an error; any other name is not repeated).
@@ -43,16 +45,44 @@ def _parse_connection_string(text: str) -> dict[str, str]:
         out["sas_key"] = parts["SharedAccessSignature"]
     if "BlobEndpoint" in parts:
         out["endpoint"] = parts["BlobEndpoint"].rstrip("/")
-        if "account_name" not in out:  # a SAS connection string names only the endpoint
-            url = urlsplit(out["endpoint"])
-            host = url.hostname or ""
-            name = host.split(".", 1)[0] if ".blob." in host else url.path.strip("/")
-            if name:
-                out["account_name"] = name.split("/", 1)[0]
+        if "account_name" not in out and (account := _account_of(out["endpoint"])):
+            out["account_name"] = account  # a SAS connection string names only the endpoint
     elif parts.get("EndpointSuffix") and "AccountName" in parts:
         proto = parts.get("DefaultEndpointsProtocol", "https")
         out["endpoint"] = f"{proto}://{parts['AccountName']}.blob.{parts['EndpointSuffix']}"
     return out
+
+
+def _account_of(endpoint: str) -> str | None:
+    """The account an endpoint URL serves: ``https://ACCOUNT.blob.core.windows.net`` or,
+    for emulators, ``http://host:port/ACCOUNT``."""
+    parts = urlsplit(endpoint)
+    path = parts.path.strip("/")
+    if path:
+        return path.split("/", 1)[0]
+    host = parts.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    return None
+
+
+def client_options(*, allow_http: bool) -> dict[str, Any]:
+    """obstore client options: connection pool and the ``PARCELZARR_*`` timeouts.
+
+    ``connect_timeout`` bounds connecting, ``read_timeout`` how long a response may leave the
+    client waiting for its next byte (first byte included), and ``timeout`` a whole request
+    (the write timeout, the longest any request may take).
+    """
+    read = _config.read_timeout()
+    client: dict[str, Any] = {
+        "pool_max_idle_per_host": "256",
+        "connect_timeout": timedelta(seconds=_config.connect_timeout()),
+        "read_timeout": timedelta(seconds=read),
+        "timeout": timedelta(seconds=max(read, _config.write_timeout())),
+    }
+    if allow_http:
+        client["allow_http"] = True
+    return client
 
 
 def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> Store:
@@ -86,9 +116,7 @@ def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> 
         config["sas_key"] = str(options["sas_token"]).lstrip("?")
     if options.get("anon"):
         config["skip_signature"] = True
-    client: dict[str, Any] = {"pool_max_idle_per_host": "256", "timeout": "60s"}
-    if str(config.get("endpoint", "")).startswith("http://"):
-        client["allow_http"] = True
+    client = client_options(allow_http=str(config.get("endpoint", "")).startswith("http://"))
     az = AzureStore(
         container, prefix=prefix or None, client_options=client,  # type: ignore[arg-type]
         retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=30)}, **config,

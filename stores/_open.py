@@ -17,9 +17,10 @@ from zarr.core.sync import _get_loop, sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from parcelzarr import _config
-from parcelzarr.errors import CredentialsError, StoreUnreachableError
+from parcelzarr.errors import CredentialsError, ParcelzarrError, StoreUnreachableError
 
 from ._azure import azure_options, check_option_names, redact
+from ._errors import describe
 from ._obstore import obstore_store
 from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
 from ._url import Location, parse_location
@@ -90,17 +91,30 @@ def _raw_store(
         "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(), **options,
     )
     _track(fs)
-    _no_sdk_retries(fs)
+    _tune_sdk(fs, retries=0)
     return FsspecStore(fs, path=location.path, read_only=read_only)
 
 
-def _no_sdk_retries(fs: Any) -> None:
-    """Switch off azure-core's own retries (up to ~40 s of backoff per failure): transient
-    errors are retried in one place, by :class:`ResilientStore`, whatever the transport."""
-    config = getattr(getattr(fs, "service_client", None), "_config", None)
-    policy = getattr(config, "retry_policy", None)
+def _tune_sdk(fs: Any, *, retries: int) -> None:
+    """Give an adlfs filesystem's Azure client the ``PARCELZARR_*`` connect and read timeouts
+    (azure-core's defaults: 20 s and 60 s) and at most ``retries`` quick retries (its default
+    backs off 15 s, 18 s, 24 s). Zarr stores get none: transient errors are retried in one
+    place, by :class:`ResilientStore`, whatever the transport."""
+    client = getattr(fs, "service_client", None)
+    policy = getattr(getattr(client, "_config", None), "retry_policy", None)
     if policy is not None and hasattr(policy, "total_retries"):
-        policy.total_retries = 0
+        policy.total_retries = retries
+        for name in ("connect_retries", "read_retries", "status_retries"):
+            if hasattr(policy, name):
+                setattr(policy, name, retries)
+        if hasattr(policy, "initial_backoff"):  # waits 0.5, 2, 2.75, 3.9, 5.6 s (+-0.5)
+            policy.initial_backoff, policy.increment_base = 0.5, 1.5
+            policy.random_jitter_range = 0.5
+    transport = getattr(getattr(client, "_pipeline", None), "_transport", None)
+    connection = getattr(transport, "connection_config", None)
+    if connection is not None and hasattr(connection, "read_timeout"):
+        connection.timeout = _config.connect_timeout()
+        connection.read_timeout = _config.read_timeout()
 
 
 # Open async adlfs filesystems, by identity (they compare equal by options). adlfs closes its
@@ -155,7 +169,9 @@ def filesystem_for(
         _reject_options(location, storage_options)
         return fsspec.filesystem("memory")
     options = {k: v for k, v in (storage_options or {}).items() if k != "transport"}
-    return fsspec.filesystem("az", skip_instance_cache=True, **azure_options(options))
+    fs = fsspec.filesystem("az", skip_instance_cache=True, **azure_options(options))
+    _tune_sdk(fs, retries=min(3, _config.retries()))
+    return fs
 
 
 class StoreHandle:
@@ -219,9 +235,13 @@ class StoreHandle:
         return bool(sync(self.store.exists(key)))
 
     def check_reachable(self) -> None:
-        """Fail fast with :class:`StoreUnreachableError` if the service does not answer."""
+        """Fail with :class:`StoreUnreachableError` (within ``PARCELZARR_UNREACHABLE_AFTER``
+        seconds) if the service does not answer, :class:`StoreAccessDeniedError` if it
+        refuses the credentials."""
         try:
             sync(self.store.exists("zarr.json"))
+        except ParcelzarrError:
+            raise
         except Exception as exc:
             if _denied(exc):
                 # the client's own message may quote the request (and a SAS in it): not
@@ -234,8 +254,8 @@ class StoreHandle:
                 ) from None
             if is_transient(exc) or isinstance(exc, OSError):
                 raise StoreUnreachableError(
-                    f"store {self.url} is unreachable: {redact(str(exc))[:300]}. Check the "
-                    "account endpoint and network, then retry."
+                    f"store {self.url} is unreachable ({describe(exc)}): check the account "
+                    "endpoint and network, then retry"
                 ) from exc
             raise
 
@@ -276,7 +296,8 @@ def open_store_handle(
     read_only:
         Open without write access.
     retry:
-        Retry policy for transient errors; the default retries 5 times with backoff.
+        Timeouts, retries and hedging of requests; the default comes from the
+        ``PARCELZARR_*`` settings (5 retries with backoff, 60 s at most per operation).
     """
     location = url if isinstance(url, Location) else parse_location(url)
     raw = _raw_store(location, storage_options, read_only=read_only)

@@ -1,9 +1,16 @@
-"""Retry transient storage errors with exponential backoff, in one place.
+"""Bound, retry and hedge storage requests, and translate their errors, in one place.
 
-:class:`ResilientStore` wraps any zarr store: reads and writes that fail with a transient error
-(HTTP 408/429/500/502/503/504, timeouts, connection resets) are retried with jittered
-exponential backoff; other errors propagate unchanged. It also counts requests and bytes, so a
-query can report what it cost.
+:class:`ResilientStore` wraps any zarr store. Every request has a timeout (reads
+``read_timeout``; writes, deletes and whole listings ``write_timeout``); transient failures
+(HTTP 408/429/500/502/503/504, timeouts, connection resets, truncated bodies) are retried with
+jittered exponential backoff; a read still unanswered after ``hedge_after`` seconds (or after
+the 95th percentile of recent read latencies, if longer, so that hedging adds at most ~5 % of
+requests to a slow but healthy store) is sent a second time and the first answer wins; and no
+operation spends more than ``give_up_after``
+seconds over all its attempts: it then fails with :class:`StoreUnreachableError`. Listings are
+retried whole and directory deletes key by key. Errors retrying cannot fix become one-line
+:mod:`parcelzarr.errors` (see :mod:`._errors`). It also counts requests and bytes, so a query
+can report what it cost. Defaults come from ``PARCELZARR_*`` settings (:mod:`parcelzarr._config`).
 """
 
 from __future__ import annotations
@@ -13,15 +20,20 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import WrapperStore
+from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
-from ._azure import redact
+from parcelzarr import _config
+from parcelzarr.errors import ParcelzarrError, StoreUnreachableError
+
+from ._errors import describe, translate, unwrap
 
 __all__ = ["IOCounters", "ResilientStore", "RetryPolicy", "is_transient"]
 
@@ -31,13 +43,19 @@ T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _OBSTORE_TRANSIENT = re.compile(
     r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
-    r"|timed out|timeout|incomplete|broken pipe|server busy",
+    r"|timed out|timeout|incomplete|broken pipe|server busy|body error|error decoding response"
+    r"|end of file|deadline has elapsed",
     re.IGNORECASE,
 )
+#: Concurrent deletes when a directory is removed key by key (blob storage).
+_DELETE_CONCURRENCY = 32
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a storage error worth retrying."""
+    exc = unwrap(exc)
+    if isinstance(exc, ParcelzarrError):  # already final (e.g. retries exhausted)
+        return False
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
         return False
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
@@ -64,37 +82,127 @@ def is_transient(exc: BaseException) -> bool:
     }
 
 
+async def _hedged(
+    call: Callable[[], Awaitable[T]], after: float, on_hedge: Callable[[], None] | None
+) -> T:
+    """``call()``, sent a second time if it has not answered after ``after`` seconds; the
+    first success wins (the other request is cancelled), or the first error if both fail."""
+    tasks = [asyncio.ensure_future(call())]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=after)
+        if not done:
+            if on_hedge is not None:
+                on_hedge()
+            tasks.append(asyncio.ensure_future(call()))
+        pending = set(tasks)
+        error: BaseException | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    return task.result()
+                error = error or task.exception()
+        assert error is not None
+        raise error
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # mark retrieved: the loser's error is not news
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient errors are retried.
+    """How storage requests are bounded, retried and hedged.
 
-    ``attempts`` counts the first try; the wait before retry ``k`` is
-    ``min(max_delay, base_delay * 2**k)`` scaled by a random factor in [0.5, 1].
+    ``attempts`` counts the first try (default ``PARCELZARR_RETRIES`` + 1); the wait before
+    retry ``k`` is ``min(max_delay, base_delay * 2**k)`` scaled by a random factor in
+    [0.5, 1]. Each attempt of a read may take ``read_timeout`` seconds, of a write, delete or
+    whole listing ``write_timeout``; a read unanswered after ``hedge_after`` seconds (None:
+    never; :class:`ResilientStore` waits for the 95th percentile of recent reads if longer)
+    is sent a second time. Whatever happens, an operation gives up after
+    ``give_up_after`` seconds with :class:`StoreUnreachableError`. Defaults come from the
+    ``PARCELZARR_*`` settings (:mod:`parcelzarr._config`).
     """
 
-    attempts: int = 6
+    attempts: int = field(default_factory=lambda: _config.retries() + 1)
     base_delay: float = 0.1
     max_delay: float = 5.0
+    read_timeout: float = field(default_factory=_config.read_timeout)
+    write_timeout: float = field(default_factory=_config.write_timeout)
+    give_up_after: float = field(default_factory=_config.unreachable_after)
+    hedge_after: float | None = field(default_factory=_config.hedge_after)
 
-    async def run(self, what: str, call: Callable[[], Awaitable[T]],
-                  on_retry: Callable[[], None] | None = None) -> T:
-        """Await ``call()``, retrying transient failures (calling ``on_retry`` before each)."""
+    async def run(
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        on_retry: Callable[[], None] | None = None,
+        *,
+        label: str = "store",
+        write: bool = False,
+        timeout: float | None = None,
+        hedge_after: float | None = None,
+        on_hedge: Callable[[], None] | None = None,
+    ) -> T:
+        """Await ``call()`` within the timeouts, retrying transient failures (calling
+        ``on_retry`` before each retry). With ``hedge_after`` (reads only: they are
+        idempotent), an attempt unanswered after that many seconds is sent a second time.
+
+        Raises
+        ------
+        StoreUnreachableError
+            Transient failures (or no answer) until the attempts or ``give_up_after`` ran out.
+        StoreAccessDeniedError, StoreWriteError, StoreIOError
+            Storage errors retrying cannot fix (see :func:`._errors.translate`); other
+            exceptions (missing keys, zarr's own) propagate unchanged.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        limit = timeout if timeout is not None else (
+            self.write_timeout if write else self.read_timeout)
+        last: BaseException | None = None
+        reason = ""
+        tries = 0
         for attempt in range(self.attempts):
+            left = self.give_up_after - (loop.time() - start)
+            if left <= 0:
+                break
+            bound = min(limit, left)
+            tries += 1
             try:
-                return await call()
+                async with asyncio.timeout(bound):
+                    if hedge_after is not None and hedge_after < bound:
+                        return await _hedged(call, hedge_after, on_hedge)
+                    return await call()
             except Exception as exc:
-                if attempt + 1 >= self.attempts or not is_transient(exc):
-                    raise
-                delay = min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1)
-                logger.warning(
-                    "transient storage error on %s (%s), retry %d/%d in %.2fs",
-                    what, redact(f"{type(exc).__name__}: {exc}")[:200], attempt + 1,
-                    self.attempts - 1, delay,
-                )
-                if on_retry is not None:
-                    on_retry()
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                if not is_transient(exc):
+                    err = translate(exc, store=label, what=what, write=write)
+                    if err is None:
+                        raise
+                    raise err from exc
+                last = exc
+                reason = (describe(unwrap(exc)) if str(exc)
+                          else f"{type(exc).__name__}: no answer within {bound:.3g} s")
+            if attempt + 1 >= self.attempts:
+                break
+            delay = min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1)
+            if loop.time() - start + delay >= self.give_up_after:
+                break
+            # INFO: retries are routine (the query report counts them); the final failure is
+            # the error the caller sees
+            logger.info("transient storage error on %s of %s (%s), retry %d/%d in %.2fs",
+                        what, label, reason, attempt + 1, self.attempts - 1, delay)
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(delay)
+        elapsed = loop.time() - start
+        raise StoreUnreachableError(
+            f"store {label} is unreachable or failing: {what} failed {tries} time(s) in "
+            f"{elapsed:.1f} s (last error: {reason or 'none'}); check the network and the "
+            "account endpoint, then retry"
+        ) from last
 
 
 class IOCounters:
@@ -114,6 +222,7 @@ class IOCounters:
             self.set_requests = 0
             self.bytes_written = 0
             self.retries = 0
+            self.hedges = 0
             self.keys = []
 
     def add_get(self, nbytes: int, key: str | None = None) -> None:
@@ -126,6 +235,10 @@ class IOCounters:
     def add_retry(self) -> None:
         with self._lock:
             self.retries += 1
+
+    def add_hedge(self) -> None:
+        with self._lock:
+            self.hedges += 1
 
     def add_set(self, nbytes: int) -> None:
         with self._lock:
@@ -141,11 +254,29 @@ class IOCounters:
                 "set_requests": self.set_requests,
                 "bytes_written": self.bytes_written,
                 "retries": self.retries,
+                "hedges": self.hedges,
             }
 
 
+class _Latencies:
+    """Recent read latencies and their 95th percentile (recomputed every 32 samples)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._added = 0
+        self.p95 = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._samples.append(seconds)
+        self._added += 1
+        if self._added % 32 == 0:
+            ordered = sorted(self._samples)
+            self.p95 = ordered[int(0.95 * (len(ordered) - 1))]
+
+
 class ResilientStore(WrapperStore[Store]):
-    """A zarr store wrapper that retries transient errors and counts I/O."""
+    """A zarr store wrapper that bounds, retries and hedges requests, translates storage
+    errors and counts I/O (see the module docstring)."""
 
     def __init__(
         self,
@@ -159,6 +290,7 @@ class ResilientStore(WrapperStore[Store]):
         self.policy = policy or RetryPolicy()
         self.counters = counters or IOCounters()
         self.label = label or "store"
+        self._latencies = _Latencies()
 
     def _with_store(self, store: Store) -> ResilientStore:
         return type(self)(store, policy=self.policy, counters=self.counters, label=self.label)
@@ -168,12 +300,29 @@ class ResilientStore(WrapperStore[Store]):
 
     __str__ = __repr__
 
+    async def _run(self, what: str, call: Callable[[], Awaitable[T]], *, write: bool = False,
+                   hedge: bool = False, timeout: float | None = None) -> T:
+        floor = self.policy.hedge_after
+        return await self.policy.run(
+            what, call, self.counters.add_retry, label=self.label, write=write,
+            timeout=timeout, on_hedge=self.counters.add_hedge,
+            hedge_after=max(floor, self._latencies.p95) if hedge and floor else None,
+        )
+
+    async def _read(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A hedged read; its latency sets later hedging delays."""
+        start = time.monotonic()
+        result = await self._run(what, call, hedge=True)
+        self._latencies.add(time.monotonic() - start)
+        return result
+
+    async def _open(self) -> None:
+        await self._run("opening the store", self._store._open, write=not self.read_only)
+
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        result = await self.policy.run(
-            key, lambda: self._store.get(key, prototype, byte_range), self.counters.add_retry
-        )
+        result = await self._read(key, lambda: self._store.get(key, prototype, byte_range))
         self.counters.add_get(0 if result is None else len(result), key)
         return result
 
@@ -183,29 +332,78 @@ class ResilientStore(WrapperStore[Store]):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         key_ranges = list(key_ranges)
-        result = await self.policy.run(
-            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges),
-            self.counters.add_retry,
-        )
+        result = await self._read(
+            "partial values", lambda: self._store.get_partial_values(prototype, key_ranges))
         for (key, _), item in zip(key_ranges, result, strict=True):
             self.counters.add_get(0 if item is None else len(item), key)
         return result
 
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
     async def exists(self, key: str) -> bool:
-        return await self.policy.run(key, lambda: self._store.exists(key))
+        return await self._read(key, lambda: self._store.exists(key))
+
+    async def getsize(self, key: str) -> int:
+        return await self._read(key, lambda: self._store.getsize(key))
+
+    async def is_empty(self, prefix: str) -> bool:
+        return await self._run(f"listing {prefix or '/'}", lambda: self._store.is_empty(prefix))
 
     async def set(self, key: str, value: Buffer) -> None:
-        await self.policy.run(key, lambda: self._store.set(key, value))
+        await self._run(key, lambda: self._store.set(key, value), write=True)
         self.counters.add_set(len(value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        await self.policy.run(key, lambda: self._store.set_if_not_exists(key, value))
+        await self._run(key, lambda: self._store.set_if_not_exists(key, value), write=True)
+
+    async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
+        await asyncio.gather(*(self.set(key, value) for key, value in values))
 
     async def delete(self, key: str) -> None:
-        await self.policy.run(key, lambda: self._store.delete(key))
+        await self._run(key, lambda: self._store.delete(key), write=True)
 
-    async def getsize(self, key: str) -> int:
-        return await self.policy.run(key, lambda: self._store.getsize(key))
+    async def clear(self) -> None:
+        await self._run("clearing the store", self._store.clear, write=True)
+
+    def list(self) -> AsyncIterator[str]:
+        return self._listed("listing /", self._store.list)
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(f"listing {prefix or '/'}", lambda: self._store.list_prefix(prefix))
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(f"listing {prefix or '/'}", lambda: self._store.list_dir(prefix))
+
+    async def _listed(self, what: str, listing: Callable[[], AsyncIterator[str]]
+                      ) -> AsyncIterator[str]:
+        """A listing, retried whole (all pages, within the write timeout) then yielded, so a
+        retry never yields a key twice."""
+
+        async def collect() -> list[str]:
+            return [key async for key in listing()]
+
+        for key in await self._run(what, collect, timeout=self.policy.write_timeout):
+            yield key
+
+    async def delete_dir(self, prefix: str) -> None:
+        if isinstance(self._store, (LocalStore, MemoryStore)):  # one local call, no requests
+            await self._run(f"{prefix}/", lambda: self._store.delete_dir(prefix), write=True)
+            return
+        self._check_writable()
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        keys = [key async for key in self.list_prefix(prefix)]
+        sem = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with sem:
+                await self.delete(key)
+
+        await asyncio.gather(*(delete(key) for key in keys))
 
     def __getattr__(self, name: str) -> Any:  # e.g. FsspecStore.fs, LocalStore.root
         if name == "_store":

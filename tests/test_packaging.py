@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,3 +52,27 @@ def test_wheel_has_no_bare_top_level_packages(tmp_path: Path) -> None:
     assert "parcelzarr/query/_engine.py" in names
     assert "parcelzarr/stores/_retry.py" in names
     assert not any(n.endswith(".zarr") or "/demo.zarr/" in n for n in names)
+
+
+def test_locked_npm_packages_admit_the_documented_node() -> None:
+    """Every package in package-lock.json (Azurite and its dependencies) declares an
+    ``engines.node`` range that admits the minimum Node.js the README promises, so
+    ``npm ci`` on that Node prints no EBADENGINE warning. Ranges are checked with npm's own
+    ``semver`` package (installed by ``npm ci``)."""
+    node = shutil.which("node")
+    semver = ROOT / "node_modules" / "semver"
+    if node is None or not semver.is_dir():
+        pytest.skip("needs node and `npm ci` (make install)")
+    found = re.search(r"Node\.js ≥ ([0-9.]+)", (ROOT / "README.md").read_text())
+    assert found, "README must state the minimum Node.js version"
+    minimum = ".".join([*found.group(1).split("."), "0", "0"][:3])
+    script = (
+        "const semver = require(process.argv[1]); const lock = require(process.argv[2]);"
+        "const bad = Object.entries(lock.packages).filter(([k, p]) => p.engines &&"
+        " p.engines.node && !semver.satisfies(process.argv[3], p.engines.node))"
+        ".map(([k, p]) => k + ' ' + p.engines.node);"
+        "console.log(JSON.stringify(bad));"
+    )
+    res = subprocess.run([node, "-e", script, str(semver), str(ROOT / "package-lock.json"),
+                          minimum], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(res.stdout) == [], f"packages that reject Node {minimum}"

@@ -374,6 +374,76 @@ def test_injected_timeout_holds_then_closes(
         proxy.timeout_s = 10.0
 
 
+def test_injected_hang_never_answers(
+    azurite: Azurite, proxy: LatencyProxy, az_container: str, conn: http.client.HTTPConnection
+) -> None:
+    _upload(azurite, az_container, "hung.bin", b"payload")
+    proxy.timeout_s = 0.1  # a hang ignores it: it holds until the client gives up
+    try:
+        proxy.inject_faults(1, "hang")
+        conn.timeout = 0.6
+        conn.request("GET", _sas_path(azurite, az_container, "hung.bin", read=True))
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            conn.getresponse()
+        assert time.perf_counter() - start >= 0.5
+    finally:
+        proxy.timeout_s = 10.0
+
+
+def test_injected_truncate_cuts_the_body(
+    azurite: Azurite, proxy: LatencyProxy, az_container: str, conn: http.client.HTTPConnection
+) -> None:
+    data = os.urandom(10_000)
+    _upload(azurite, az_container, "cut.bin", data)
+    proxy.inject_faults(1, "truncate")
+    conn.request("GET", _sas_path(azurite, az_container, "cut.bin", read=True))
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Length") == str(len(data))
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert cut.value.partial == data[: len(data) // 2]
+
+
+def test_injected_truncate_of_a_write_drops_the_answer_after_the_write(
+    azurite: Azurite, proxy: LatencyProxy, az_container: str, conn: http.client.HTTPConnection
+) -> None:
+    proxy.inject_faults(1, "truncate", methods=("PUT",))
+    conn.request("PUT", _sas_path(azurite, az_container, "w.bin", write=True), body=b"xyz",
+                 headers={"x-ms-blob-type": "BlockBlob"})
+    with pytest.raises(ConnectionError):  # no response head at all
+        conn.getresponse()
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as client:
+        assert client.get_blob_client(az_container, "w.bin").download_blob().readall() == b"xyz"
+
+
+def test_fault_rate_is_seeded_and_matches_targets(
+    azurite: Azurite, proxy: LatencyProxy, az_container: str
+) -> None:
+    for name in ("a.bin", "c/0.bin"):
+        _upload(azurite, az_container, name, b"x")
+
+    def statuses(seed: int) -> list[int]:
+        proxy.clear_faults()
+        proxy.fault_rate(0.5, "503", match=r"/c/", seed=seed)
+        out = []
+        for _ in range(20):
+            for name in ("a.bin", "c/0.bin"):
+                path = _sas_path(azurite, az_container, name, read=True)
+                c = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+                c.request("GET", path)
+                out.append(c.getresponse().status)
+                c.close()
+        return out
+
+    first, again = statuses(7), statuses(7)
+    assert first == again
+    assert all(s == 200 for s in first[0::2])  # a.bin never matches
+    assert 3 <= first[1::2].count(503) <= 17
+    assert proxy.pending_faults == 0  # a standing rate is not a queued fault
+
+
 @pytest.mark.usefixtures("fast_retries")
 @pytest.mark.parametrize("kind", ["503", "500", "reset"])
 def test_adlfs_retries_through_faults(
@@ -412,6 +482,8 @@ def test_inject_faults_rejects_bad_input(proxy: LatencyProxy) -> None:
         proxy.inject_faults(1, "404")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="methods"):
         proxy.inject_faults(1, "503", methods="GET")
+    with pytest.raises(ValueError, match="rate"):
+        proxy.fault_rate(1.5, "503")
     assert proxy.pending_faults == 0
 
 

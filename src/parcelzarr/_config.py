@@ -1,20 +1,42 @@
 """Project settings, read in one place from ``PARCELZARR_*`` environment variables.
 
-=============================  ======================================================  ========
-variable                       meaning                                                 default
-=============================  ======================================================  ========
-``PARCELZARR_WORKERS``         threads for ingest and query CPU work                   cores
-``PARCELZARR_CONCURRENCY``     chunk requests in flight during a query                 64
-``PARCELZARR_CACHE_DIR``       where downloaded sources and demo data are cached       see below
-``PARCELZARR_CHUNK``           chunk edge in pixels for new grids                      256
-``PARCELZARR_TRANSPORT``       az:// client: ``adlfs`` or ``obstore``                  see below
-``PARCELZARR_READ_CACHE_MB``   decoded chunks kept by ``read()`` per store (0: off)     64
-=============================  ======================================================  ========
+================================  ======================================================  =========
+variable                          meaning                                                 default
+================================  ======================================================  =========
+``PARCELZARR_WORKERS``            threads for ingest and query CPU work                   cores
+``PARCELZARR_CONCURRENCY``        chunk requests in flight during a query                 64
+``PARCELZARR_CACHE_DIR``          where downloaded sources and demo data are cached       see below
+``PARCELZARR_CHUNK``              chunk edge in pixels for new grids                      256
+``PARCELZARR_TRANSPORT``          az:// client: ``adlfs`` or ``obstore``                  see below
+``PARCELZARR_READ_CACHE_MB``      decoded chunks kept by ``read()`` per store (0: off)    64
+``PARCELZARR_CONNECT_TIMEOUT``    seconds to open a connection to blob storage            5
+``PARCELZARR_READ_TIMEOUT``       seconds one read request (chunk GET, HEAD, list page)   10
+                                  may take; also the longest a transfer may stall
+``PARCELZARR_WRITE_TIMEOUT``      seconds one write or delete request, or a whole         60
+                                  listing, may take
+``PARCELZARR_RETRIES``            retries of a request after a transient error (0: none)  5
+``PARCELZARR_UNREACHABLE_AFTER``  seconds one storage operation may spend over all its    60
+                                  attempts before ``StoreUnreachableError``
+``PARCELZARR_HEDGE_AFTER``        seconds (at least: the 95th percentile of recent reads  2
+                                  if longer) before a still unanswered read gets a
+                                  second, identical request (first answer wins; 0: off)
+``PARCELZARR_DEADLINE``           default ``deadline`` of ``zonal_stats`` in seconds      none
+                                  (``QueryDeadlineError`` past it)
+================================  ======================================================  =========
 
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
 ``transport`` storage option overrides it per store.
 The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
 Azure credentials are not read here: adlfs reads the usual ``AZURE_STORAGE_*`` variables.
+
+Timeouts bound what a dead or hung store can cost (docs/reliability.md): a request that gets
+no answer fails after ``PARCELZARR_READ_TIMEOUT`` and is retried (transient errors back off
+exponentially, up to ``PARCELZARR_RETRIES`` times); whatever happens, one storage operation
+gives up with :class:`~parcelzarr.errors.StoreUnreachableError` after
+``PARCELZARR_UNREACHABLE_AFTER`` seconds, so a dead store fails a command within about that
+bound. Hedging re-sends a read once when it is slower than both ``PARCELZARR_HEDGE_AFTER`` and
+the 95th percentile of recent reads, so a few hung requests cost seconds, not timeouts, while a
+slow but healthy store gets at most ~5 % more requests.
 """
 
 from __future__ import annotations
@@ -22,8 +44,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers",
-           "read_cache_mb", "transport"]
+__all__ = ["cache_dir", "connect_timeout", "deadline", "default_chunk", "default_concurrency",
+           "default_workers", "hedge_after", "read_cache_mb", "read_timeout", "retries",
+           "transport", "unreachable_after", "write_timeout"]
 
 
 def _int(name: str, default: int) -> int:
@@ -86,3 +109,70 @@ def transport() -> str | None:
     if raw and raw not in ("adlfs", "obstore"):
         raise ValueError(f"PARCELZARR_TRANSPORT={raw!r}: use 'adlfs' or 'obstore'")
     return raw or None
+
+
+def _seconds(name: str, default: float | None, *, zero_ok: bool = False) -> float | None:
+    """A positive number of seconds from ``name`` (``zero_ok``: 0 allowed; unset: default)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+        least = "0 or more" if zero_ok else "more than 0"
+        raise ValueError(f"{name} must be {least} seconds, got {raw!r}")
+    return value
+
+
+def connect_timeout() -> float:
+    """Seconds to open a connection to blob storage (``PARCELZARR_CONNECT_TIMEOUT``, 5)."""
+    return _seconds("PARCELZARR_CONNECT_TIMEOUT", 5.0) or 5.0
+
+
+def read_timeout() -> float:
+    """Seconds one read request may take (``PARCELZARR_READ_TIMEOUT``, 10).
+
+    Chunk objects are small, so this is in effect a first-byte timeout: a GET the store does
+    not answer fails after it and is retried. It is also the transports' stall timeout.
+    """
+    return _seconds("PARCELZARR_READ_TIMEOUT", 10.0) or 10.0
+
+
+def write_timeout() -> float:
+    """Seconds one write or delete request, or a whole listing, may take
+    (``PARCELZARR_WRITE_TIMEOUT``, 60)."""
+    return _seconds("PARCELZARR_WRITE_TIMEOUT", 60.0) or 60.0
+
+
+def retries() -> int:
+    """Retries after a transient storage error (``PARCELZARR_RETRIES``, 5; 0: none)."""
+    raw = os.environ.get("PARCELZARR_RETRIES")
+    if raw is None or raw.strip() == "":
+        return 5
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"PARCELZARR_RETRIES={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"PARCELZARR_RETRIES must be at least 0, got {value}")
+    return value
+
+
+def unreachable_after() -> float:
+    """Seconds one storage operation may spend over all its attempts and waits before it
+    fails with ``StoreUnreachableError`` (``PARCELZARR_UNREACHABLE_AFTER``, 60)."""
+    return _seconds("PARCELZARR_UNREACHABLE_AFTER", 60.0) or 60.0
+
+
+def hedge_after() -> float | None:
+    """Least seconds before an unanswered read is sent a second time
+    (``PARCELZARR_HEDGE_AFTER``, 2); None when set to 0 (no hedging)."""
+    value = _seconds("PARCELZARR_HEDGE_AFTER", 2.0, zero_ok=True)
+    return value or None
+
+
+def deadline() -> float | None:
+    """Default overall ``deadline`` of a query in seconds (``PARCELZARR_DEADLINE``; None)."""
+    return _seconds("PARCELZARR_DEADLINE", None)

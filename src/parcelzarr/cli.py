@@ -50,12 +50,13 @@ def _top_level_csv(value: str | None) -> list[str] | None:
 
 
 class _Group(click.Group):
-    """Turns parcelzarr errors into one clear line and exit code 2 (no traceback)."""
+    """Turns parcelzarr errors (and OS errors such as an unwritable --out) into one clear line
+    and exit code 2 (no traceback; --debug shows it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ParcelzarrError, NotImplementedError, ValueError, TypeError) as exc:
+        except (ParcelzarrError, NotImplementedError, ValueError, TypeError, OSError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"error: {redact(str(exc))}", err=True)
@@ -197,13 +198,16 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--geometry", is_flag=True,
               help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
 @click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--deadline", type=float, metavar="SECONDS",
+              help="Fail (never a partial result) if the query takes longer "
+                   "(default PARCELZARR_DEADLINE: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
 def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
           stat_names: str, id_column: str | None, layer: str | None, when: str | None,
           all_touched: bool,
           coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
-          geometry: bool, scheduler: str | None, quiet: bool,
+          geometry: bool, scheduler: str | None, deadline: float | None, quiet: bool,
           storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
     from parcelzarr.query import open_store, write_stats
@@ -218,7 +222,8 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
                            time=when, all_touched=all_touched,
                            weights="coverage" if coverage else None, categorical=categorical,
                            mask=True if scl_mask else None, mask_classes=classes,
-                           id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet)
+                           id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet,
+                           deadline=deadline)
     write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry, layer=layer)
     click.echo(f"{len(df):,} rows -> {out}")
     click.echo(str(store.last_report))

@@ -14,10 +14,14 @@ __all__ = [
     "IngestConflictError",
     "InvalidSourceError",
     "ParcelzarrError",
+    "QueryDeadlineError",
     "ReflectanceWarning",
     "SourceNotFoundError",
+    "StoreAccessDeniedError",
+    "StoreIOError",
     "StoreNotFoundError",
     "StoreUnreachableError",
+    "StoreWriteError",
     "UnknownCRSError",
     "plain",
 ]
@@ -44,7 +48,26 @@ class StoreNotFoundError(ParcelzarrError, FileNotFoundError):
 
 
 class StoreUnreachableError(ParcelzarrError, ConnectionError):
-    """The storage service could not be reached."""
+    """The storage service could not be reached, or did not answer in time (after retries,
+    within ``PARCELZARR_UNREACHABLE_AFTER`` seconds)."""
+
+
+class StoreAccessDeniedError(ParcelzarrError, PermissionError):
+    """The store refused access: HTTP 401/403 (credentials, SAS permissions or expiry) or,
+    for a local store, file permissions."""
+
+
+class StoreIOError(ParcelzarrError, OSError):
+    """A storage request failed for a reason retrying does not fix (``errno`` is the cause's,
+    for local stores)."""
+
+
+class StoreWriteError(StoreIOError):
+    """The store cannot take writes: disk full, quota exceeded or a read-only file system."""
+
+
+class QueryDeadlineError(ParcelzarrError, TimeoutError):
+    """A query did not finish within its ``deadline``."""
 
 
 class CredentialsError(ParcelzarrError, PermissionError):

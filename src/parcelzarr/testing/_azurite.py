@@ -211,7 +211,7 @@ class Azurite:
             # Idle client connections stay usable (Azurite's default is 5 s).
             "--blobKeepAliveTimeout", "600",
         ]  # fmt: skip
-        # Azurite 3.37 refuses --location together with --inMemoryPersistence; the
+        # Azurite (3.35 and later) refuses --location together with --inMemoryPersistence; the
         # workspace then only holds the log (and is Azurite's working directory).
         args += ["--inMemoryPersistence"] if self._in_memory else ["--location", str(self._workdir)]
         log = (self._workdir / "azurite.log").open("wb")

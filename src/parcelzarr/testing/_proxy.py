@@ -3,7 +3,8 @@
 Put in front of Azurite, it makes each request cost a cloud-like round trip, so that request
 counts show up in timings, and it counts what crossed the wire (requests, body bytes each
 way) independently of the client under test. For retry tests it fails the next *n* matching
-requests with a 503/500, a connection reset or a hang.
+requests, or a random fraction of them, with a 503/500, a connection reset, a hang or a
+truncated response body.
 
 It relays raw HTTP/1.1 over asyncio streams in a background thread with its own event loop:
 each client connection gets one upstream connection, requests are parsed just enough to
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import re
 import socket
 import struct
 import threading
@@ -28,7 +31,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["FaultKind", "LatencyProxy", "ProxyStats"]
 
-FaultKind = Literal["503", "500", "reset", "timeout"]
+FaultKind = Literal["503", "500", "reset", "timeout", "hang", "truncate"]
 
 _HEAD_LIMIT = 1 << 20  # StreamReader limit: largest request/response head accepted
 _READ_SIZE = 1 << 18  # body relay piece size
@@ -65,6 +68,19 @@ class _FaultRule:
     remaining: int
     kind: FaultKind
     methods: frozenset[str]
+    match: re.Pattern[bytes] | None = None
+    rate: float | None = None  # a standing rule: each matching request fails with this chance
+    rng: random.Random | None = None
+
+    def applies(self, method: str, target: bytes) -> bool:
+        if method not in self.methods:
+            return False
+        if self.match is not None and not self.match.search(target):
+            return False
+        if self.rate is not None:
+            assert self.rng is not None
+            return self.rng.random() < self.rate
+        return self.remaining > 0
 
 
 class _UpstreamClosedError(ConnectionError):
@@ -201,7 +217,8 @@ class LatencyProxy:
     delay_ms
         Delay added once per request before forwarding it; settable at runtime.
     timeout_s
-        How long a ``"timeout"`` fault holds a request before closing the connection.
+        How long a ``"timeout"`` fault holds a request before closing the connection
+        (a ``"hang"`` holds it until the client gives up or the proxy stops).
 
     Examples
     --------
@@ -267,9 +284,10 @@ class LatencyProxy:
 
     @property
     def pending_faults(self) -> int:
-        """Faults still queued by :meth:`inject_faults`."""
+        """Faults still queued by :meth:`inject_faults` (standing :meth:`fault_rate` rules
+        are not counted)."""
         with self._lock:
-            return sum(rule.remaining for rule in self._faults)
+            return sum(rule.remaining for rule in self._faults if rule.rate is None)
 
     def snapshot(self) -> ProxyStats:
         """All counters, read together."""
@@ -288,23 +306,60 @@ class LatencyProxy:
         n: int,
         kind: FaultKind = "503",
         methods: Iterable[str] = ("GET",),
+        *,
+        match: str | None = None,
     ) -> None:
         """Make the next ``n`` requests whose method is in ``methods`` fail as ``kind``.
 
         ``"503"``/``"500"`` answer with an Azure-style XML error (``ServerBusy`` /
         ``InternalError``) and keep the connection; ``"reset"`` closes the client connection
-        abruptly (TCP RST); ``"timeout"`` holds the request for ``timeout_s`` then closes.
-        Calls queue up: rules are consumed in the order given.
+        abruptly (TCP RST); ``"timeout"`` holds the request for ``timeout_s`` then closes;
+        ``"hang"`` never answers (the connection stays open until the client closes it or
+        the proxy stops); ``"truncate"`` forwards the request (so the service acts on it),
+        relays the response head and half of its body, then closes the connection (a
+        response without a body is dropped whole, after the service has answered).
+        ``match`` is a regular expression searched in the request target (path and query),
+        e.g. ``r"/c/"`` for zarr chunk keys only. Calls queue up: rules are consumed in the
+        order given.
         """
+        rule = self._rule(kind, methods, match)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rule.remaining = n
+        with self._lock:
+            self._faults.append(rule)
+
+    def fault_rate(
+        self,
+        rate: float,
+        kind: FaultKind = "503",
+        methods: Iterable[str] = ("GET",),
+        *,
+        match: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Make each later request whose method is in ``methods`` (and whose target matches
+        ``match``) fail as ``kind`` with probability ``rate``, until :meth:`clear_faults`.
+
+        Draws come from a generator seeded with ``seed``, so a sequential client sees the
+        same faults on every run. Queued :meth:`inject_faults` rules are tried first.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        rule = self._rule(kind, methods, match)
+        rule.rate = float(rate)
+        rule.rng = random.Random(seed)
+        with self._lock:
+            self._faults.append(rule)
+
+    @staticmethod
+    def _rule(kind: FaultKind, methods: Iterable[str], match: str | None) -> _FaultRule:
         if kind not in get_args(FaultKind):
             raise ValueError(f"kind must be one of {get_args(FaultKind)}, got {kind!r}")
         if isinstance(methods, str):
             raise TypeError("methods must be a collection of HTTP methods, not a string")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        rule = _FaultRule(n, kind, frozenset(m.upper() for m in methods))
-        with self._lock:
-            self._faults.append(rule)
+        pattern = None if match is None else re.compile(match.encode())
+        return _FaultRule(0, kind, frozenset(m.upper() for m in methods), pattern)
 
     def clear_faults(self) -> None:
         """Drop all pending faults."""
@@ -394,18 +449,20 @@ class LatencyProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _take_fault(self, method: str) -> FaultKind | None:
+    def _take_fault(self, method: str, target: bytes) -> FaultKind | None:
         with self._lock:
             self._requests += 1
-            for rule in self._faults:
-                if rule.remaining > 0 and method in rule.methods:
-                    rule.remaining -= 1
+            counted = sorted(self._faults, key=lambda r: r.rate is not None)  # queued first
+            for rule in counted:
+                if rule.applies(method, target):
+                    if rule.rate is None:
+                        rule.remaining -= 1
                     self._faults_injected += 1
                     kind = rule.kind
                     break
             else:
                 return None
-            while self._faults and self._faults[0].remaining == 0:
+            while self._faults and self._faults[0].rate is None and self._faults[0].remaining == 0:
                 self._faults.popleft()
             return kind
 
@@ -459,8 +516,9 @@ class LatencyProxy:
         """Relay one request and its response; return the upstream and keep-alive flag."""
         request = _Head(raw)
         method = request.start.split(b" ", 1)[0].decode("ascii", "replace").upper()
-        fault = self._take_fault(method)
-        if self.delay_ms > 0 and fault != "timeout":
+        target = request.start.split(b" ")[1] if request.start.count(b" ") >= 2 else b""
+        fault = self._take_fault(method, target)
+        if self.delay_ms > 0 and fault not in ("timeout", "hang"):
             await asyncio.sleep(self.delay_ms / 1000)
         if request.expect_continue:  # answer it here so the body is not held back
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -472,7 +530,11 @@ class LatencyProxy:
         if fault == "timeout":
             await asyncio.sleep(self.timeout_s)
             return up, False
-        if fault is not None:
+        if fault == "hang":  # read (and drop) whatever comes until the client gives up
+            while await reader.read(_READ_SIZE):
+                pass
+            return up, False
+        if fault in ("503", "500"):
             await _relay_body(reader, None, request, self._count_in)
             writer.write(_error_response(fault, head_only=method == "HEAD"))
             await writer.drain()
@@ -493,7 +555,8 @@ class LatencyProxy:
             await _relay_body(reader, up_writer, request, self._count_in)
             await up_writer.drain()
             try:
-                response = await self._response_head(up_reader, writer)
+                response = await self._response_head(
+                    up_reader, None if fault == "truncate" else writer)
             except _UpstreamClosedError:
                 # A kept-alive upstream connection closed under us: a request without a
                 # body can be resent once on a fresh connection.
@@ -506,6 +569,10 @@ class LatencyProxy:
         assert up is not None
         up_reader, up_writer = up
         no_body = method == "HEAD" or response.start[9:12] in (b"204", b"304")
+        if fault == "truncate":
+            await self._truncated_body(up_reader, writer, response, no_body)
+            _abort(up_writer)
+            return None, False
         if no_body:
             pass
         elif response.chunked or response.content_length is not None:
@@ -522,11 +589,35 @@ class LatencyProxy:
             return None, False
         return up, not request.close
 
+    async def _truncated_body(
+        self,
+        up_reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        response: _Head,
+        no_body: bool,
+    ) -> None:
+        """Send ``response``'s head and the first half of its body, then cut the connection
+        (send nothing at all when the response has no body)."""
+        if no_body or (not response.chunked and not response.content_length):
+            return
+        writer.write(response.raw)
+        if response.chunked:
+            size_line = await up_reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            writer.write(size_line)
+            half = size // 2
+        else:
+            half = (response.content_length or 0) // 2
+        await _copy_exact(up_reader, writer, half, self._count_out)
+        await writer.drain()
+        _abort(writer)
+
     @staticmethod
     async def _response_head(
-        up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None
     ) -> _Head:
-        """Read the final response head (forwarding any 1xx heads) and forward it."""
+        """Read the final response head (forwarding any 1xx heads) and forward it (unless
+        ``writer`` is None: the caller then decides what to send)."""
         first = True
         while True:
             try:
@@ -542,8 +633,9 @@ class LatencyProxy:
             first = False
             head = _Head(raw)
             if head.start[9:10] == b"1":
-                if head.start[9:12] != b"100":  # our own 100 Continue was already sent
+                if head.start[9:12] != b"100" and writer is not None:  # ours was already sent
                     writer.write(raw)
                 continue
-            writer.write(raw)
+            if writer is not None:
+                writer.write(raw)
             return head
