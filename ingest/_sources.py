@@ -48,13 +48,18 @@ class SourceInfo:
     crs_wkt, transform, width, height, dtype, nodata:
         Georeferencing and pixel type from the header.
     fingerprint:
-        Size and modification stamp; an ingest skips a source whose fingerprint is recorded.
+        What the manifest records of the file's content: ``"sha256:<hex>"`` of its bytes once
+        :func:`~parcelzarr.ingest.ingest` has resolved it (see ``stamp``), the stamp before.
+        An ingest skips a source whose fingerprint is recorded under its key.
     attrs:
         Band attributes to store (``scale_factor``/``add_offset`` for Sentinel-2 reflectance).
     dn_shift:
         Added to valid pixels when written: +1000 for Sentinel-2 L2A reflectance from
         processing baselines before 04.00, so every date of a band is stored in the current
         convention (reflectance = (DN - 1000) / 10000). See :func:`boa_offset`.
+    stamp:
+        Size and modification time (local files, ns) or ETag (blobs): cheap to read, it
+        tells whether a file is the very one a manifest entry was hashed from.
     """
 
     uri: str
@@ -72,6 +77,7 @@ class SourceInfo:
     fingerprint: str
     attrs: Mapping[str, Any]
     dn_shift: int = 0
+    stamp: str = ""
 
     @property
     def res(self) -> tuple[float, float]:
@@ -149,11 +155,11 @@ def fetch_source(uri: str, storage_options: Mapping[str, Any] | None, cache_dir:
 
 
 def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> tuple[str, str]:
-    """Local path and fingerprint of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
+    """Local path and stamp of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
     loc = parse_location(uri)
     if loc.protocol == "file":
         st = os.stat(loc.path)
-        return loc.path, f"{st.st_size}:{int(st.st_mtime)}"
+        return loc.path, f"{st.st_size}:{st.st_mtime_ns}"
     fs = filesystem_for(loc, storage_options)
     info = fs.info(loc.path)
     stamp = str(info.get("etag") or info.get("last_modified") or "")
@@ -220,7 +226,7 @@ def inspect_source(
     cache = cache_dir or Path(tempfile.gettempdir()) / "parcelzarr-sources"
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        local, fingerprint = _fetch(uri, storage_options, cache)
+        local, stamp = _fetch(uri, storage_options, cache)
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"source {uri} does not exist") from exc
     name = parse_s2_name(uri)
@@ -312,9 +318,10 @@ def inspect_source(
                 tile=tile or (name.tile if name else None),
                 time=band_times[i - 1] if band_times is not None else when,  # type: ignore[arg-type]
                 band_index=i,
-                fingerprint=fingerprint,
+                fingerprint=stamp,
                 attrs=attrs,
                 dn_shift=shift,
+                stamp=stamp,
                 **info,
             )
         )

@@ -4,10 +4,12 @@ Local directories are the embedded default; ``az://container/path`` reaches Azur
 through obstore (reads, the measured-faster default) or adlfs (writes; or any store with
 ``storage_options={"transport": "adlfs"}`` / ``PARCELZARR_TRANSPORT``), with credentials from
 storage options or the usual ``AZURE_STORAGE_*`` environment variables; ``memory://name`` is
-for tests and notebooks. Every store retries transient errors and counts its I/O.
+for tests and notebooks. Every store retries transient errors and counts its I/O. Writers
+(ingest, compaction) hold the store's writer lock (:func:`writer_lock`): one at a time.
 """
 
 from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, redact
+from ._lock import LOCK_NAME, WriterLock, writer_lock
 from ._open import (
     DEFAULT_READ_TRANSPORT,
     StoreHandle,
@@ -23,12 +25,14 @@ __all__ = [
     "AZURITE_ACCOUNT",
     "AZURITE_KEY",
     "DEFAULT_READ_TRANSPORT",
+    "LOCK_NAME",
     "IOCounters",
     "Location",
     "ResilientStore",
     "RetryPolicy",
     "StoreHandle",
     "Transport",
+    "WriterLock",
     "azure_options",
     "choose_transport",
     "filesystem_for",
@@ -36,4 +40,5 @@ __all__ = [
     "open_store_handle",
     "parse_location",
     "redact",
+    "writer_lock",
 ]

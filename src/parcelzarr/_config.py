@@ -9,12 +9,21 @@ variable                       meaning                                          
 ``PARCELZARR_CHUNK``           chunk edge in pixels for new grids                      256
 ``PARCELZARR_TRANSPORT``       az:// client: ``adlfs`` or ``obstore``                  see below
 ``PARCELZARR_READ_CACHE_MB``   decoded chunks kept by ``read()`` per store (0: off)     64
+``PARCELZARR_LOCK_WAIT``       seconds a writer waits for another writer's lock        0
+``PARCELZARR_LOCK_LEASE``      seconds of an az:// writer lease (15-60), renewed       30
+``PARCELZARR_MAX_GROWTH_PX``   pixels one source may add to a grid                     1e10
 =============================  ======================================================  ========
 
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
 ``transport`` storage option overrides it per store.
 The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
 Azure credentials are not read here: adlfs reads the usual ``AZURE_STORAGE_*`` variables.
+
+One writer at a time: ingest and compaction hold the store's writer lock (see
+:mod:`parcelzarr.stores`). A second writer waits up to ``PARCELZARR_LOCK_WAIT`` seconds, then
+fails with ``StoreLockedError``. The lock of a killed writer is released by the operating
+system at once (local stores) or when its Azure lease expires, at most
+``PARCELZARR_LOCK_LEASE`` seconds after the kill.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import os
 from pathlib import Path
 
 __all__ = ["cache_dir", "default_chunk", "default_concurrency", "default_workers",
-           "read_cache_mb", "transport"]
+           "lock_lease_seconds", "lock_wait", "max_growth_px", "read_cache_mb", "transport"]
 
 
 def _int(name: str, default: int) -> int:
@@ -86,3 +95,38 @@ def transport() -> str | None:
     if raw and raw not in ("adlfs", "obstore"):
         raise ValueError(f"PARCELZARR_TRANSPORT={raw!r}: use 'adlfs' or 'obstore'")
     return raw or None
+
+
+def _float(name: str, default: float, *, low: float, high: float = float("inf")) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def lock_wait() -> float:
+    """Seconds a writer waits for another writer's lock (``PARCELZARR_LOCK_WAIT``, 0)."""
+    return _float("PARCELZARR_LOCK_WAIT", 0.0, low=0.0)
+
+
+def lock_lease_seconds() -> int:
+    """Duration of an az:// writer lease (``PARCELZARR_LOCK_LEASE``, 30; Azure allows 15-60).
+
+    The holder renews it every third of it; a killed writer's lease expires after it.
+    """
+    return int(_float("PARCELZARR_LOCK_LEASE", 30, low=15, high=60))
+
+
+def max_growth_px() -> int:
+    """Pixels one source may add to a grid (``PARCELZARR_MAX_GROWTH_PX``, 1e10).
+
+    Ten billion pixels is a 1,000 km square at 10 m; a source beyond it is more likely
+    mis-georeferenced than meant.
+    """
+    return int(_float("PARCELZARR_MAX_GROWTH_PX", 1e10, low=1))

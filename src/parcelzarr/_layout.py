@@ -11,10 +11,9 @@ gives a georeferenced Dataset.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from ._commit import commit
 from ._grid import GridSpec
 
 __all__ = [
@@ -191,15 +191,17 @@ def create_band(
     attrs: Mapping[str, Any] | None = None,
     time_chunk: int = 1,
     inner_chunk: int | None = None,
+    spec: GridSpec | None = None,
 ) -> zarr.Array:
     """Create the ``(time, y, x)`` array of band ``name`` in a grid group.
 
     Objects are laid out on the grid's lattice (``spec.chunk_y`` x ``spec.chunk_x`` pixels by
     ``time_chunk`` dates). With ``inner_chunk`` each object is a shard of
     ``inner_chunk``-square chunks whose index sits at the *start* of the object (Azure Blob
-    Storage serves no suffix byte ranges).
+    Storage serves no suffix byte ranges). ``spec`` is the grid's extent when it differs from
+    the group's committed attributes (a grid growing in an uncommitted write).
     """
-    spec = grid_spec(group)
+    spec = spec or grid_spec(group)
     fill = 0 if nodata is None else nodata
     outer = (time_chunk, spec.chunk_y, spec.chunk_x)
     layout: dict[str, Any] = {"chunks": outer}
@@ -238,51 +240,6 @@ def band_info(arr: zarr.Array) -> BandInfo:
         scale_factor=attrs.get("scale_factor"),
         add_offset=attrs.get("add_offset"),
     )
-
-
-async def _consolidate(store: Any, path: str, attrs: Mapping[str, Any] | None) -> None:
-    """Write the group at ``path`` once: live attributes (updated by ``attrs``) plus the
-    consolidated metadata of everything below it (as :func:`zarr.consolidate_metadata`)."""
-    from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
-    from zarr.storage._common import make_store_path
-
-    store_path = await make_store_path(store, path=path)
-    group = await AsyncGroup.open(store_path, zarr_format=3, use_consolidated=False)
-    members = {
-        k: v.metadata
-        async for k, v in group.members(max_depth=None, use_consolidated_for_children=False)
-    }
-    for k, v in members.items():
-        if isinstance(v, GroupMetadata) and v.consolidated_metadata is None:
-            members[k] = dataclasses.replace(
-                v, consolidated_metadata=ConsolidatedMetadata(metadata={}))
-    ConsolidatedMetadata._flat_to_nested(members)
-    new_attrs = {**group.metadata.attributes, **(attrs or {})}
-    metadata = dataclasses.replace(group.metadata, attributes=new_attrs,
-                                   consolidated_metadata=ConsolidatedMetadata(metadata=members))
-    await dataclasses.replace(group, metadata=metadata)._save_metadata()
-
-
-def commit(store: Any, grids: Sequence[str], *,
-           attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Consolidate the metadata of ``grids`` and of the root: the commit point of a write.
-
-    Readers open consolidated metadata, so data written before this call stays invisible to
-    them until it returns (a half-written date is never seen). Group attributes that change
-    with a write (the root's grid list, a grown grid's spec) are passed as ``attrs`` (group
-    path -> attributes, ``""`` for the root) and written in the same single PUT of each
-    group's ``zarr.json``: a writer never rewrites a committed group document otherwise,
-    because that document *is* the commit record.
-    """
-    from zarr.core.sync import sync
-
-    attrs = attrs or {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized",
-                                category=UserWarning)
-        for name in [*grids, ""]:
-            sync(_consolidate(store, name, attrs.get(name)))
 
 
 def open_live(store: Any, path: str) -> zarr.Group:

@@ -10,10 +10,12 @@ __all__ = [
     "BandNotFoundError",
     "CredentialsError",
     "GeometryError",
+    "GridGrowthError",
     "IngestConflictError",
     "InvalidSourceError",
     "ParcelzarrError",
     "SourceNotFoundError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "StoreUnreachableError",
     "UnknownCRSError",
@@ -32,12 +34,20 @@ class InvalidSourceError(ParcelzarrError, ValueError):
     """A source exists but cannot be ingested (not a GeoTIFF, not georeferenced, ...)."""
 
 
+class GridGrowthError(InvalidSourceError):
+    """A source would add more pixels to a grid than the configured limit allows."""
+
+
 class IngestConflictError(ParcelzarrError, ValueError):
     """Sources disagree with each other or with the store (CRS, resolution, duplicates)."""
 
 
 class StoreNotFoundError(ParcelzarrError, FileNotFoundError):
     """The store URL does not point at a parcelzarr store."""
+
+
+class StoreLockedError(ParcelzarrError, TimeoutError):
+    """Another writer (ingest or compaction) holds the store's writer lock."""
 
 
 class StoreUnreachableError(ParcelzarrError, ConnectionError):
