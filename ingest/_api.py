@@ -31,13 +31,14 @@ from parcelzarr._layout import (
     open_root,
 )
 from parcelzarr._progress import progress
+from parcelzarr.errors import StoreLockedError
 
 from ._fingerprint import resolve_fingerprints
 from ._grow import grow_grid
 from ._manifest import Manifest
 from ._plan import BandSpec, IngestPlan, RegionTask, grid_name_of, plan_ingest
 from ._recover import committed_root, journal_writer, recover, rollback
-from ._relayout import Journal
+from ._relayout import RELAYOUT_KEY, Journal
 from ._run import Job, run_jobs
 from ._sources import SourceInfo, discover_sources
 
@@ -294,7 +295,7 @@ def ingest(
         # leaves the store untouched, and a run with nothing to do writes nothing at all.
         plan, _, _ = _plan(handle, srcs, hashes, chunk, limit)
         if not plan.tasks:
-            return _nothing_to_do(handle, plan, t0, ())
+            return _nothing_to_do(handle, plan, t0, _finish_cleanup(handle, storage_options))
         with writer_lock(handle, storage_options, wait=lock_timeout) as lock:
             undone = tuple(recover(handle))
             # Plan again from the committed state as it is now, under the lock.
@@ -325,6 +326,19 @@ def _plan(handle: StoreHandle, sources: Sequence[SourceInfo],
         chunk=chunk, max_growth_px=max_growth_px,
     )
     return plan, manifest, grids
+
+
+def _finish_cleanup(handle: StoreHandle,
+                    storage_options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """A relayout journal left by a run killed after its commit: delete the objects it
+    superseded, if no other writer is at work (then it is that writer's journal)."""
+    if not handle.exists(RELAYOUT_KEY):
+        return ()
+    try:
+        with writer_lock(handle, storage_options, wait=0):
+            return tuple(recover(handle))
+    except StoreLockedError:
+        return ()
 
 
 def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,

@@ -86,10 +86,13 @@ class BandInfo(dict[str, Any]):
 
 
 def create_grid(root: zarr.Group, spec: GridSpec) -> zarr.Group:
-    """Create the group, coordinates and grid mapping of ``spec`` (which must not exist)."""
-    group = root.require_group(spec.name)
+    """Create the group, coordinates and grid mapping of ``spec`` (which must not exist).
+
+    Attributes go in with each document (one write per node).
+    """
+    group = root.create_group(spec.name, attributes=grid_attrs(spec))
     _write_coords(group, spec)
-    time = group.create_array(
+    group.create_array(
         "time",
         shape=(0,),
         chunks=(_TIME_CHUNK,),
@@ -97,24 +100,19 @@ def create_grid(root: zarr.Group, spec: GridSpec) -> zarr.Group:
         fill_value=0,
         dimension_names=("time",),
         compressors=None,
-    )
-    time.attrs.update(
-        {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "standard_name": "time",
-         "axis": "T"}
+        attributes={"units": TIME_UNITS, "calendar": "proleptic_gregorian",
+                    "standard_name": "time", "axis": "T"},
     )
     crs = spec.crs
-    ref = group.create_array(
-        "spatial_ref", shape=(), dtype="int32", fill_value=0, compressors=None
-    )
-    ref.attrs.update(
-        {
+    group.create_array(
+        "spatial_ref", shape=(), dtype="int32", fill_value=0, compressors=None,
+        attributes={
             "crs_wkt": crs.to_wkt(),
             "spatial_ref": crs.to_wkt(),
             "GeoTransform": geotransform(spec),
             **{k: v for k, v in crs.to_cf().items() if k != "crs_wkt"},
-        }
+        },
     )
-    group.attrs.update(grid_attrs(spec))
     return group
 
 
@@ -152,6 +150,13 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
         ("x", np.asarray(spec.x_coords()), spec.width),
         ("y", np.asarray(spec.y_coords()), spec.height),
     ):
+        if geographic:
+            attrs = {
+                "standard_name": "longitude" if dim == "x" else "latitude",
+                "units": "degrees_east" if dim == "x" else "degrees_north",
+            }
+        else:
+            attrs = {"standard_name": f"projection_{dim}_coordinate", "units": "m"}
         arr = group.create_array(
             dim,
             shape=(size,),
@@ -161,16 +166,9 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
             dimension_names=(dim,),
             chunk_key_encoding={"name": "default", "separator": separator},
             overwrite=True,
+            attributes=attrs | {"axis": dim.upper()},
         )
         arr[:] = values
-        if geographic:
-            attrs = {
-                "standard_name": "longitude" if dim == "x" else "latitude",
-                "units": "degrees_east" if dim == "x" else "degrees_north",
-            }
-        else:
-            attrs = {"standard_name": f"projection_{dim}_coordinate", "units": "m"}
-        arr.attrs.update(attrs | {"axis": dim.upper()})
 
 
 def grid_spec(group: zarr.Group) -> GridSpec:
@@ -208,17 +206,6 @@ def create_band(
     if inner_chunk is not None and inner_chunk < max(spec.chunk_y, spec.chunk_x):
         layout = {"shards": {"shape": outer, "index_location": "start"},
                   "chunks": (time_chunk, inner_chunk, inner_chunk)}
-    arr = group.create_array(
-        name,
-        shape=(n_times, spec.height, spec.width),
-        **layout,
-        dtype=dtype,
-        fill_value=fill,
-        compressors=compressor or default_compressor(),
-        dimension_names=("time", "y", "x"),
-        # Chunks that are entirely nodata are not written: absent chunk == fill value.
-        config={"write_empty_chunks": False},
-    )
     band_attrs: dict[str, Any] = {
         "grid_mapping": "spatial_ref",
         "coordinates": "spatial_ref",
@@ -226,8 +213,18 @@ def create_band(
     if nodata is not None:
         band_attrs["_FillValue"] = encode_fill_value(nodata, np.dtype(dtype))
     band_attrs.update(attrs or {})
-    arr.attrs.update(band_attrs)
-    return arr
+    return group.create_array(
+        name,
+        shape=(n_times, spec.height, spec.width),
+        **layout,
+        dtype=dtype,
+        fill_value=fill,
+        compressors=compressor or default_compressor(),
+        dimension_names=("time", "y", "x"),
+        attributes=band_attrs,
+        # Chunks that are entirely nodata are not written: absent chunk == fill value.
+        config={"write_empty_chunks": False},
+    )
 
 
 def band_info(arr: zarr.Array) -> BandInfo:
