@@ -275,7 +275,7 @@ def ingest(
     t0 = _time.perf_counter()
     if times is not None and time is not None:
         raise TypeError("give either time= (one date) or times= (one date per file band)")
-    limit = _config.max_growth_px() if max_growth_px is None else max_growth_px
+    limit: Any = _config.max_growth_px() if max_growth_px is None else max_growth_px
     if isinstance(limit, float) and limit.is_integer():
         limit = int(limit)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:

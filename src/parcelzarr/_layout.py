@@ -150,6 +150,7 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
         ("x", np.asarray(spec.x_coords()), spec.width),
         ("y", np.asarray(spec.y_coords()), spec.height),
     ):
+        attrs: dict[str, Any]
         if geographic:
             attrs = {
                 "standard_name": "longitude" if dim == "x" else "latitude",
@@ -166,7 +167,7 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
             dimension_names=(dim,),
             chunk_key_encoding={"name": "default", "separator": separator},
             overwrite=True,
-            attributes=attrs | {"axis": dim.upper()},
+            attributes={**attrs, "axis": dim.upper()},
         )
         arr[:] = values
 
