@@ -157,7 +157,7 @@ def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
     chunk = [int(c) for c in committed["chunk_grid"]["configuration"]["chunk_shape"]]
     extent = [math.ceil(s / c) for s, c in zip(shape, chunk, strict=True)]
     stale, edges = [], []
-    for key in _list(handle, f"{path}/c", children=False):
+    for key in _list(handle, f"{path}/", children=False):  # not "{path}/c": see chunk_keys
         parsed = parse_chunk_key(path, key)
         if parsed is None:
             continue

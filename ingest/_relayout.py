@@ -103,7 +103,9 @@ def chunk_keys(store: Any, path: str, sep: str) -> list[tuple[str, tuple[int, ..
     """
 
     async def listing() -> list[str]:
-        return [k async for k in store.list_prefix(f"{path}/c")]
+        # The array's whole folder: stores list a prefix as a folder, so ``{path}/c`` would
+        # miss the ``c.0.1.2`` keys of the "." separator.
+        return [k async for k in store.list_prefix(f"{path}/")]
 
     head = f"{path}/c{sep}"
     out = []

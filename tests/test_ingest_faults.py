@@ -63,6 +63,7 @@ A1_20M = Src("T16TBK", D1, "B05", 20, (300_000.0, 4_500_000.0), 4)
 WEST1 = Src("T16TAK", D1, "B04", 10, (299_700.0, 4_499_900.0), 5)  # overlaps A1, same date
 NORTH2 = Src("T16TBL", D2, "B04", 10, (300_100.0, 4_500_300.0), 6)
 EAST3 = Src("T16TCK", D3, "B04", 10, (300_250.0, 4_499_950.0), 7)
+WEST3 = Src("T16TAK", D3, "B04", 10, (299_700.0, 4_499_900.0), 8)
 
 Step = tuple[str, Sequence[Src] | int]  # ("ingest", sources) or ("compact", time_chunk)
 
@@ -75,13 +76,16 @@ SCENARIOS: dict[str, tuple[list[Step], Step]] = {
     "compaction": ([("ingest", [A1]), ("ingest", [A2]), ("ingest", [A3])], ("compact", 2)),
     "eastward growth into a compacted time block": (
         [("ingest", [A1]), ("ingest", [A2]), ("compact", 4)], ("ingest", [EAST3])),
+    # compaction left the "." key separator: the growth moves the objects back to "/"
+    "westward growth of a compacted store": (
+        [("ingest", [A1]), ("ingest", [A2]), ("compact", 4)], ("ingest", [WEST3])),
 }
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("faults")
-    for src in (A1, A2, A3, A1_20M, WEST1, NORTH2, EAST3):
+    for src in (A1, A2, A3, A1_20M, WEST1, NORTH2, EAST3, WEST3):
         n = SIZE * 10 // src.res
         write_tif(out / src.name, scene_data((n, n), seed=src.seed), origin=src.origin,
                   res=float(src.res), block=16)
