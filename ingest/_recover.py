@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import zarr
 from parcelzarr.stores import StoreHandle
 from zarr.core.group import GroupMetadata
@@ -130,19 +131,23 @@ def _sync_groups(handle: StoreHandle, tree: Tree, undone: list[str]) -> None:
 def _clear_outside(handle: StoreHandle, path: str, doc: Mapping[str, Any],
                    edges: list[tuple[int, ...]], dims: list[int]) -> None:
     """Set the parts of the ``edges`` objects outside ``doc``'s extent (along ``dims``) to
-    the fill value, so that they never resurface when the array grows again."""
+    the fill value where they are not, so that an uncommitted write there never resurfaces
+    when the array grows again. Objects that hold nothing there are left untouched."""
     shape = [int(s) for s in doc["shape"]]
     chunk = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
     padded = dict(doc)
     padded["shape"] = [math.ceil(s / c) * c for s, c in zip(shape, chunk, strict=True)]
     arr = staged_array(handle.store, path, padded)
+    fill = arr.fill_value
     for coords in edges:
         for d in dims:
             if coords[d] != shape[d] // chunk[d]:
                 continue
             sel = [slice(c * k, (c + 1) * k) for c, k in zip(coords, chunk, strict=True)]
             sel[d] = slice(shape[d], (coords[d] + 1) * chunk[d])
-            arr[tuple(sel)] = arr.fill_value
+            outside = np.asarray(arr[tuple(sel)])
+            if not (np.all(outside == fill) or (fill != fill and np.all(outside != outside))):
+                arr[tuple(sel)] = fill
 
 
 def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
@@ -173,7 +178,7 @@ def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
              and live_shape[d] > shape[d] and shape[d] % chunk[d]]
     live_sep = (live or {}).get("chunk_key_encoding", {}).get("configuration", {}).get(
         "separator", sep)
-    if len(shape) == 3 and grown and live_sep == sep:
+    if grown and live_sep == sep:
         _clear_outside(handle, path, committed, edges, grown)
     if live != committed:
         write_doc(handle.store, path, committed)

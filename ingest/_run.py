@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
-from parcelzarr.stores import StoreHandle, open_store_handle
+from parcelzarr.stores import StoreHandle, open_store_handle, redact
+from rasterio.errors import RasterioIOError
 
 from parcelzarr import _config
 from parcelzarr._grid import GridSpec
+from parcelzarr.errors import InvalidSourceError
 
 from ._plan import IngestPlan, RegionTask
 from ._sources import SourceInfo, fetch_source
@@ -39,8 +41,15 @@ class Job:
 
 
 def _run(job: Job, sources: Sequence[SourceInfo], spec: GridSpec, array: zarr.Array) -> int:
-    return sum(write_region(task, sources, spec, array, t_index, merge_existing=merge)
-               for task, t_index, merge in job.items)
+    try:
+        return sum(write_region(task, sources, spec, array, t_index, merge_existing=merge)
+                   for task, t_index, merge in job.items)
+    except RasterioIOError as exc:  # a block past the ones checked up front is corrupt
+        uris = sorted({sources[i].uri for task, _, _ in job.items for i in task.sources})
+        raise InvalidSourceError(
+            f"cannot read {', '.join(uris)} ({redact(str(exc))[:200]}): nothing of this ingest "
+            "was committed; replace the file (download it again) and re-run"
+        ) from exc
 
 
 def _remote(job: Job, url: str, storage_options: Mapping[str, Any] | None,
