@@ -15,6 +15,13 @@ import zarr
 from parcelzarr.stores import StoreHandle, WriterLock, open_store_handle, writer_lock
 
 from parcelzarr import _config
+from parcelzarr._footprint import (
+    FOOTPRINT_ATTR,
+    Footprint,
+    footprints_of,
+    merge_footprints,
+    time_key,
+)
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import (
     FORMAT_VERSION,
@@ -36,10 +43,10 @@ from parcelzarr.errors import StoreLockedError
 from ._fingerprint import resolve_fingerprints
 from ._grow import grow_grid
 from ._manifest import Manifest
-from ._plan import BandSpec, IngestPlan, RegionTask, grid_name_of, plan_ingest
+from ._plan import BandSpec, IngestPlan, grid_name_of, plan_ingest
 from ._recover import committed_root, journal_writer, recover, rollback
 from ._relayout import RELAYOUT_KEY, Journal
-from ._run import Job, run_jobs
+from ._run import Job, JobItem, run_jobs
 from ._sources import SourceInfo, discover_sources
 
 __all__ = ["IngestReport", "ingest", "parse_time"]
@@ -141,6 +148,13 @@ class _Prepared:
     group: zarr.Group
     index: dict[datetime, int]
     preexisting: frozenset[datetime]
+    attrs: Mapping[str, Any]  # the grid group's committed attributes (footprints)
+
+    def committed(self, band: str, when: datetime) -> tuple[Footprint, ...]:
+        """Footprints of ``band`` at ``when`` already committed."""
+        if when not in self.preexisting:
+            return ()
+        return (footprints_of(self.attrs, band) or {}).get(time_key(when), ())
 
 
 def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name: str,
@@ -160,6 +174,11 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
         group = open_live(handle.store, name)
     times = _time_values(group)
     n_times = len(times)
+    attrs: dict[str, Any] = {FOOTPRINT_ATTR: {}}
+    if existing is not None:
+        attrs = dict(group.attrs)
+        if FOOTPRINT_ATTR not in attrs:  # bands committed before footprints were recorded
+            attrs[FOOTPRINT_ATTR] = legacy_footprints(group, existing, times)
     for band, bspec in gp.bands.items():
         if band not in group:
             create_band(group, band, dtype=np.dtype(bspec.dtype), nodata=bspec.nodata,
@@ -186,7 +205,7 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
         tarr[n_times:total] = np.array([seconds[t] for t in new], dtype="int64")
         for k, t in enumerate(new):
             index[t] = n_times + k
-    return _Prepared(group, index, frozenset(preexisting))
+    return _Prepared(group, index, frozenset(preexisting), attrs)
 
 
 def ingest(
@@ -350,10 +369,29 @@ def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
     return report
 
 
+def legacy_footprints(group: zarr.Group, spec: GridSpec, times: Sequence[int]) -> Any:
+    """Footprints for a grid committed before footprints were recorded: every committed
+    band and date covers the grid's extent at the time (an anonymous tile that sorts first,
+    so committed pixels keep winning where they are valid, as they did)."""
+    whole = Footprint("", spec.bounds)
+    new = {(band, time_key(np.datetime64(int(t), "s"))): [whole]
+           for band, arr in group.arrays() if arr.ndim == 3 for t in times[:arr.shape[0]]}
+    return merge_footprints({}, new)
+
+
+def footprints(sources: Sequence[SourceInfo]) -> dict[tuple[str, str], list[Footprint]]:
+    """Footprints of written sources by (band, time key)."""
+    out: dict[tuple[str, str], list[Footprint]] = {}
+    for s in sources:
+        out.setdefault((s.band, time_key(s.time)), []).append(
+            Footprint(s.tile_id, s.bounds, s.uri, s.band_index))
+    return out
+
+
 def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
     """Group tasks so that each job alone writes its objects (a compacted time block holds
     several dates: their tasks over one region run in one job, in order)."""
-    groups: dict[tuple[Any, ...], list[tuple[RegionTask, int, bool]]] = {}
+    groups: dict[tuple[Any, ...], list[JobItem]] = {}
     for task in plan.tasks:
         prep = prepared[task.grid]
         arr = prep.group[task.band]
@@ -361,7 +399,8 @@ def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
         tc = (arr.shards or arr.chunks)[0]
         t_index = prep.index[task.time]
         key = (task.grid, task.band, t_index // tc, task.row0, task.col0)
-        groups.setdefault(key, []).append((task, t_index, task.time in prep.preexisting))
+        groups.setdefault(key, []).append(
+            JobItem(task, t_index, prep.committed(task.band, task.time)))
     return [Job(grid=k[0], band=k[1], items=tuple(v)) for k, v in groups.items()]
 
 
@@ -400,9 +439,9 @@ def _execute(
     n_sources = len(remaining)
 
     def on_done(job: Job) -> None:
-        for t, _, _ in job.items:
-            bar.update(t.npixels * itemsize[t.sources[0]])
-            for i in t.sources:
+        for it in job.items:
+            bar.update(it.task.npixels * itemsize[it.task.sources[0]])
+            for i in it.task.sources:
                 remaining[i] -= 1
         bar.set_postfix_str(f"sources {sum(v == 0 for v in remaining.values())}/{n_sources}")
 
@@ -412,14 +451,18 @@ def _execute(
             scheduler=scheduler, storage_options=storage_options,
             source_storage_options=source_storage_options, on_done=on_done,
         )
-    # Commit: metadata last (a reader sees the new dates and the grown grids only now), then
-    # the manifest, then the objects a relayout superseded.
+    # Commit: metadata last (a reader sees the new dates and the grown grids only now), with
+    # each grid's spec and the footprints of the sources written in the same PUT of its
+    # document; then the manifest, then the objects a relayout superseded.
     lock.check()
-    attrs: dict[str, Mapping[str, Any]] = {
-        "": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}}
-    attrs.update({name: grid_attrs(gp.spec) for name, gp in plan.grids.items()})
-    commit(handle.store, list(plan.grids), attrs=attrs)
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
+    attrs: dict[str, dict[str, Any]] = {
+        "": {ROOT_ATTR: {"format": FORMAT_VERSION, "grids": names}}}
+    for g, gp in plan.grids.items():
+        written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
+        attrs[g] = {**grid_attrs(gp.spec),
+                    FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
+    commit(handle.store, list(plan.grids), attrs=attrs)
     for i, g in grid_of.items():
         s = plan.sources[i]
         manifest.record(f"{g}/{s.key}", s)

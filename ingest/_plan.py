@@ -36,8 +36,8 @@ class BandSpec:
 class RegionTask:
     """Write one block of chunks of one band and date from the sources that cover it.
 
-    ``sources`` are indices into :attr:`IngestPlan.sources`, in priority order: where two
-    sources overlap, the first valid (non-nodata) pixel wins.
+    ``sources`` are indices into :attr:`IngestPlan.sources`, in priority order (tile id):
+    where two sources overlap, the first valid (non-nodata) pixel wins.
     """
 
     grid: str
@@ -155,9 +155,10 @@ def plan_ingest(
     existing = dict(existing or {})
     existing_bands = existing_bands or {}
     done = done or {}
-    # Priority: earlier tiles win overlaps; stable order by (time, tile, uri).
+    # Priority where sources of one band and date overlap: the smallest tile id (or file
+    # name) wins, whatever the order or the runs they are ingested in (see _footprint).
     order = sorted(range(len(sources)), key=lambda i: (
-        sources[i].time, sources[i].tile or "", sources[i].uri, sources[i].band_index))
+        sources[i].time, sources[i].tile_id, sources[i].band_index, sources[i].uri))
     srcs = [sources[i] for i in order]
     specs: dict[str, GridSpec] = {}
     grid_of: dict[int, str] = {}

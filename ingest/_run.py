@@ -19,6 +19,7 @@ from parcelzarr.stores import StoreHandle, open_store_handle, redact
 from rasterio.errors import RasterioIOError
 
 from parcelzarr import _config
+from parcelzarr._footprint import Footprint
 from parcelzarr._grid import GridSpec
 from parcelzarr.errors import InvalidSourceError
 
@@ -26,26 +27,42 @@ from ._plan import IngestPlan, RegionTask
 from ._sources import SourceInfo, fetch_source
 from ._write import write_region
 
-__all__ = ["Job", "run_jobs"]
+__all__ = ["Job", "JobItem", "run_jobs"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class JobItem:
+    """One task of a job: where it writes and what it merges with.
+
+    ``committed`` are the footprints of this band and date already in the store (empty for a
+    new date).
+    """
+
+    task: RegionTask
+    time_index: int
+    committed: tuple[Footprint, ...] = ()
+
+
+@dataclass(frozen=True)
 class Job:
-    """Tasks of one band writing one region, with their time index and merge flag."""
+    """Tasks of one band writing one region (one time block of it)."""
 
     grid: str
     band: str
-    items: tuple[tuple[RegionTask, int, bool], ...]
+    items: tuple[JobItem, ...]
 
 
-def _run(job: Job, sources: Sequence[SourceInfo], spec: GridSpec, array: zarr.Array) -> int:
+def _run(job: Job, sources: Sequence[SourceInfo], spec: GridSpec, array: zarr.Array,
+         source_storage_options: Mapping[str, Any] | None = None) -> int:
     try:
-        return sum(write_region(task, sources, spec, array, t_index, merge_existing=merge)
-                   for task, t_index, merge in job.items)
+        return sum(write_region(it.task, sources, spec, array, it.time_index,
+                                committed=it.committed,
+                                source_storage_options=source_storage_options)
+                   for it in job.items)
     except RasterioIOError as exc:  # a block past the ones checked up front is corrupt
-        uris = sorted({sources[i].uri for task, _, _ in job.items for i in task.sources})
+        uris = sorted({sources[i].uri for it in job.items for i in it.task.sources})
         raise InvalidSourceError(
             f"cannot read {', '.join(uris)} ({redact(str(exc))[:200]}): nothing of this ingest "
             "was committed; replace the file (download it again) and re-run"
@@ -65,7 +82,8 @@ def _remote(job: Job, url: str, storage_options: Mapping[str, Any] | None,
     with open_store_handle(url, storage_options) as handle:
         arr = zarr.open_array(handle.store, path=f"{job.grid}/{job.band}", mode="r+",
                               zarr_format=3, config={"write_empty_chunks": False})
-        return _run(job, local, spec, arr)  # type: ignore[arg-type]
+        return _run(job, local, spec, arr,  # type: ignore[arg-type]
+                    source_storage_options)
 
 
 def run_jobs(
@@ -94,7 +112,7 @@ def run_jobs(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
             pool.submit(_run, job, plan.sources, plan.grids[job.grid].spec,
-                        arrays[(job.grid, job.band)]): job
+                        arrays[(job.grid, job.band)], source_storage_options): job
             for job in jobs
         }
         for fut in as_completed(futures):
@@ -114,7 +132,7 @@ def _run_dask(jobs: Sequence[Job], *, plan: IngestPlan, url: str, scheduler: str
     try:
         futures = []
         for job in jobs:
-            used = {i for t, _, _ in job.items for i in t.sources}
+            used = {i for it in job.items for i in it.task.sources}
             # Ship only the sources the job reads (by index), not the whole plan.
             srcs = [s if i in used else None for i, s in enumerate(plan.sources)]
             fut = client.submit(_remote, job, url, storage_options, source_storage_options,

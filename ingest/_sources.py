@@ -92,10 +92,15 @@ class SourceInfo:
         return (c, f + e * self.height, c + a * self.width, f)
 
     @property
+    def tile_id(self) -> str:
+        """The tile id, or the file name for sources without one: unique per band and date,
+        and the source's priority where sources of one band and date overlap."""
+        return self.tile or Path(self.uri).name
+
+    @property
     def key(self) -> str:
         """Identity in the manifest: band, time and tile (or file name)."""
-        tile = self.tile or Path(self.uri).name
-        return f"{self.band}/{self.time.isoformat()}/{tile}"
+        return f"{self.band}/{self.time.isoformat()}/{self.tile_id}"
 
 
 def expand_sources(

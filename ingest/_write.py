@@ -1,40 +1,51 @@
-"""Execute region tasks: read source windows, merge overlaps, write whole chunks."""
+"""Execute region tasks: read source windows, merge overlaps, write whole chunks.
+
+Overlap rule: at every pixel, the valid pixel of the source with the smallest tile id (or file
+name) among the sources of that band and date wins. A source added to a date that already
+holds committed sources merges with them under the same rule, so the committed store does not
+depend on the order in which sources were ingested, nor on how they were split across runs.
+Pixels that no source covers stay "no data", for layers without declared nodata too (the
+grid's footprints say which pixels are covered; see :mod:`parcelzarr._footprint`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
 import zarr
+from parcelzarr.stores import parse_location
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from parcelzarr import _config
+from parcelzarr._footprint import (
+    Footprint,
+    covered_mask,
+    empty_value,
+    valid_mask,
+    windows_of,
+)
 from parcelzarr._grid import GridSpec
+from parcelzarr.errors import IngestConflictError
 
 from ._plan import RegionTask
-from ._sources import SourceInfo
+from ._sources import SourceInfo, fetch_source
 
-__all__ = ["merge_first_valid", "read_region", "write_region"]
+__all__ = ["read_region", "write_region"]
 
 logger = logging.getLogger(__name__)
 
-
-def _valid(data: np.ndarray, nodata: float | int | None) -> np.ndarray:
-    if nodata is None:
-        return np.ones(data.shape, dtype=bool)
-    if isinstance(nodata, float) and np.isnan(nodata):
-        return ~np.isnan(data)
-    return data != nodata
+_NONE = np.iinfo(np.int64).max  # rank of "no source provides this pixel"
 
 
-def merge_first_valid(
-    base: np.ndarray, base_valid: np.ndarray, new: np.ndarray, new_valid: np.ndarray
-) -> None:
-    """Fill invalid pixels of ``base`` (in place) from valid pixels of ``new``."""
-    take = ~base_valid & new_valid
-    base[take] = new[take]
-    base_valid |= take
+def _offsets(transform: Sequence[float], spec: GridSpec) -> tuple[int, int]:
+    """Grid (row, col) of a source's pixel (0, 0) (same lattice: integer offsets)."""
+    _a, _, c, _, _e, f = transform[:6]
+    return round((spec.y0 - f) / spec.res_y), round((c - spec.x0) / spec.res_x)
 
 
 def read_region(
@@ -42,30 +53,93 @@ def read_region(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The part of ``src`` inside grid pixels [row0:row1, col0:col1], nodata elsewhere.
 
-    Returns ``(data, valid)`` or None when the source does not reach the region.
+    Returns ``(data, valid)`` or None when the source does not reach the region. ``valid``
+    is False outside the source's footprint and where the source holds nodata (or NaN).
     """
-    _a, _, c, _, _e, f = src.transform
-    # Source pixel (0, 0) in grid pixel coordinates (same lattice: integer offsets).
-    off_r = round((spec.y0 - f) / spec.res_y)
-    off_c = round((c - spec.x0) / spec.res_x)
+    off_r, off_c = _offsets(src.transform, spec)
     r0, r1 = max(row0, off_r), min(row1, off_r + src.height)
     c0, c1 = max(col0, off_c), min(col1, off_c + src.width)
     if r0 >= r1 or c0 >= c1:
         return None
-    fill = 0 if src.nodata is None else src.nodata
-    out = np.full((row1 - row0, col1 - col0), fill, dtype=src.dtype)
+    out = np.full((row1 - row0, col1 - col0), empty_value(np.dtype(src.dtype), src.nodata),
+                  dtype=src.dtype)
+    valid = np.zeros(out.shape, dtype=bool)
+    inner = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
     with rasterio.open(src.local_path) as ds:
         window = Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0)
-        out[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ds.read(src.band_index, window=window)
-    valid = _valid(out, src.nodata)
+        out[inner] = ds.read(src.band_index, window=window)
+    valid[inner] = valid_mask(out[inner], src.nodata)
     if src.dn_shift:  # older processing baseline: into the store's DN convention
         top = np.iinfo(out.dtype).max if out.dtype.kind in "iu" else None
         shifted = out[valid].astype(np.int64) + src.dn_shift
         out[valid] = np.clip(shifted, None, top).astype(out.dtype)
-    if src.nodata is None:  # outside the source footprint is not valid
-        valid[:] = False
-        valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = True
     return out, valid
+
+
+def _committed_valid(fp: Footprint, nodata: float | int | None, spec: GridSpec,
+                     task: RegionTask, options: Mapping[str, Any] | None,
+                     tiles: Sequence[str]) -> np.ndarray:
+    """Valid pixels of an already committed source over the task's region (re-read)."""
+    try:
+        loc = parse_location(fp.uri)
+        path = (loc.path if loc.protocol == "file"
+                else fetch_source(fp.uri, options, _config.cache_dir() / "sources"))
+        with rasterio.open(path) as ds:
+            off_r, off_c = _offsets(tuple(ds.transform)[:6], spec)
+            r0, r1 = max(task.row0, off_r), min(task.row1, off_r + ds.height)
+            c0, c1 = max(task.col0, off_c), min(task.col1, off_c + ds.width)
+            out = np.zeros((task.row1 - task.row0, task.col1 - task.col0), dtype=bool)
+            if r0 < r1 and c0 < c1:
+                block = ds.read(fp.band_index,
+                                window=Window(c0 - off_c, r0 - off_r, c1 - c0, r1 - r0))
+                out[r0 - task.row0:r1 - task.row0, c0 - task.col0:c1 - task.col0] = (
+                    valid_mask(block, nodata))
+            bounds = tuple(ds.bounds)
+    except (OSError, RasterioIOError) as exc:
+        raise IngestConflictError(
+            f"{task.band} {task.time:%Y-%m-%d}: placing {', '.join(tiles)} by the overlap rule "
+            f"needs the valid pixels of {fp.tile}, already in the store, but {fp.uri} cannot be "
+            "read; make it readable again (same path) and re-run"
+        ) from exc
+    if not np.allclose(bounds, fp.bounds, rtol=0, atol=1e-6 * max(spec.res_x, spec.res_y)):
+        raise IngestConflictError(
+            f"{fp.uri} no longer has the bounds it had when tile {fp.tile} was ingested; "
+            f"restore it to place {', '.join(tiles)} by the overlap rule"
+        )
+    return out
+
+
+def _committed_ranks(data: np.ndarray, nodata: float | int | None, spec: GridSpec,
+                     task: RegionTask, committed: Sequence[Footprint],
+                     rank: Mapping[str, int], new_max: int,
+                     options: Mapping[str, Any] | None, tiles: Sequence[str]) -> np.ndarray:
+    """Per pixel, the rank of the committed source that provides the stored value
+    (``_NONE`` where none does). Sources are re-read only where two committed footprints
+    overlap and a new source ranks below the first of them."""
+    rows = np.arange(task.row0, task.row1)[:, None]
+    cols = np.arange(task.col0, task.col1)[None, :]
+    order = sorted(committed, key=lambda f: rank[f.tile])
+    cover = [covered_mask(windows_of(spec, [fp]), rows, cols) for fp in order]
+    best = np.full(data.shape, _NONE, dtype=np.int64)
+    if not cover:
+        return best
+    count = np.sum(cover, axis=0)
+    ok = valid_mask(data, nodata) & (count > 0)
+    for fp, cv in zip(order, cover, strict=True):
+        best[ok & (count == 1) & cv] = rank[fp.tile]
+    multi = ok & (count >= 2)
+    for fp, cv in zip(order, cover, strict=True):
+        m = multi & cv & (best == _NONE)
+        if not m.any():
+            continue
+        whole = (nodata is None and data.dtype.kind != "f") or not fp.uri  # (no uri: legacy)
+        if rank[fp.tile] > new_max or whole:
+            # Every new source outranks it (and all later ones), or the whole footprint is
+            # valid: no need to know more.
+            best[m] = rank[fp.tile]
+            continue
+        best[m & _committed_valid(fp, nodata, spec, task, options, tiles)] = rank[fp.tile]
+    return best
 
 
 def write_region(
@@ -75,25 +149,37 @@ def write_region(
     array: zarr.Array,
     time_index: int,
     *,
-    merge_existing: bool,
+    committed: Sequence[Footprint] = (),
+    source_storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Write one task; returns the number of pixels written.
 
-    With ``merge_existing`` the block already in the store wins where it is valid (an earlier
-    ingested tile of the same date), so re-running or adding an overlapping tile is safe.
+    ``committed`` are the footprints of sources of this band and date already committed:
+    their stored pixels are merged with the task's sources under the overlap rule.
     """
     shape = (task.row1 - task.row0, task.col1 - task.col0)
-    nodata = sources[task.sources[0]].nodata
-    fill = 0 if nodata is None else nodata
-    data = np.full(shape, fill, dtype=sources[task.sources[0]].dtype)
-    valid = np.zeros(shape, dtype=bool)
-    if merge_existing:
-        data = np.asarray(array[time_index, task.row0 : task.row1, task.col0 : task.col1])
-        valid = _valid(data, nodata)
-        data = data.copy()
-    for i in task.sources:
+    first = sources[task.sources[0]]
+    nodata = first.nodata
+    region = (time_index, slice(task.row0, task.row1), slice(task.col0, task.col1))
+    new = sorted((sources[i].tile_id, i) for i in task.sources)
+    if committed:
+        tiles = sorted({fp.tile for fp in committed} | {t for t, _ in new})
+        rank = {t: k for k, t in enumerate(tiles)}
+        data = np.asarray(array[region]).copy()
+        best = _committed_ranks(data, nodata, spec, task, committed, rank,
+                                max(rank[t] for t, _ in new), source_storage_options,
+                                [t for t, _ in new])
+    else:
+        data = np.full(shape, empty_value(np.dtype(first.dtype), nodata), dtype=first.dtype)
+        best = np.full(shape, _NONE, dtype=np.int64)
+        rank = {t: k for k, (t, _) in enumerate(new)}
+    for tile, i in new:
         part = read_region(sources[i], spec, task.row0, task.row1, task.col0, task.col1)
-        if part is not None:
-            merge_first_valid(data, valid, *part)
-    array[time_index, task.row0 : task.row1, task.col0 : task.col1] = data
+        if part is None:
+            continue
+        values, valid = part
+        take = valid & (best > rank[tile])
+        data[take] = values[take]
+        best[take] = rank[tile]
+    array[region] = data
     return int(data.size)

@@ -19,11 +19,13 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from zarr import AsyncArray
+
+from parcelzarr._footprint import covered_mask, valid_mask, window_covered
 
 from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, label_chunk, outside_pixels
@@ -80,17 +82,24 @@ class GridJob:
     categorical: bool = False
     mask: MaskSource | None = None
     workers: int = 2
+    #: Pixel windows ``(n, 4)`` of the sources of (band, time index), for bands without
+    #: nodata: pixels outside them hold no data (the fill value is a valid code there).
+    footprints: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
 
-def _valid(v: np.ndarray, nodata: float | int | None) -> np.ndarray:
-    if nodata is None:
-        return np.ones(v.shape, dtype=bool) if v.dtype.kind != "f" else ~np.isnan(v)
-    if isinstance(nodata, float) and np.isnan(nodata):
-        return ~np.isnan(v)
-    ok = v != nodata
-    if v.dtype.kind == "f":
-        ok &= ~np.isnan(v)
-    return ok
+def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
+             ) -> np.ndarray | None:
+    """Which of a chunk's pixels ``pix`` (flat indices) a band's sources cover; None: all."""
+    if windows is None:
+        return None
+    r0, r1, c0, c1 = window
+    whole = window_covered(windows, r0, r1, c0, c1)
+    if whole is True:
+        return None
+    if whole is False:
+        return np.zeros(pix.shape, dtype=bool)
+    width = c1 - c0
+    return covered_mask(windows, r0 + pix // width, c0 + pix % width)
 
 
 class _Reducer:
@@ -138,15 +147,20 @@ class _Reducer:
             if layer.formula is None:
                 band = layer.inputs[0]
                 v = data[(band, layer.time_index)].ravel()[pix]
-                ok = _valid(v, job.nodata[band])
+                ok = valid_mask(v, job.nodata[band])
             else:
                 inputs = {b: data[(b, layer.time_index)].ravel()[pix] for b in layer.inputs}
                 ok = np.ones(pix.shape, dtype=bool)
                 for b, arr in inputs.items():
-                    ok &= _valid(arr, job.nodata[b])
+                    ok &= valid_mask(arr, job.nodata[b])
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     v = np.asarray(layer.formula(inputs), dtype=np.float64)
                 ok &= np.isfinite(v)
+            for b in layer.inputs:
+                cov = _covered(job.footprints.get((b, layer.time_index)), pix,
+                               (r0, r1, c0, c1))
+                if cov is not None:
+                    ok &= cov
             bad = masks.get(layer.time_index)
             if bad is not None:
                 ok &= ~bad.ravel()[pix]

@@ -18,6 +18,14 @@ from rasterio.features import geometry_mask
 from zarr.core.sync import sync
 
 from parcelzarr import _config
+from parcelzarr._footprint import (
+    FOOTPRINT_ATTR,
+    Footprint,
+    covered_mask,
+    footprints_of,
+    time_key,
+    windows_of,
+)
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
 from parcelzarr._progress import progress
@@ -50,6 +58,25 @@ class GridInfo:
     spec: GridSpec
     bands: Mapping[str, Mapping[str, Any]]
     times: np.ndarray
+    #: band -> time key -> committed source footprints (None: written before they were
+    #: recorded, every pixel of the grid counts as covered).
+    footprints: Mapping[str, Mapping[str, tuple[Footprint, ...]]] | None = None
+
+    def source_windows(self, band: str, t_index: int) -> np.ndarray:
+        """Pixel windows ``(n, 4)`` of the sources of ``band`` at time index ``t_index`` (the
+        whole grid for a store written before footprints were recorded)."""
+        if self.footprints is None:
+            return np.array([[0, self.spec.height, 0, self.spec.width]], dtype=np.int64)
+        fps = self.footprints.get(band, {}).get(time_key(self.times[t_index]), ())
+        return windows_of(self.spec, fps)
+
+    def footprint_windows(self, band: str, t_index: int) -> np.ndarray | None:
+        """:meth:`source_windows` for a band without declared nodata, whose fill value is a
+        valid code; None where nodata already marks uncovered pixels (or for a legacy
+        store)."""
+        if self.footprints is None or self.bands[band]["nodata"] is not None:
+            return None
+        return self.source_windows(band, t_index)
 
 
 @dataclass
@@ -177,7 +204,10 @@ class ParcelStore:
             assert isinstance(time_arr, zarr.Array)
             t = np.asarray(time_arr[:]).astype("datetime64[s]") if bands else np.array(
                 [], dtype="datetime64[s]")
-            self.grids[name] = GridInfo(name, grid_spec(group), bands, t)
+            fps = {b: footprints_of(group.attrs, b) for b in bands}
+            known = {b: v for b, v in fps.items() if v is not None}
+            self.grids[name] = GridInfo(name, grid_spec(group), bands, t,
+                                        known if len(known) == len(fps) else None)
         self.last_report: QueryReport | None = None
         #: Options the store was opened with (handed to Dask workers; never printed).
         self.storage_options: dict[str, Any] | None = None
@@ -235,7 +265,16 @@ class ParcelStore:
             grid = next(iter(self.grids))
         if grid not in self.grids:
             raise KeyError(f"no grid {grid!r}; the store has {list(self.grids)}")
-        return xr.open_zarr(self._handle.store, group=grid, consolidated=True)
+        ds = xr.open_zarr(self._handle.store, group=grid, consolidated=True)
+        ds.attrs.pop(FOOTPRINT_ATTR, None)
+        info = self.grids[grid]
+        for band in info.bands:
+            if info.footprints is None or info.bands[band]["nodata"] is not None:
+                continue  # nodata marks uncovered pixels already
+            ds[band] = ds[band].where(
+                xr.DataArray(_covered_lazy(info, band, ds[band].data.chunks),
+                             dims=ds[band].dims))
+        return ds
 
     # -- queries -------------------------------------------------------------------------
     def zonal_stats(
@@ -361,6 +400,8 @@ class ParcelStore:
                 concurrency=concurrency or _config.default_concurrency(),
                 coverage=coverage, categorical=categorical, workers=_config.default_workers(),
                 mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
+                footprints={(b, la.time_index): w for la in layers for b in la.inputs
+                            if (w := info.footprint_windows(b, la.time_index)) is not None},
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:
@@ -614,10 +655,18 @@ class ParcelStore:
         x = info.spec.x0 + (np.arange(c0, c1) + 0.5) * info.spec.res_x
         y = info.spec.y0 - (np.arange(r0, r1) + 0.5) * info.spec.res_y
         data_vars = {}
+        rows, cols = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :]
         for band, block in zip(band_list, blocks, strict=True):
             bi = info.bands[band]
-            fill = 0 if bi["nodata"] is None else bi["nodata"]
-            block = np.where(inside[None], block, np.asarray(fill, dtype=block.dtype))
+            if bi["nodata"] is None and info.footprints is not None:
+                # No fill value is free to mean "no data": float, NaN outside the parcel
+                # and where no source covers the pixel.
+                covered = np.stack([covered_mask(info.source_windows(band, int(t)),
+                                                 rows, cols) for t in t_idx])
+                block = np.where(inside[None] & covered, block, np.nan)
+            else:
+                fill = 0 if bi["nodata"] is None else bi["nodata"]
+                block = np.where(inside[None], block, np.asarray(fill, dtype=block.dtype))
             attrs = {k: v for k, v in (("_FillValue", bi["nodata"]),
                                        ("scale_factor", bi.get("scale_factor")),
                                        ("add_offset", bi.get("add_offset"))) if v is not None}
@@ -668,6 +717,19 @@ class ParcelStore:
                 out["grids"][name]["stored_bytes"] = sum(v["stored_bytes"]
                                                          for v in bands.values())
         return out
+
+
+def _covered_lazy(info: GridInfo, band: str, chunks: tuple[tuple[int, ...], ...]) -> Any:
+    """A lazy (dask) boolean ``(time, y, x)`` array: pixels a source of ``band`` covers."""
+    import dask.array as da
+
+    def block(block_info: Any = None) -> np.ndarray:
+        (t0, t1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        rows, cols = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]
+        return np.stack([covered_mask(info.source_windows(band, t), rows, cols)
+                         for t in range(t0, t1)]).reshape(t1 - t0, y1 - y0, x1 - x0)
+
+    return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
 
 
 def _stored(handle: StoreHandle, prefix: str) -> tuple[int, int]:

@@ -148,9 +148,10 @@ def _check_grid(group: zarr.Group, grid: str, runs: list[list[Src]], folder: Pat
         arr = group[band]
         assert arr.shape == (len(dates), y.size, x.size)
         for t, date in enumerate(dates):
-            # earlier runs win overlaps (what is stored wins), then tiles by name
-            order = [s for run in runs for s in sorted(run, key=lambda s: s.tile)
-                     if s.grid == grid and s.band == band and s.date == date]
+            # where tiles overlap the smallest tile id wins, whatever the runs
+            order = sorted((s for run in runs for s in run
+                            if s.grid == grid and s.band == band and s.date == date),
+                           key=lambda s: s.tile)
             expect = _canvas(x, y, [folder / s.name for s in order])
             np.testing.assert_array_equal(arr[t], expect, err_msg=f"{grid} {band} {date}")
 

@@ -57,7 +57,8 @@ def test_one_run_growing_west_and_east_keeps_both_tiles(tmp_path: Path) -> None:
     report = pz.ingest([str(west), str(east)], url, quiet=True)
     assert report.sources_written == 2
     group = _grid(url)
-    np.testing.assert_array_equal(group["B04"][0], _expected(group, [first, west, east]))
+    # overlaps: the smallest tile id wins
+    np.testing.assert_array_equal(group["B04"][0], _expected(group, [west, first, east]))
 
 
 def _contents(url: str) -> dict[str, bytes]:

@@ -178,8 +178,8 @@ def test_killed_writer_releases_the_lock(transport: str, tmp_path: Path,
 def test_memory_store_one_writer(scenes: dict[str, list[Path]]) -> None:
     """``memory://`` stores (one process) have the same rule."""
     url = "memory://writer-lock-test"
-    with open_store_handle(url) as handle, writer_lock(handle):
-        with pytest.raises(StoreLockedError, match="memory://writer-lock-test"):
-            pz.ingest([str(p) for p in scenes[DATES[0]]], url, quiet=True, chunk_size=64)
+    with open_store_handle(url) as handle, writer_lock(handle), pytest.raises(
+            StoreLockedError, match="memory://writer-lock-test"):
+        pz.ingest([str(p) for p in scenes[DATES[0]]], url, quiet=True, chunk_size=64)
     report = pz.ingest([str(p) for p in scenes[DATES[0]]], url, quiet=True, chunk_size=64)
     assert report.sources_written == 4

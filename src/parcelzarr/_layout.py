@@ -22,6 +22,7 @@ import zarr
 import zarr.codecs
 
 from ._commit import commit
+from ._footprint import empty_value
 from ._grid import GridSpec
 
 __all__ = [
@@ -201,7 +202,7 @@ def create_band(
     the group's committed attributes (a grid growing in an uncommitted write).
     """
     spec = spec or grid_spec(group)
-    fill = 0 if nodata is None else nodata
+    fill = empty_value(np.dtype(dtype), nodata)
     outer = (time_chunk, spec.chunk_y, spec.chunk_x)
     layout: dict[str, Any] = {"chunks": outer}
     if inner_chunk is not None and inner_chunk < max(spec.chunk_y, spec.chunk_x):
