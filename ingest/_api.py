@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from parcelzarr.stores import StoreHandle, open_store_handle
+from parcelzarr.stores import StoreHandle, WriterLock, open_store_handle, writer_lock
 
 from parcelzarr import _config
 from parcelzarr._footprint import (
@@ -29,6 +29,7 @@ from parcelzarr._layout import (
     commit,
     create_band,
     create_grid,
+    grid_attrs,
     grid_names,
     grid_spec,
     open_live,
@@ -36,12 +37,15 @@ from parcelzarr._layout import (
     root_attrs,
 )
 from parcelzarr._progress import progress
+from parcelzarr.errors import StoreLockedError
 
+from ._fingerprint import resolve_fingerprints
 from ._grow import grow_grid
 from ._manifest import Manifest
 from ._names import check_layer_name
-from ._plan import BandSpec, IngestPlan, plan_ingest
-from ._recover import committed_root, journal_writer, recover
+from ._plan import BandSpec, IngestPlan, grid_name_of, plan_ingest
+from ._recover import committed_root, journal_writer, recover, rollback
+from ._relayout import RELAYOUT_KEY, Journal
 from ._run import Job, JobItem, run_jobs
 from ._sources import SourceInfo, discover_sources
 
@@ -195,15 +199,16 @@ class _Prepared:
 
 
 def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name: str,
-                  existing: GridSpec | None, inner_chunk: int | None) -> _Prepared:
-    """Create or grow the grid, its bands and its time axis; returns time indices."""
+                  existing: GridSpec | None, inner_chunk: int | None,
+                  journal: Journal) -> _Prepared:
+    """Create or grow the grid, its bands and its time axis (live documents only: all of it
+    becomes visible at the commit); returns time indices."""
     gp = plan.grids[name]
     if existing is not None:
         group = open_live(handle.store, name)
         if gp.spec != existing:
             bands_present = [k for k, a in group.arrays() if a.ndim == 3]
-            grow_grid(handle.store, name, existing, gp.spec, bands_present,
-                      journal=journal_writer(handle))
+            grow_grid(handle.store, name, existing, gp.spec, bands_present, journal=journal)
             group = open_live(handle.store, name)
     else:
         create_grid(root, gp.spec)
@@ -218,7 +223,8 @@ def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name:
     for band, bspec in gp.bands.items():
         if band not in group:
             create_band(group, band, dtype=np.dtype(bspec.dtype), nodata=bspec.nodata,
-                        n_times=n_times, attrs=bspec.attrs, inner_chunk=inner_chunk)
+                        n_times=n_times, attrs=bspec.attrs, inner_chunk=inner_chunk,
+                        spec=gp.spec)
     index: dict[datetime, int] = {}
     preexisting: set[datetime] = set()
     seconds = {t: int(np.datetime64(t, "s").astype(np.int64)) for t in gp.times}
@@ -261,12 +267,15 @@ def ingest(
     workers: int | None = None,
     scheduler: str | Any | None = None,
     quiet: bool = False,
+    lock_timeout: float | None = None,
+    max_growth_px: int | None = None,
 ) -> IngestReport:
     """Rewrite GeoTIFF bands into parcel-sized Zarr chunks in ``store``.
 
     Safe to interrupt at any point and to re-run: data is written first and becomes visible
-    at one commit (consolidated metadata); a re-run undoes what a killed run left
-    uncommitted and completes it; sources already ingested are skipped.
+    at one commit (consolidated metadata), grid growth included; a re-run undoes what a
+    killed run left uncommitted and completes it; sources already ingested (the same bytes,
+    by SHA-256) are skipped. One writer at a time: the ingest holds the store's writer lock.
 
     Parameters
     ----------
@@ -309,6 +318,12 @@ def ingest(
         by its workers, one task per output region.
     quiet:
         No progress bar.
+    lock_timeout:
+        Seconds to wait while another ingest or compaction writes the store (default
+        ``PARCELZARR_LOCK_WAIT``, 0: fail at once).
+    max_growth_px:
+        Most pixels one source may add to a grid, creating or growing it (default
+        ``PARCELZARR_MAX_GROWTH_PX``, 1e10): a mis-georeferenced file fails up front.
 
     Returns
     -------
@@ -317,12 +332,14 @@ def ingest(
 
     Raises
     ------
-    InvalidSourceError, IngestConflictError, SourceNotFoundError
+    InvalidSourceError, IngestConflictError, SourceNotFoundError, GridGrowthError
         Before anything is written.
     ValueError
         Before anything is written: ``chunk_size``, ``inner_chunk`` or ``workers`` out of range
         (1 to 16,384 px; ``inner_chunk`` must divide the object edge), a ``band`` name that is
         not a name or is reserved, a ``time`` that is not a date.
+    StoreLockedError
+        Another writer held the store for longer than ``lock_timeout``; nothing was written.
 
     Examples
     --------
@@ -335,6 +352,11 @@ def ingest(
     _check_chunking(chunk_size, inner_chunk, workers)
     if times is not None and time is not None:
         raise TypeError("give either time= (one date) or times= (one date per file band)")
+    limit: Any = _config.max_growth_px() if max_growth_px is None else max_growth_px
+    if isinstance(limit, float) and limit.is_integer():
+        limit = int(limit)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise TypeError(f"max_growth_px must be a positive int, got {max_growth_px!r}")
     with open_store_handle(store, storage_options) as handle:
         handle.check_reachable()
         src_opts = (source_storage_options if source_storage_options is not None
@@ -345,22 +367,65 @@ def ingest(
             storage_options=src_opts,
             cache_dir=_config.cache_dir() / "sources", band_times=band_times,  # type: ignore[arg-type]
         )
-        committed = committed_root(handle)
-        grids, present = _existing(committed)
-        manifest = Manifest.load(handle)
-        plan = plan_ingest(
-            srcs, existing=grids, existing_bands=present, done=manifest.fingerprints(),
-            recorded=manifest.sources, force=force, chunk=chunk_size or _config.default_chunk(),
-        )
+        chunk = chunk_size or _config.default_chunk()
+        hashes: dict[tuple[str, str], str] = {}
+        # Check everything against the committed store first, without the lock: bad input
+        # leaves the store untouched, and a run with nothing to do writes nothing at all.
+        plan, _, _ = _plan(handle, srcs, hashes, chunk, limit, force)
         if not plan.tasks:
-            report = IngestReport(handle.url, 0, len(plan.skipped), (), 0, 0, 0,
-                                  _time.perf_counter() - t0, tuple(s.uri for s in plan.skipped))
-            logger.info("%s", report)
-            return report
-        undone = recover(handle)
-        return _execute(handle, plan, manifest, grids, workers=workers, scheduler=scheduler,
-                        storage_options=storage_options, source_storage_options=src_opts,
-                        inner_chunk=inner_chunk, quiet=quiet, t0=t0, recovered=tuple(undone))
+            return _nothing_to_do(handle, plan, t0, _finish_cleanup(handle, storage_options))
+        with writer_lock(handle, storage_options, wait=lock_timeout) as lock:
+            undone = tuple(recover(handle))
+            # Plan again from the committed state as it is now, under the lock.
+            plan, manifest, grids = _plan(handle, srcs, hashes, chunk, limit, force)
+            if not plan.tasks:
+                return _nothing_to_do(handle, plan, t0, undone)
+            try:
+                return _execute(handle, plan, manifest, grids, lock, workers=workers,
+                                scheduler=scheduler, storage_options=storage_options,
+                                source_storage_options=src_opts, inner_chunk=inner_chunk,
+                                quiet=quiet, t0=t0, recovered=undone)
+            except Exception:
+                rollback(handle, lock)
+                raise
+
+
+def _plan(handle: StoreHandle, sources: Sequence[SourceInfo],
+          hashes: dict[tuple[str, str], str], chunk: int,
+          max_growth_px: int, force: bool) -> tuple[IngestPlan, Manifest, dict[str, GridSpec]]:
+    """Plan against the committed store; sources get their content fingerprints."""
+    committed = committed_root(handle)
+    grids, present = _existing(committed)
+    manifest = Manifest.load(handle)
+    hashes.update(manifest.known_hashes())
+    srcs = resolve_fingerprints(sources, hashes)
+    plan = plan_ingest(
+        srcs, existing=grids, existing_bands=present, done=manifest.done(srcs, grid_name_of),
+        recorded=manifest.sources, force=force, chunk=chunk, max_growth_px=max_growth_px,
+    )
+    return plan, manifest, grids
+
+
+def _finish_cleanup(handle: StoreHandle,
+                    storage_options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """A relayout journal left by a run killed after its commit: delete the objects it
+    superseded, if no other writer is at work (then it is that writer's journal)."""
+    if not handle.exists(RELAYOUT_KEY):
+        return ()
+    try:
+        with writer_lock(handle, storage_options, wait=0):
+            return tuple(recover(handle))
+    except StoreLockedError:
+        return ()
+
+
+def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
+                   recovered: tuple[str, ...]) -> IngestReport:
+    report = IngestReport(handle.url, 0, len(plan.skipped), (), 0, 0, 0,
+                          _time.perf_counter() - t0, tuple(s.uri for s in plan.skipped),
+                          recovered=recovered)
+    logger.info("%s", report)
+    return report
 
 
 def legacy_footprints(group: zarr.Group, spec: GridSpec, times: Sequence[int]) -> Any:
@@ -403,6 +468,7 @@ def _execute(
     plan: IngestPlan,
     manifest: Manifest,
     existing: Mapping[str, GridSpec],
+    lock: WriterLock,
     *,
     workers: int | None,
     scheduler: str | Any | None,
@@ -415,7 +481,9 @@ def _execute(
 ) -> IngestReport:
     before = handle.counters.snapshot()["bytes_written"]
     root = open_root(handle.store, write=True)
-    prepared = {name: _prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk)
+    journal = Journal(journal_writer(handle))
+    prepared = {name: _prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk,
+                                    journal)
                 for name in plan.grids}
     root = open_root(handle.store, write=True)
     names = sorted(set(grid_names(root)) | set(plan.grids))
@@ -442,18 +510,22 @@ def _execute(
             scheduler=scheduler, storage_options=storage_options,
             source_storage_options=source_storage_options, on_done=on_done,
         )
-    # Commit: metadata last (a reader sees the new dates only now), with the footprints of
-    # the sources written in the same PUT of each grid's document; then the manifest.
+    # Commit: metadata last (a reader sees the new dates and the grown grids only now), with
+    # each grid's spec and the footprints of the sources written in the same PUT of its
+    # document; then the manifest, then the objects a relayout superseded.
+    lock.check()
     grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
     attrs: dict[str, dict[str, Any]] = {"": root_attrs(names)}
-    for g in plan.grids:
+    for g, gp in plan.grids.items():
         written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
-        attrs[g] = {FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
+        attrs[g] = {**grid_attrs(gp.spec),
+                    FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
     commit(handle.store, list(plan.grids), attrs=attrs)
     for i, g in grid_of.items():
         s = plan.sources[i]
-        manifest.record(f"{g}/{s.key}", s.uri, s.fingerprint, s.band_index)
+        manifest.record(f"{g}/{s.key}", s)
     manifest.save(handle)
+    journal.finish(handle.store)
     report = IngestReport(
         store=handle.url,
         sources_written=len(grid_of),

@@ -7,7 +7,8 @@ spatial chunk. Appends keep working afterwards: a new date lands in its time blo
 object is rewritten whole, with the committed dates unchanged).
 
 Safe to interrupt and to re-run: the new objects are written beside the live ones under the
-other chunk-key separator and swapped in at one commit (see :mod:`._relayout`).
+other chunk-key separator and swapped in at one commit (see :mod:`._relayout`). It holds the
+store's writer lock throughout, like an ingest.
 """
 
 from __future__ import annotations
@@ -23,23 +24,24 @@ from typing import Any
 
 import numpy as np
 import zarr
-from parcelzarr.stores import open_store_handle
+from parcelzarr.stores import open_store_handle, writer_lock
 
 from parcelzarr import _config
-from parcelzarr._layout import GRID_ATTR, grid_names, other_separator
+from parcelzarr._layout import GRID_ATTR, commit, grid_names, other_separator
 from parcelzarr._progress import progress
 from parcelzarr.errors import StoreNotFoundError
 
-from ._recover import committed_root, journal_writer, recover
+from ._recover import committed_root, journal_writer, recover, rollback
 from ._relayout import (
     ArrayChange,
+    Journal,
     chunk_keys,
     clear_other,
-    finish_relayout,
     read_doc,
     separator_of,
     staged_array,
     with_separator,
+    write_doc,
 )
 
 __all__ = ["DEFAULT_TIME_CHUNK", "CompactReport", "compact"]
@@ -114,6 +116,7 @@ def compact(
     storage_options: Mapping[str, Any] | None = None,
     workers: int | None = None,
     quiet: bool = False,
+    lock_timeout: float | None = None,
 ) -> CompactReport:
     """Rechunk every band of ``store`` to ``time_chunk`` dates per object.
 
@@ -130,6 +133,9 @@ def compact(
         Threads (default: cores).
     quiet:
         No progress bar.
+    lock_timeout:
+        Seconds to wait for another writer of the store (default ``PARCELZARR_LOCK_WAIT``,
+        0: fail at once with :class:`~parcelzarr.errors.StoreLockedError`).
 
     Returns
     -------
@@ -138,9 +144,10 @@ def compact(
 
     Notes
     -----
-    Do not run it at the same time as an ingest into the same store. Readers may keep
-    reading during a compaction; one that opened the store before the swap and reads after
-    the old objects were deleted sees nodata, and must re-open the store.
+    It holds the store's writer lock: an ingest into the same store waits for it, or fails
+    with ``StoreLockedError``. Readers may keep reading during a compaction; one that opened
+    the store before the swap and reads after the old objects were deleted sees nodata, and
+    must re-open the store.
 
     Examples
     --------
@@ -152,47 +159,64 @@ def compact(
     t0 = _time.perf_counter()
     with open_store_handle(store, storage_options) as handle:
         handle.check_reachable()
-        before = handle.counters.snapshot()["bytes_written"]
-        recover(handle)
-        root = committed_root(handle)
-        if root is None:
+        if committed_root(handle) is None:
             raise StoreNotFoundError(f"no parcelzarr store at {handle.url}")
-        todo: list[tuple[str, str, dict[str, Any]]] = []
-        for name in grid_names(root):
-            group = root[name]
-            assert isinstance(group, zarr.Group)
-            if GRID_ATTR not in group.attrs:
-                continue
-            for key, arr in group.arrays():
-                if arr.ndim != 3:
-                    continue
-                doc = read_doc(handle.store, f"{name}/{key}")
-                if doc["chunk_grid"]["configuration"]["chunk_shape"][0] != time_chunk:
-                    todo.append((name, key, doc))
-        objects_before = objects_after = 0
-        bar = progress(total=None, desc="compact", unit="block", quiet=quiet)
-        with bar:
-            for name in dict.fromkeys(g for g, _, _ in todo):
-                changes = []
-                for grid, key, doc in todo:
-                    if grid != name:
-                        continue
-                    change, n_before, n_after = _rechunk(
-                        handle.store, f"{name}/{key}", doc, time_chunk,
-                        workers or _config.default_workers(), lambda: bar.update(1))
-                    changes.append(change)
-                    objects_before += n_before
-                    objects_after += n_after
-                finish_relayout(handle.store, changes, grids=[name],
-                                journal=journal_writer(handle))
+        before = handle.counters.snapshot()["bytes_written"]
+        with writer_lock(handle, storage_options, wait=lock_timeout) as lock:
+            try:
+                counts = _compact_locked(handle, lock, time_chunk, workers, quiet)
+            except Exception:
+                rollback(handle, lock)
+                raise
         report = CompactReport(
-            store=handle.url, arrays=tuple(f"{g}/{k}" for g, k, _ in todo),
-            objects_before=objects_before, objects_after=objects_after,
+            store=handle.url, arrays=counts[0], objects_before=counts[1],
+            objects_after=counts[2],
             bytes_written=handle.counters.snapshot()["bytes_written"] - before,
             seconds=_time.perf_counter() - t0,
         )
         logger.info("%s", report)
         return report
+
+
+def _compact_locked(handle: Any, lock: Any, time_chunk: int, workers: int | None,
+                    quiet: bool) -> tuple[tuple[str, ...], int, int]:
+    recover(handle)
+    root = committed_root(handle)
+    if root is None:
+        raise StoreNotFoundError(f"no parcelzarr store at {handle.url}")
+    todo: list[tuple[str, str, dict[str, Any]]] = []
+    for name in grid_names(root):
+        group = root[name]
+        assert isinstance(group, zarr.Group)
+        if GRID_ATTR not in group.attrs:
+            continue
+        for key, arr in group.arrays():
+            if arr.ndim != 3:
+                continue
+            doc = read_doc(handle.store, f"{name}/{key}")
+            if doc["chunk_grid"]["configuration"]["chunk_shape"][0] != time_chunk:
+                todo.append((name, key, doc))
+    objects_before = objects_after = 0
+    journal = Journal(journal_writer(handle))
+    bar = progress(total=None, desc="compact", unit="block", quiet=quiet)
+    with bar:
+        for name in dict.fromkeys(g for g, _, _ in todo):
+            items = [(f"{g}/{k}", doc) for g, k, doc in todo if g == name]
+            journal.add([p for p, _ in items])
+            changes: list[ArrayChange] = []
+            for path, doc in items:
+                change, n_before, n_after = _rechunk(
+                    handle.store, path, doc, time_chunk,
+                    workers or _config.default_workers(), lambda: bar.update(1))
+                changes.append(change)
+                objects_before += n_before
+                objects_after += n_after
+            for change in changes:
+                write_doc(handle.store, change.path, change.doc)
+            lock.check()
+            commit(handle.store, [name])
+            journal.finish(handle.store)
+    return tuple(f"{g}/{k}" for g, k, _ in todo), objects_before, objects_after
 
 
 def blocks_needed(n_times: int, time_chunk: int) -> int:

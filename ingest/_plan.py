@@ -16,11 +16,11 @@ from typing import Any
 from pyproj import CRS
 
 from parcelzarr._grid import GridSpec
-from parcelzarr.errors import IngestConflictError
+from parcelzarr.errors import GridGrowthError, IngestConflictError
 
 from ._sources import SourceInfo
 
-__all__ = ["BandSpec", "GridPlan", "IngestPlan", "RegionTask", "plan_ingest"]
+__all__ = ["BandSpec", "GridPlan", "IngestPlan", "RegionTask", "grid_name_of", "plan_ingest"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,27 @@ def _source_grid(src: SourceInfo, chunk: int) -> GridSpec:
     )
 
 
+def grid_name_of(src: SourceInfo) -> str:
+    """Name of the grid ``src`` belongs to (CRS and resolution), e.g. ``utm16n/10m``."""
+    return _source_grid(src, 256).name
+
+
+def _area(spec: GridSpec | None) -> int:
+    return 0 if spec is None else spec.width * spec.height
+
+
+def _check_growth(src: SourceInfo, before: GridSpec | None, after: GridSpec,
+                  limit: int | None) -> None:
+    added = _area(after) - _area(before)
+    if limit is not None and added > limit:
+        raise GridGrowthError(
+            f"{src.uri} would add {added:,} px to grid {after.name} ({after.width:,} x "
+            f"{after.height:,} px after it), more than the limit of {limit:,} px: check its "
+            "georeferencing, or raise the limit (--max-growth-px, Python max_growth_px=, "
+            "PARCELZARR_MAX_GROWTH_PX) if the grid really is meant to be that large"
+        )
+
+
 def _check_duplicates(sources: Sequence[SourceInfo], grid_of: Mapping[int, str]) -> None:
     seen: dict[str, tuple[SourceInfo, str]] = {}
     for i, src in enumerate(sources):
@@ -110,6 +131,7 @@ def plan_ingest(
     force: bool = False,
     chunk: int = 256,
     region_chunks: int = 8,
+    max_growth_px: int | None = None,
 ) -> IngestPlan:
     """Plan writing ``sources`` into a store that already has ``existing`` grids.
 
@@ -133,6 +155,9 @@ def plan_ingest(
         Chunk edge in pixels for new grids.
     region_chunks:
         Tasks write blocks of ``region_chunks`` x ``region_chunks`` chunks.
+    max_growth_px:
+        Most pixels one source may add to a grid (creating it, or growing it); None: no
+        limit. A source beyond it raises :class:`GridGrowthError`.
     """
     existing = dict(existing or {})
     existing_bands = existing_bands or {}
@@ -146,6 +171,7 @@ def plan_ingest(
     grid_of: dict[int, str] = {}
     for i, src in enumerate(srcs):
         own = _source_grid(src, chunk)
+        # the grid as grown by the sources before this one (else as in the store)
         base = specs.get(own.name) or existing.get(own.name)
         if base is not None:
             own = GridSpec.covering(
@@ -158,6 +184,7 @@ def plan_ingest(
                     "(different pixel phase or chunking); resample it onto that grid first"
                 )
             own = base.union(own)
+        _check_growth(src, base, own, max_growth_px)
         specs[own.name] = own
         grid_of[i] = own.name
     _check_duplicates(srcs, grid_of)

@@ -1,28 +1,54 @@
-"""Undo what a killed run left uncommitted, so the live store equals the committed one.
+"""Undo what a killed or failed writer left uncommitted, so the live store equals the committed.
 
-The commit point is the consolidated metadata (:func:`parcelzarr._layout.commit`). Whatever
-the live metadata holds beyond it was written by a run that did not finish: grids and arrays
-that are not committed are deleted, and time slots past the committed length are cleared
-(their chunk objects deleted, or filled with nodata where a compacted time block also holds
-committed dates) and cut off. A later run therefore never commits junk it did not write.
+The commit point is the root's consolidated metadata (:mod:`parcelzarr._commit`): it *is* the
+committed store. Recovery never changes it; it brings everything else back in line with it:
+
+* grid documents out of step with the root (a commit stopped between the two) are rewritten
+  from the root;
+* groups and arrays the root does not hold are deleted (a first ingest, a new grid, a new
+  band that were not committed);
+* every array whose live document differs from the committed one, or that a relayout journal
+  names, loses the objects the committed document cannot address: objects under the other
+  chunk-key separator (an uncommitted relayout, or the leftovers of a committed one), past
+  the committed number of dates, or outside the committed extent; objects partly outside it
+  (a time block shared with committed dates, a grid's edge chunks) are cleared there. Then
+  its live document is restored.
+
+Every step is idempotent and the document is restored last, so a recovery that is itself
+interrupted is simply done again. It runs under the writer lock, before an ingest or a
+compaction plans anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import zarr
 from parcelzarr.stores import StoreHandle
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from parcelzarr._layout import grid_names, open_live, open_root
+from parcelzarr._commit import Tree, doc_json, group_document, write_metadata
+from parcelzarr._layout import ROOT_ATTR, open_root
 
-from ._relayout import RELAYOUT_KEY, chunk_keys, delete_keys, read_doc, recover_relayout
+from ._relayout import (
+    RELAYOUT_KEY,
+    delete_keys,
+    parse_chunk_key,
+    read_doc,
+    recover_legacy_relayout,
+    staged_array,
+    write_doc,
+)
 
-__all__ = ["committed_root", "journal_writer", "recover"]
+__all__ = ["committed_root", "committed_tree", "journal_writer", "recover", "rollback"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +66,18 @@ def committed_root(handle: StoreHandle) -> zarr.Group | None:
     return root if root.metadata.consolidated_metadata is not None else None
 
 
+def committed_tree(handle: StoreHandle) -> Tree:
+    """Committed metadata by node path (``""``: the root); empty if nothing was committed."""
+    root = committed_root(handle)
+    if root is None:
+        return {}
+    consolidated = root.metadata.consolidated_metadata
+    assert consolidated is not None
+    tree: Tree = {"": root.metadata}
+    tree.update(consolidated.flattened_metadata)
+    return tree
+
+
 def journal_writer(handle: StoreHandle) -> Any:
     """A function that writes (or, given None, deletes) the relayout journal."""
 
@@ -52,69 +90,155 @@ def journal_writer(handle: StoreHandle) -> Any:
     return write
 
 
-def _delete_prefix(handle: StoreHandle, prefix: str) -> None:
+def _list(handle: StoreHandle, prefix: str, *, children: bool) -> list[str]:
     async def listing() -> list[str]:
-        return [k async for k in handle.store.list_prefix(prefix + "/")]
+        if children:
+            return [k async for k in handle.store.list_dir(prefix)]
+        return [k async for k in handle.store.list_prefix(prefix)]
 
-    delete_keys(handle.store, sync(listing()))
+    return sorted(sync(listing()))
 
 
-def _truncate(handle: StoreHandle, live: zarr.Array, path: str, keep: int) -> None:
-    """Clear time slots ``keep:`` of the band array at ``path`` and cut them off."""
-    doc = read_doc(handle.store, path)
-    tc = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
-    sep = str(doc["chunk_key_encoding"]["configuration"]["separator"])
-    first_free = math.ceil(keep / tc)
-    keys = chunk_keys(handle.store, path, sep)
-    delete_keys(handle.store, [k for k, c in keys if c[0] >= first_free])
-    if keep % tc:  # a time block shared with committed dates: fill the dead slots
-        block = keep // tc
-        _, cy, cx = doc["chunk_grid"]["configuration"]["chunk_shape"]
-        for _k, c in keys:
-            if c[0] == block:
-                live[keep:min(live.shape[0], (block + 1) * tc),
-                     c[1] * cy:(c[1] + 1) * cy, c[2] * cx:(c[2] + 1) * cx] = live.fill_value
-    sync(live._async_array.resize((keep, *live.shape[1:]), delete_outside_chunks=False))
+def _live_doc(handle: StoreHandle, path: str, kind: Any) -> dict[str, Any] | None:
+    """The live ``zarr.json`` at ``path`` in zarr's own serialisation (None: none, unreadable)."""
+    try:
+        return dict(doc_json(kind.from_dict(read_doc(handle.store, path))))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _grid_list(tree: Tree) -> list[str]:
+    meta = tree[""].attributes.get(ROOT_ATTR) or {} if tree else {}
+    return [str(g) for g in meta.get("grids", [])] if isinstance(meta, dict) else []
+
+
+def _sync_groups(handle: StoreHandle, tree: Tree, undone: list[str]) -> None:
+    """Rewrite group documents that differ from the root's record of them."""
+    grids = set(_grid_list(tree))
+    for path, meta in tree.items():
+        if not path or not isinstance(meta, GroupMetadata):
+            continue
+        live = _live_doc(handle, path, GroupMetadata)
+        if path in grids or (live or {}).get("consolidated_metadata"):
+            expect = group_document(tree, path)
+        else:
+            expect = dataclasses.replace(meta, consolidated_metadata=None)
+        if live != doc_json(expect):
+            write_metadata(handle.store, path, expect)
+            undone.append(f"rewrote {path}/zarr.json from the commit")
+
+
+def _clear_outside(handle: StoreHandle, path: str, doc: Mapping[str, Any],
+                   edges: list[tuple[int, ...]], dims: list[int]) -> None:
+    """Set the parts of the ``edges`` objects outside ``doc``'s extent (along ``dims``) to
+    the fill value where they are not, so that an uncommitted write there never resurfaces
+    when the array grows again. Objects that hold nothing there are left untouched."""
+    shape = [int(s) for s in doc["shape"]]
+    chunk = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+    padded = dict(doc)
+    padded["shape"] = [math.ceil(s / c) * c for s, c in zip(shape, chunk, strict=True)]
+    arr = staged_array(handle.store, path, padded)
+    fill = arr.fill_value
+    for coords in edges:
+        for d in dims:
+            if coords[d] != shape[d] // chunk[d]:
+                continue
+            sel = [slice(c * k, (c + 1) * k) for c, k in zip(coords, chunk, strict=True)]
+            sel[d] = slice(shape[d], (coords[d] + 1) * chunk[d])
+            outside = np.asarray(arr[tuple(sel)])
+            if not (np.all(outside == fill) or (fill != fill and np.all(outside != outside))):
+                arr[tuple(sel)] = fill
+
+
+def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
+                undone: list[str]) -> None:
+    """Bring one committed array's objects and live document back to the commit."""
+    committed = doc_json(meta)
+    live = _live_doc(handle, path, ArrayV3Metadata)
+    if live == committed and not journalled:
+        return
+    sep = str(committed["chunk_key_encoding"]["configuration"]["separator"])
+    shape = [int(s) for s in committed["shape"]]
+    chunk = [int(c) for c in committed["chunk_grid"]["configuration"]["chunk_shape"]]
+    extent = [math.ceil(s / c) for s, c in zip(shape, chunk, strict=True)]
+    stale, edges = [], []
+    for key in _list(handle, f"{path}/", children=False):  # not "{path}/c": see chunk_keys
+        parsed = parse_chunk_key(path, key)
+        if parsed is None:
+            continue
+        key_sep, coords = parsed
+        if key_sep != sep or len(coords) != len(shape) or any(
+                c >= n for c, n in zip(coords, extent, strict=True)):
+            stale.append(key)
+        else:
+            edges.append(coords)
+    delete_keys(handle.store, stale)
+    live_shape = [int(s) for s in (live or {}).get("shape", shape)]
+    grown = [d for d in range(len(shape)) if len(live_shape) == len(shape)
+             and live_shape[d] > shape[d] and shape[d] % chunk[d]]
+    live_sep = (live or {}).get("chunk_key_encoding", {}).get("configuration", {}).get(
+        "separator", sep)
+    if grown and live_sep == sep:
+        _clear_outside(handle, path, committed, edges, grown)
+    if live != committed:
+        write_doc(handle.store, path, committed)
+    if len(shape) == 3 and len(live_shape) == 3 and live_shape[0] > shape[0]:
+        undone.append(f"cleared {live_shape[0] - shape[0]} uncommitted date(s) of {path}")
+    if len(shape) == 3 and live_shape[1:] != shape[1:]:
+        undone.append(f"undid the uncommitted growth of {path}")
+    if stale:
+        undone.append(f"deleted {len(stale)} uncommitted or superseded object(s) of {path}")
+
+
+def _walk(handle: StoreHandle, tree: Tree, path: str, journal: set[str],
+          undone: list[str]) -> None:
+    """Delete live nodes below group ``path`` that are not committed; sync committed ones."""
+    for name in _list(handle, path, children=True):
+        if name == "zarr.json" or (not path and name.startswith("parcelzarr-")):
+            continue
+        child = f"{path}/{name}" if path else name
+        meta = tree.get(child)
+        if meta is None:
+            keys = _list(handle, f"{child}/", children=False)
+            delete_keys(handle.store, keys)
+            if keys:
+                undone.append(f"deleted uncommitted {child} ({len(keys)} object(s))")
+        elif isinstance(meta, GroupMetadata):
+            _walk(handle, tree, child, journal, undone)
+        else:
+            _sync_array(handle, child, meta, child in journal, undone)
 
 
 def recover(handle: StoreHandle) -> list[str]:
-    """Bring the live store back to its committed state; returns what was undone."""
+    """Bring the live store back to its committed state; returns what was undone.
+
+    Call it only while holding the store's writer lock: what it deletes may otherwise be a
+    running writer's uncommitted work.
+    """
     undone: list[str] = []
     journal = journal_writer(handle)
-    if recover_relayout(handle.store, handle.read_json(RELAYOUT_KEY), journal):
+    record = handle.read_json(RELAYOUT_KEY)
+    if record and "phase" in record:
+        recover_legacy_relayout(handle.store, record, journal)
         undone.append("finished an interrupted relayout")
-    if not handle.exists("zarr.json"):
-        return undone
-    live_root = open_root(handle.store, write=True)
-    committed = committed_root(handle)
-    live_grids = grid_names(live_root)
-    done_grids = grid_names(committed) if committed is not None else []
-    for name in live_grids:
-        if name not in done_grids:
-            _delete_prefix(handle, name)
-            undone.append(f"deleted uncommitted grid {name}")
-            continue
-        assert committed is not None
-        cgroup, lgroup = committed[name], open_live(handle.store, name)
-        assert isinstance(cgroup, zarr.Group)
-        assert isinstance(lgroup, zarr.Group)
-        cnames = {k for k, _ in cgroup.arrays()}
-        for key, arr in lgroup.arrays():
-            path = f"{name}/{key}"
-            if key not in cnames:
-                _delete_prefix(handle, path)
-                undone.append(f"deleted uncommitted array {path}")
-                continue
-            if arr.ndim == 0:
-                continue
-            carr = cgroup[key]
-            assert isinstance(carr, zarr.Array)
-            keep = carr.shape[0]
-            if arr.ndim == 3 and arr.shape[0] > keep:
-                _truncate(handle, arr, path, keep)
-                undone.append(f"cleared {arr.shape[0] - keep} uncommitted date(s) of {path}")
-            elif key == "time" and arr.shape[0] > keep:
-                sync(arr._async_array.resize((keep,), delete_outside_chunks=False))
+        record = None
+    tree = committed_tree(handle)
+    _sync_groups(handle, tree, undone)
+    _walk(handle, tree, "", set((record or {}).get("arrays", [])), undone)
+    if record is not None:
+        journal(None)
     for line in undone:
         logger.warning("recovery: %s", line)
     return undone
+
+
+def rollback(handle: StoreHandle, lock: Any) -> None:
+    """After a failed write: undo it now if the writer ``lock`` is still ours (else another
+    writer may own what is uncommitted; the next run's recovery does it)."""
+    if not lock.held:
+        return
+    try:
+        recover(handle)
+    except Exception as exc:  # never mask the error that made us roll back
+        logger.error("could not undo the failed write (%s: %s); the next ingest or "
+                     "compaction will", type(exc).__name__, str(exc)[:200])

@@ -3,15 +3,18 @@
 Growing a grid to the west or north moves every chunk key (chunk boundaries sit on a fixed
 lattice), and compaction changes the chunk shape. Both are done the same way:
 
-1. **fill**: write the new chunk objects under the *other* chunk-key separator (``c/0/1/2`` vs
-   ``c.0.1.2``), next to the live ones; nothing live is touched, so readers (and a crash) see
-   the old array intact. A re-run first deletes stray keys of the other separator.
-2. **swap**: record the new array documents in the journal (``parcelzarr-relayout.json``),
-   write them to ``zarr.json``, then commit (consolidate): readers switch in one step.
-3. **clean**: delete the old separator's keys, then the journal.
+1. **journal**: record the arrays about to change in ``parcelzarr-relayout.json``.
+2. **fill**: write the new chunk objects under the *other* chunk-key separator (``c/0/1/2``
+   vs ``c.0.1.2``), next to the committed ones, and point the arrays' *live* documents at
+   them. Nothing readers see is touched.
+3. **commit** (:func:`parcelzarr._layout.commit`): readers switch in one step, together with
+   whatever else the write did (an ingest's new data).
+4. **clean**: delete the old separator's objects, then the journal.
 
-A run that finds the journal in the *swap* phase finishes steps 2–3 (idempotent); in the
-*fill* phase the live store is unchanged and the operation simply starts again.
+Recovery (:mod:`._recover`) needs no more than the journal and the committed metadata: for
+each journalled array, objects under the separator the *committed* document does not use are
+deleted. Before the commit those are the new objects (the relayout is undone, and a re-run
+starts it afresh), after it the old ones (step 4 is finished).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from parcelzarr._layout import commit, other_separator
 __all__ = [
     "RELAYOUT_KEY",
     "ArrayChange",
+    "Journal",
     "chunk_keys",
     "delete_keys",
-    "finish_relayout",
+    "parse_chunk_key",
     "read_doc",
-    "recover_relayout",
+    "recover_legacy_relayout",
     "staged_array",
+    "write_doc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,7 +103,9 @@ def chunk_keys(store: Any, path: str, sep: str) -> list[tuple[str, tuple[int, ..
     """
 
     async def listing() -> list[str]:
-        return [k async for k in store.list_prefix(f"{path}/c")]
+        # The array's whole folder: stores list a prefix as a folder, so ``{path}/c`` would
+        # miss the ``c.0.1.2`` keys of the "." separator.
+        return [k async for k in store.list_prefix(f"{path}/")]
 
     head = f"{path}/c{sep}"
     out = []
@@ -162,33 +169,51 @@ def clear_other(store: Any, path: str, live_sep: str) -> None:
     delete_keys(store, [k for k, _ in chunk_keys(store, path, other_separator(live_sep))])
 
 
-def finish_relayout(
-    store: Any,
-    changes: Sequence[ArrayChange],
-    *,
-    group_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    array_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    grids: Sequence[str],
-    journal: Callable[[Mapping[str, Any] | None], None],
-) -> None:
-    """Steps 2 and 3: journal, swap documents, commit, delete the old keys, clear journal.
+class Journal:
+    """The relayout journal of one write: the arrays whose objects are being written anew.
 
-    ``group_attrs``/``array_attrs`` map a path to attributes replaced in the same swap
-    (the grid's spec, ``spatial_ref``'s GeoTransform).
+    ``writer`` stores a record (or deletes it, given None); see
+    :func:`parcelzarr.ingest._recover.journal_writer`.
     """
-    record = {
-        "phase": "swap",
-        "grids": list(grids),
-        "changes": [{"path": c.path, "doc": c.doc} for c in changes],
-        "group_attrs": dict(group_attrs or {}),
-        "array_attrs": dict(array_attrs or {}),
-    }
-    journal(record)
-    _apply_swap(store, record)
-    journal(None)
+
+    def __init__(self, writer: Callable[[Mapping[str, Any] | None], None]) -> None:
+        self._write = writer
+        self.paths: list[str] = []
+
+    def add(self, paths: Sequence[str]) -> None:
+        """Step 1: record ``paths`` (before any of their new objects is written)."""
+        self.paths += [p for p in paths if p not in self.paths]
+        self._write({"format": 2, "arrays": list(self.paths)})
+
+    def finish(self, store: Any) -> int:
+        """Step 4, after the commit: delete the objects the arrays no longer use, then the
+        journal; returns the objects deleted."""
+        if not self.paths:
+            return 0
+        deleted = 0
+        for path in self.paths:
+            sep = other_separator(separator_of(read_doc(store, path)))
+            keys = [k for k, _ in chunk_keys(store, path, sep)]
+            delete_keys(store, keys)
+            deleted += len(keys)
+        self._write(None)
+        self.paths = []
+        return deleted
 
 
-def _apply_swap(store: Any, record: Mapping[str, Any]) -> None:
+def parse_chunk_key(path: str, key: str) -> tuple[str, tuple[int, ...]] | None:
+    """``(separator, chunk coords)`` of a chunk key of the array at ``path``, else None."""
+    head = f"{path}/c"
+    if not key.startswith(head) or len(key) <= len(head) + 1:
+        return None
+    sep = key[len(head)]
+    parts = key[len(head) + 1:].split(sep)
+    if sep not in ("/", ".") or not all(p.isdigit() for p in parts):
+        return None
+    return sep, tuple(int(p) for p in parts)
+
+
+def _apply_legacy_swap(store: Any, record: Mapping[str, Any]) -> None:
     for change in record["changes"]:
         write_doc(store, change["path"], change["doc"])
     for path, attrs in record["array_attrs"].items():
@@ -201,17 +226,15 @@ def _apply_swap(store: Any, record: Mapping[str, Any]) -> None:
         clear_other(store, change["path"], new_sep)
 
 
-def recover_relayout(
+def recover_legacy_relayout(
     store: Any,
-    record: Mapping[str, Any] | None,
+    record: Mapping[str, Any],
     journal: Callable[[Mapping[str, Any] | None], None],
-) -> bool:
-    """Finish (or forget) a relayout a killed run left behind; True if there was one."""
-    if not record:
-        return False
+) -> None:
+    """Finish (or forget) a relayout journalled by parcelzarr <= 0.1 (``"phase"`` records:
+    the new documents were recorded just before the swap, whose commit is then finished)."""
     if record.get("phase") == "swap":
         logger.warning("finishing an interrupted relayout of %s",
                        [c["path"] for c in record["changes"]])
-        _apply_swap(store, record)
+        _apply_legacy_swap(store, record)
     journal(None)
-    return True

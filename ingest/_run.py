@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
-from parcelzarr.stores import StoreHandle, open_store_handle
+from parcelzarr.stores import StoreHandle, open_store_handle, redact
+from rasterio.errors import RasterioIOError
 
 from parcelzarr import _config
 from parcelzarr._footprint import Footprint
 from parcelzarr._grid import GridSpec
+from parcelzarr.errors import InvalidSourceError
 
 from ._plan import IngestPlan, RegionTask
 from ._sources import SourceInfo, fetch_source
@@ -54,10 +56,17 @@ class Job:
 
 def _run(job: Job, sources: Sequence[SourceInfo], spec: GridSpec, array: zarr.Array,
          source_storage_options: Mapping[str, Any] | None = None) -> int:
-    return sum(write_region(it.task, sources, spec, array, it.time_index,
-                            committed=it.committed,
-                            source_storage_options=source_storage_options)
-               for it in job.items)
+    try:
+        return sum(write_region(it.task, sources, spec, array, it.time_index,
+                                committed=it.committed,
+                                source_storage_options=source_storage_options)
+                   for it in job.items)
+    except RasterioIOError as exc:  # a block past the ones checked up front is corrupt
+        uris = sorted({sources[i].uri for it in job.items for i in it.task.sources})
+        raise InvalidSourceError(
+            f"cannot read {', '.join(uris)} ({redact(str(exc))[:200]}): nothing of this ingest "
+            "was committed; replace the file (download it again) and re-run"
+        ) from exc
 
 
 def _remote(job: Job, url: str, storage_options: Mapping[str, Any] | None,

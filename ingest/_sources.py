@@ -56,7 +56,9 @@ class SourceInfo:
     crs_wkt, transform, width, height, dtype, nodata:
         Georeferencing and pixel type from the header.
     fingerprint:
-        Size and modification stamp; an ingest skips a source whose fingerprint is recorded.
+        What the manifest records of the file's content: ``"sha256:<hex>"`` of its bytes once
+        :func:`~parcelzarr.ingest.ingest` has resolved it (see ``stamp``), the stamp before.
+        An ingest skips a source whose fingerprint is recorded under its key.
     attrs:
         Band attributes to store (``scale_factor``/``add_offset`` for Sentinel-2 reflectance).
     dn_shift:
@@ -66,6 +68,9 @@ class SourceInfo:
     south_up:
         The file's rows run south to north (positive pixel height); ``transform`` is then the
         equivalent north-up one and rows are flipped when read.
+    stamp:
+        Size and modification time (local files, ns) or ETag (blobs): cheap to read, it
+        tells whether a file is the very one a manifest entry was hashed from.
     """
 
     uri: str
@@ -84,6 +89,7 @@ class SourceInfo:
     attrs: Mapping[str, Any]
     dn_shift: int = 0
     south_up: bool = False
+    stamp: str = ""
 
     @property
     def res(self) -> tuple[float, float]:
@@ -171,11 +177,11 @@ def fetch_source(uri: str, storage_options: Mapping[str, Any] | None, cache_dir:
 
 
 def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path) -> tuple[str, str]:
-    """Local path and fingerprint of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
+    """Local path and stamp of ``uri`` (blobs are downloaded once into ``cache_dir``)."""
     loc = parse_location(uri, glob=True)
     if loc.protocol == "file":
         st = os.stat(loc.path)
-        return loc.path, f"{st.st_size}:{int(st.st_mtime)}"
+        return loc.path, f"{st.st_size}:{st.st_mtime_ns}"
     fs = filesystem_for(loc, storage_options)
     info = fs.info(loc.path)
     stamp = str(info.get("etag") or info.get("last_modified") or "")
@@ -197,9 +203,14 @@ _NON_REFLECTANCE = ("SCL", "TCI", "AOT", "WVP")
 
 def _check_readable(ds: Any, uri: str) -> None:
     """Decode the first and last block of every band: catches truncated files up front."""
-    windows = [w for _, w in ds.block_windows(1)]
+    from rasterio.windows import Window
+
+    bh, bw = ds.block_shapes[0]
+    last_r, last_c = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+    windows = {Window(0, 0, min(bw, ds.width), min(bh, ds.height)),
+               Window(last_c, last_r, ds.width - last_c, ds.height - last_r)}
     for bidx in range(1, ds.count + 1):
-        for win in {windows[0], windows[-1]}:
+        for win in windows:
             ds.read(bidx, window=win)
     del uri
 
@@ -337,7 +348,7 @@ def inspect_source(
     cache = cache_dir or Path(tempfile.gettempdir()) / "parcelzarr-sources"
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        local, fingerprint = _fetch(uri, storage_options, cache)
+        local, stamp = _fetch(uri, storage_options, cache)
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"source {uri} does not exist") from exc
     except Exception as exc:  # 403, dead service: one typed line
@@ -442,10 +453,11 @@ def inspect_source(
                 tile=tile or (name.tile if name else None),
                 time=band_times[i - 1] if band_times is not None else when,  # type: ignore[arg-type]
                 band_index=i,
-                fingerprint=fingerprint,
+                fingerprint=stamp,
                 attrs=attrs,
                 dn_shift=shift,
                 south_up=south_up,
+                stamp=stamp,
                 **info,
             )
         )

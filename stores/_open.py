@@ -32,6 +32,7 @@ DEFAULT_READ_TRANSPORT: Transport = "obstore"
 __all__ = [
     "DEFAULT_READ_TRANSPORT",
     "StoreHandle",
+    "azure_filesystem",
     "choose_transport",
     "filesystem_for",
     "open_store_handle",
@@ -83,16 +84,25 @@ def _raw_store(
         return MemoryStore(data, read_only=read_only)
     options = dict(storage_options or {})
     transport = choose_transport(options.pop("transport", None), read_only=read_only)
-    options = azure_options(options)
     if transport == "obstore":
-        return obstore_store(location.path, options, read_only=read_only)
+        return obstore_store(location.path, azure_options(options), read_only=read_only)
+    return FsspecStore(azure_filesystem(options), path=location.path, read_only=read_only)
+
+
+def azure_filesystem(storage_options: Mapping[str, Any] | None) -> Any:
+    """An async adlfs filesystem bound to zarr's event loop (closed at exit), without the
+    Azure SDK's own retries."""
+    options = {k: v for k, v in (storage_options or {}).items() if k != "transport"}
+    # A writer (and its recovery) must see the store as it is: no cached listings.
+    options.setdefault("use_listings_cache", False)
     # Bind the filesystem to zarr's event loop, where all of its requests run.
     fs = fsspec.filesystem(
-        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(), **options,
+        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(),
+        **azure_options(options),
     )
     _track(fs)
     _tune_sdk(fs, retries=0)
-    return FsspecStore(fs, path=location.path, read_only=read_only)
+    return fs
 
 
 def _tune_sdk(fs: Any, *, retries: int) -> None:

@@ -22,8 +22,10 @@ variable                          meaning                                       
                                   second, identical request (first answer wins; 0: off)
 ``PARCELZARR_DEADLINE``           default ``deadline`` of ``zonal_stats`` in seconds      none
                                   (``QueryDeadlineError`` past it)
+``PARCELZARR_LOCK_WAIT``          seconds a writer waits for another writer's lock        0
+``PARCELZARR_LOCK_LEASE``         seconds of an az:// writer lease (15-60), renewed       30
+``PARCELZARR_MAX_GROWTH_PX``      pixels one source may add to a grid                     1e10
 ================================  ======================================================  =========
-
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
 ``transport`` storage option overrides it per store.
 The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
@@ -37,6 +39,12 @@ gives up with :class:`~parcelzarr.errors.StoreUnreachableError` after
 bound. Hedging re-sends a read once when it is slower than both ``PARCELZARR_HEDGE_AFTER`` and
 the 95th percentile of recent reads, so a few hung requests cost seconds, not timeouts, while a
 slow but healthy store gets at most ~5 % more requests.
+
+One writer at a time: ingest and compaction hold the store's writer lock (see
+:mod:`parcelzarr.stores`). A second writer waits up to ``PARCELZARR_LOCK_WAIT`` seconds, then
+fails with ``StoreLockedError``. The lock of a killed writer is released by the operating
+system at once (local stores) or when its Azure lease expires, at most
+``PARCELZARR_LOCK_LEASE`` seconds after the kill.
 """
 
 from __future__ import annotations
@@ -45,8 +53,9 @@ import os
 from pathlib import Path
 
 __all__ = ["cache_dir", "connect_timeout", "deadline", "default_chunk", "default_concurrency",
-           "default_workers", "hedge_after", "read_cache_mb", "read_timeout", "retries",
-           "transport", "unreachable_after", "write_timeout"]
+           "default_workers", "hedge_after", "lock_lease_seconds", "lock_wait", "max_growth_px",
+           "read_cache_mb", "read_timeout", "retries", "transport", "unreachable_after",
+           "write_timeout"]
 
 
 def _int(name: str, default: int) -> int:
@@ -176,3 +185,38 @@ def hedge_after() -> float | None:
 def deadline() -> float | None:
     """Default overall ``deadline`` of a query in seconds (``PARCELZARR_DEADLINE``; None)."""
     return _seconds("PARCELZARR_DEADLINE", None)
+
+
+def _float(name: str, default: float, *, low: float, high: float = float("inf")) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def lock_wait() -> float:
+    """Seconds a writer waits for another writer's lock (``PARCELZARR_LOCK_WAIT``, 0)."""
+    return _float("PARCELZARR_LOCK_WAIT", 0.0, low=0.0)
+
+
+def lock_lease_seconds() -> int:
+    """Duration of an az:// writer lease (``PARCELZARR_LOCK_LEASE``, 30; Azure allows 15-60).
+
+    The holder renews it every third of it; a killed writer's lease expires after it.
+    """
+    return int(_float("PARCELZARR_LOCK_LEASE", 30, low=15, high=60))
+
+
+def max_growth_px() -> int:
+    """Pixels one source may add to a grid (``PARCELZARR_MAX_GROWTH_PX``, 1e10).
+
+    Ten billion pixels is a 1,000 km square at 10 m; a source beyond it is more likely
+    mis-georeferenced than meant.
+    """
+    return int(_float("PARCELZARR_MAX_GROWTH_PX", 1e10, low=1))

@@ -11,7 +11,6 @@ gives a georeferenced Dataset.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from ._commit import commit
 from ._footprint import empty_value
 from ._grid import GridSpec
 
@@ -88,10 +88,13 @@ class BandInfo(dict[str, Any]):
 
 
 def create_grid(root: zarr.Group, spec: GridSpec) -> zarr.Group:
-    """Create the group, coordinates and grid mapping of ``spec`` (which must not exist)."""
-    group = root.require_group(spec.name)
+    """Create the group, coordinates and grid mapping of ``spec`` (which must not exist).
+
+    Attributes go in with each document (one write per node).
+    """
+    group = root.create_group(spec.name, attributes=grid_attrs(spec))
     _write_coords(group, spec)
-    time = group.create_array(
+    group.create_array(
         "time",
         shape=(0,),
         chunks=(_TIME_CHUNK,),
@@ -99,24 +102,19 @@ def create_grid(root: zarr.Group, spec: GridSpec) -> zarr.Group:
         fill_value=0,
         dimension_names=("time",),
         compressors=None,
-    )
-    time.attrs.update(
-        {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "standard_name": "time",
-         "axis": "T"}
+        attributes={"units": TIME_UNITS, "calendar": "proleptic_gregorian",
+                    "standard_name": "time", "axis": "T"},
     )
     crs = spec.crs
-    ref = group.create_array(
-        "spatial_ref", shape=(), dtype="int32", fill_value=0, compressors=None
-    )
-    ref.attrs.update(
-        {
+    group.create_array(
+        "spatial_ref", shape=(), dtype="int32", fill_value=0, compressors=None,
+        attributes={
             "crs_wkt": crs.to_wkt(),
             "spatial_ref": crs.to_wkt(),
             "GeoTransform": geotransform(spec),
             **{k: v for k, v in crs.to_cf().items() if k != "crs_wkt"},
-        }
+        },
     )
-    group.attrs.update(grid_attrs(spec))
     return group
 
 
@@ -169,6 +167,14 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
         ("x", np.asarray(spec.x_coords()), spec.width),
         ("y", np.asarray(spec.y_coords()), spec.height),
     ):
+        attrs: dict[str, Any]
+        if geographic:
+            attrs = {
+                "standard_name": "longitude" if dim == "x" else "latitude",
+                "units": "degrees_east" if dim == "x" else "degrees_north",
+            }
+        else:
+            attrs = {"standard_name": f"projection_{dim}_coordinate", "units": "m"}
         arr = group.create_array(
             dim,
             shape=(size,),
@@ -178,16 +184,9 @@ def _write_coords(group: zarr.Group, spec: GridSpec, *, separator: str = "/") ->
             dimension_names=(dim,),
             chunk_key_encoding={"name": "default", "separator": separator},
             overwrite=True,
+            attributes={**attrs, "axis": dim.upper()},
         )
         arr[:] = values
-        if geographic:
-            attrs = {
-                "standard_name": "longitude" if dim == "x" else "latitude",
-                "units": "degrees_east" if dim == "x" else "degrees_north",
-            }
-        else:
-            attrs = {"standard_name": f"projection_{dim}_coordinate", "units": "m"}
-        arr.attrs.update(attrs | {"axis": dim.upper()})
 
 
 def grid_spec(group: zarr.Group) -> GridSpec:
@@ -208,32 +207,23 @@ def create_band(
     attrs: Mapping[str, Any] | None = None,
     time_chunk: int = 1,
     inner_chunk: int | None = None,
+    spec: GridSpec | None = None,
 ) -> zarr.Array:
     """Create the ``(time, y, x)`` array of band ``name`` in a grid group.
 
     Objects are laid out on the grid's lattice (``spec.chunk_y`` x ``spec.chunk_x`` pixels by
     ``time_chunk`` dates). With ``inner_chunk`` each object is a shard of
     ``inner_chunk``-square chunks whose index sits at the *start* of the object (Azure Blob
-    Storage serves no suffix byte ranges).
+    Storage serves no suffix byte ranges). ``spec`` is the grid's extent when it differs from
+    the group's committed attributes (a grid growing in an uncommitted write).
     """
-    spec = grid_spec(group)
+    spec = spec or grid_spec(group)
     fill = empty_value(np.dtype(dtype), nodata)
     outer = (time_chunk, spec.chunk_y, spec.chunk_x)
     layout: dict[str, Any] = {"chunks": outer}
     if inner_chunk is not None and inner_chunk < max(spec.chunk_y, spec.chunk_x):
         layout = {"shards": {"shape": outer, "index_location": "start"},
                   "chunks": (time_chunk, inner_chunk, inner_chunk)}
-    arr = group.create_array(
-        name,
-        shape=(n_times, spec.height, spec.width),
-        **layout,
-        dtype=dtype,
-        fill_value=fill,
-        compressors=compressor or default_compressor(),
-        dimension_names=("time", "y", "x"),
-        # Chunks that are entirely nodata are not written: absent chunk == fill value.
-        config={"write_empty_chunks": False},
-    )
     band_attrs: dict[str, Any] = {
         "grid_mapping": "spatial_ref",
         "coordinates": "spatial_ref",
@@ -241,8 +231,18 @@ def create_band(
     if nodata is not None:
         band_attrs["_FillValue"] = encode_fill_value(nodata, np.dtype(dtype))
     band_attrs.update(attrs or {})
-    arr.attrs.update(band_attrs)
-    return arr
+    return group.create_array(
+        name,
+        shape=(n_times, spec.height, spec.width),
+        **layout,
+        dtype=dtype,
+        fill_value=fill,
+        compressors=compressor or default_compressor(),
+        dimension_names=("time", "y", "x"),
+        attributes=band_attrs,
+        # Chunks that are entirely nodata are not written: absent chunk == fill value.
+        config={"write_empty_chunks": False},
+    )
 
 
 def band_info(arr: zarr.Array) -> BandInfo:
@@ -255,51 +255,6 @@ def band_info(arr: zarr.Array) -> BandInfo:
         scale_factor=attrs.get("scale_factor"),
         add_offset=attrs.get("add_offset"),
     )
-
-
-async def _consolidate(store: Any, path: str, attrs: Mapping[str, Any] | None) -> None:
-    """Write the group at ``path`` once: live attributes (updated by ``attrs``) plus the
-    consolidated metadata of everything below it (as :func:`zarr.consolidate_metadata`)."""
-    from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
-    from zarr.storage._common import make_store_path
-
-    store_path = await make_store_path(store, path=path)
-    group = await AsyncGroup.open(store_path, zarr_format=3, use_consolidated=False)
-    members = {
-        k: v.metadata
-        async for k, v in group.members(max_depth=None, use_consolidated_for_children=False)
-    }
-    for k, v in members.items():
-        if isinstance(v, GroupMetadata) and v.consolidated_metadata is None:
-            members[k] = dataclasses.replace(
-                v, consolidated_metadata=ConsolidatedMetadata(metadata={}))
-    ConsolidatedMetadata._flat_to_nested(members)
-    new_attrs = {**group.metadata.attributes, **(attrs or {})}
-    metadata = dataclasses.replace(group.metadata, attributes=new_attrs,
-                                   consolidated_metadata=ConsolidatedMetadata(metadata=members))
-    await dataclasses.replace(group, metadata=metadata)._save_metadata()
-
-
-def commit(store: Any, grids: Sequence[str], *,
-           attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Consolidate the metadata of ``grids`` and of the root: the commit point of a write.
-
-    Readers open consolidated metadata, so data written before this call stays invisible to
-    them until it returns (a half-written date is never seen). Group attributes that change
-    with a write (the root's grid list, a grown grid's spec) are passed as ``attrs`` (group
-    path -> attributes, ``""`` for the root) and written in the same single PUT of each
-    group's ``zarr.json``: a writer never rewrites a committed group document otherwise,
-    because that document *is* the commit record.
-    """
-    from zarr.core.sync import sync
-
-    attrs = attrs or {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized",
-                                category=UserWarning)
-        for name in [*grids, ""]:
-            sync(_consolidate(store, name, attrs.get(name)))
 
 
 def open_live(store: Any, path: str) -> zarr.Group:

@@ -70,6 +70,13 @@ _storage_option = click.option(
 )
 
 
+_wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="Wait this long for another ingest or compaction of the store to finish (default "
+         "0: fail at once; PARCELZARR_LOCK_WAIT).",
+)
+
+
 @click.group(cls=_Group)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -106,12 +113,17 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--workers", type=int, help="Parallel writer threads (default: cores).")
 @click.option("--scheduler", help="Dask distributed scheduler address (tcp://host:8786).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_wait_option
+@click.option("--max-growth-px", type=int,
+              help="Most pixels one source may add to a grid (default 1e10, "
+                   "PARCELZARR_MAX_GROWTH_PX).")
 @_storage_option
 def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | None,
            when: str | None, scale: float | None, offset: float | None, force: bool,
            times_file: str | None, chunk: int | None,
            inner_chunk: int | None, workers: int | None, scheduler: str | None,
-           quiet: bool, storage_option: tuple[str, ...]) -> None:
+           quiet: bool, wait: float | None, max_growth_px: int | None,
+           storage_option: tuple[str, ...]) -> None:
     """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs, STAC JSON) into the store."""
     from parcelzarr.ingest import ingest as run
 
@@ -124,7 +136,8 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
     report = run(list(sources), store, bands=_csv(bands), band=band, time=when, times=times,
                  scale=scale, offset=offset, force=force,
                  storage_options=_options(storage_option), chunk_size=chunk,
-                 inner_chunk=inner_chunk, workers=workers, scheduler=scheduler, quiet=quiet)
+                 inner_chunk=inner_chunk, workers=workers, scheduler=scheduler, quiet=quiet,
+                 lock_timeout=wait, max_growth_px=max_growth_px)
     click.echo(str(report))
 
 
@@ -134,14 +147,15 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
               help="Dates per object after compaction.")
 @click.option("--workers", type=int, help="Threads (default: cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_wait_option
 @_storage_option
-def compact(url: str, time_chunk: int, workers: int | None, quiet: bool,
+def compact(url: str, time_chunk: int, workers: int | None, quiet: bool, wait: float | None,
             storage_option: tuple[str, ...]) -> None:
     """Rechunk the store at URL along time: a parcel's season in a few requests."""
     from parcelzarr.ingest import compact as run
 
     report = run(url, time_chunk=time_chunk, storage_options=_options(storage_option),
-                 workers=workers, quiet=quiet)
+                 workers=workers, quiet=quiet, lock_timeout=wait)
     click.echo(str(report))
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "CredentialsError",
     "DateNotFoundError",
     "GeometryError",
+    "GridGrowthError",
     "IngestConflictError",
     "InvalidSourceError",
     "ParcelzarrError",
@@ -19,6 +20,7 @@ __all__ = [
     "SourceNotFoundError",
     "StoreAccessDeniedError",
     "StoreIOError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "StoreUnreachableError",
     "StoreWriteError",
@@ -39,12 +41,20 @@ class InvalidSourceError(ParcelzarrError, ValueError):
     """A source exists but cannot be ingested (not a GeoTIFF, not georeferenced, ...)."""
 
 
+class GridGrowthError(InvalidSourceError):
+    """A source would add more pixels to a grid than the configured limit allows."""
+
+
 class IngestConflictError(ParcelzarrError, ValueError):
     """Sources disagree with each other or with the store (CRS, resolution, duplicates)."""
 
 
 class StoreNotFoundError(ParcelzarrError, FileNotFoundError):
     """The store URL does not point at a parcelzarr store."""
+
+
+class StoreLockedError(ParcelzarrError, TimeoutError):
+    """Another writer (ingest or compaction) holds the store's writer lock."""
 
 
 class StoreUnreachableError(ParcelzarrError, ConnectionError):

@@ -9,6 +9,7 @@ downstream users start Azure-like storage the same way::
         az.create_container("data")
         storage_options = az.storage_options(proxy.endpoint)  # for adlfs / fsspec
 
+``CrashingStore``/``crashing_stores`` crash writers deterministically at any write boundary.
 Azurite comes from npm (``npm ci`` in the repository installs the pinned version).
 Nothing here runs at import time.
 """
@@ -21,6 +22,7 @@ from parcelzarr.testing._azurite import (
     AzuriteStartError,
     find_azurite,
 )
+from parcelzarr.testing._faults import CrashingStore, FaultPlan, SimulatedCrash, crashing_stores
 from parcelzarr.testing._proxy import FaultKind, LatencyProxy, ProxyStats
 
 __all__ = [
@@ -29,8 +31,12 @@ __all__ = [
     "Azurite",
     "AzuriteNotFoundError",
     "AzuriteStartError",
+    "CrashingStore",
     "FaultKind",
+    "FaultPlan",
     "LatencyProxy",
     "ProxyStats",
+    "SimulatedCrash",
+    "crashing_stores",
     "find_azurite",
 ]
