@@ -203,7 +203,10 @@ def test_proxy_many_concurrent_connections(
     elapsed = time.perf_counter() - start
     assert out == list(blobs.values())
     assert proxy.snapshot() == ProxyStats(requests=n, bytes_out=n * size)
-    assert elapsed < n * delay / 4  # the delays overlapped: requests were in flight together
+    # The delays overlapped: many requests were in flight together (a count, not a timing,
+    # so the check holds on a loaded machine), and the whole took far less than in series.
+    assert proxy.peak_in_flight >= n // 4
+    assert elapsed < n * delay
 
 
 class _ChunkedEcho(BaseHTTPRequestHandler):

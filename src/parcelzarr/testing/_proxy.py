@@ -241,6 +241,7 @@ class LatencyProxy:
         self._lock = threading.Lock()
         self._faults: deque[_FaultRule] = deque()
         self._requests = self._bytes_in = self._bytes_out = self._faults_injected = 0
+        self._in_flight = self._peak_in_flight = 0
         self._port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -296,10 +297,17 @@ class LatencyProxy:
                 self._requests, self._bytes_in, self._bytes_out, self._faults_injected
             )
 
+    @property
+    def peak_in_flight(self) -> int:
+        """Most requests the proxy was relaying at once since the last reset."""
+        with self._lock:
+            return self._peak_in_flight
+
     def reset_counters(self) -> None:
         """Set all counters to zero (pending faults are kept)."""
         with self._lock:
             self._requests = self._bytes_in = self._bytes_out = self._faults_injected = 0
+            self._peak_in_flight = self._in_flight
 
     def inject_faults(
         self,
@@ -518,6 +526,25 @@ class LatencyProxy:
         method = request.start.split(b" ", 1)[0].decode("ascii", "replace").upper()
         target = request.start.split(b" ")[1] if request.start.count(b" ") >= 2 else b""
         fault = self._take_fault(method, target)
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return await self._relay(reader, writer, raw, up, request, method, fault)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        raw: bytes,
+        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+        request: _Head,
+        method: str,
+        fault: FaultKind | None,
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, bool]:
         if self.delay_ms > 0 and fault not in ("timeout", "hang"):
             await asyncio.sleep(self.delay_ms / 1000)
         if request.expect_continue:  # answer it here so the body is not held back
