@@ -4,6 +4,7 @@
 #   make lint         ruff check + mypy on the package
 #   make demo         run the demo end to end
 #   make bench        full benchmark; bench-quick: the short version
+#   make conformance  zonal stats vs rasterstats/exactextract on ../shared/data -> docs/conformance.md
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +18,7 @@ RUFF := $(VENV)/bin/ruff
 PY_STAMP  := $(VENV)/.parcelzarr-install.stamp
 NPM_STAMP := node_modules/.parcelzarr-npm-ci.stamp
 
-.PHONY: install demo test lint bench bench-quick
+.PHONY: install demo test lint bench bench-quick conformance
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -49,3 +50,8 @@ bench: install
 
 bench-quick: install
 	$(PY) bench/run.py --quick
+
+# Writes the table even when cases fail (it lists them); exits non-zero then.
+conformance: install
+	$(PY) -m pytest tests/test_conformance.py -q -p no:cacheprovider \
+		--conformance-doc docs/conformance.md

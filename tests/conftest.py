@@ -19,6 +19,14 @@ from parcelzarr.testing import Azurite, LatencyProxy
 StorageOptions = dict[str, Any]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--conformance-doc", default=None, metavar="PATH",
+        help="write the conformance table of tests/test_conformance.py to PATH "
+             "(make conformance: docs/conformance.md); run the whole module for a full table",
+    )
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     """One Azurite blob service for the whole test session (in memory, free port)."""
