@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from parcelzarr.stores import filesystem_for, parse_location, redact, storage_error
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 
 from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
@@ -90,6 +91,7 @@ class SourceInfo:
     dn_shift: int = 0
     south_up: bool = False
     stamp: str = ""
+    masked: bool = False
 
     @property
     def res(self) -> tuple[float, float]:
@@ -271,6 +273,31 @@ def _band_names(uri: str, count: int, descriptions: Sequence[str | None],
     return out
 
 
+def has_dataset_mask(ds: Any) -> bool:
+    """Whether a file without nodata marks invalid cells with a mask band or alpha (GDAL's
+    per-dataset mask), as rasterio's ``read_masks`` and rasterstats honour."""
+    return any(MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+               for flags in ds.mask_flag_enums)
+
+
+def _mask_nodata(ds: Any, uri: str) -> float | int:
+    """The nodata a masked source is stored with: NaN for floats, else the dtype's largest
+    value, which no unmasked cell may hold (checked on the whole file)."""
+    dtype = np.dtype(ds.dtypes[0])
+    if dtype.kind == "f":
+        return float("nan")
+    value = int(np.iinfo(dtype).max)
+    for i in range(1, ds.count + 1):
+        data, mask = ds.read(i), ds.read_masks(i)
+        if np.any((data == value) & (mask != 0)):
+            raise InvalidSourceError(
+                f"{uri} marks invalid cells with a mask but declares no nodata, and its valid "
+                f"cells use every candidate value ({value} included): declare a nodata value "
+                "(gdal_edit.py -a_nodata V) and ingest again")
+    logger.info("%s: masked cells are stored as nodata %d", uri, value)
+    return value
+
+
 def _layer_attrs(uri: str, scale: float | None, offset: float | None,
                  stac: tuple[float | None, float | None] | None,
                  gdal: tuple[float, float]) -> dict[str, Any]:
@@ -407,6 +434,9 @@ def inspect_source(
                 "dtype": ds.dtypes[0],
                 "nodata": ds.nodata,
             }
+            masked = info["nodata"] is None and has_dataset_mask(ds)
+            if masked:  # masked cells need a value that means "no data" in the store
+                info["nodata"] = _mask_nodata(ds, uri)
             res = ds.res
     except RasterioIOError as exc:
         raise InvalidSourceError(
@@ -457,6 +487,7 @@ def inspect_source(
                 attrs=attrs,
                 dn_shift=shift,
                 south_up=south_up,
+                masked=masked,
                 stamp=stamp,
                 **info,
             )

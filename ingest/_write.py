@@ -33,7 +33,7 @@ from parcelzarr._grid import GridSpec
 from parcelzarr.errors import IngestConflictError
 
 from ._plan import RegionTask
-from ._sources import SourceInfo, fetch_source, north_up
+from ._sources import SourceInfo, fetch_source, has_dataset_mask, north_up
 
 __all__ = ["read_region", "write_region"]
 
@@ -71,6 +71,8 @@ def read_region(
             first = src.height - (r1 - off_r)
         window = Window(c0 - off_c, first, c1 - c0, r1 - r0)
         block = ds.read(src.band_index, window=window)
+        if src.masked:  # cells the file's mask band marks invalid become nodata
+            block[ds.read_masks(src.band_index, window=window) == 0] = src.nodata
         out[inner] = block[::-1] if src.south_up else block
     valid[inner] = valid_mask(out[inner], src.nodata)
     if src.dn_shift:  # older processing baseline: into the store's DN convention
@@ -96,11 +98,12 @@ def _committed_valid(fp: Footprint, nodata: float | int | None, spec: GridSpec,
             out = np.zeros((task.row1 - task.row0, task.col1 - task.col0), dtype=bool)
             if r0 < r1 and c0 < c1:
                 first = ds.height - (r1 - off_r) if south_up else r0 - off_r
-                block = ds.read(fp.band_index,
-                                window=Window(c0 - off_c, first, c1 - c0, r1 - r0))
-                block = block[::-1] if south_up else block
+                window = Window(c0 - off_c, first, c1 - c0, r1 - r0)
+                ok = valid_mask(ds.read(fp.band_index, window=window), nodata)
+                if ds.nodata is None and has_dataset_mask(ds):
+                    ok &= ds.read_masks(fp.band_index, window=window) != 0
                 out[r0 - task.row0:r1 - task.row0, c0 - task.col0:c1 - task.col0] = (
-                    valid_mask(block, nodata))
+                    ok[::-1] if south_up else ok)
             bounds = tuple(ds.bounds)
     except (OSError, RasterioIOError) as exc:
         raise IngestConflictError(

@@ -272,7 +272,9 @@ class ParcelStore:
         ``grid`` may be omitted when the store has only one. CRS and transform are readable
         through rioxarray (``ds.B04.rio.crs``). Values are stored DNs with ``_FillValue``,
         ``scale_factor`` and ``add_offset`` decoded by xarray (reflectance, NaN for nodata);
-        pass through ``xr.open_zarr(..., mask_and_scale=False)`` for raw DNs.
+        pass through ``xr.open_zarr(..., mask_and_scale=False)`` for raw DNs. Dates are in
+        time order (the store keeps them in the order they were ingested). Bands without a
+        declared nodata are NaN (float) where no ingested source covers the pixel.
         """
         import rioxarray  # noqa: F401  (registers the .rio accessor)
 
@@ -291,6 +293,9 @@ class ParcelStore:
             ds[band] = ds[band].where(
                 xr.DataArray(_covered_lazy(info, band, ds[band].data.chunks),
                              dims=ds[band].dims))
+        order = np.argsort(ds["time"].values, kind="stable")
+        if (order != np.arange(order.size)).any():  # dates are stored in ingest order
+            ds = ds.isel(time=order)
         return ds
 
     # -- queries -------------------------------------------------------------------------

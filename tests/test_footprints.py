@@ -205,3 +205,39 @@ def test_overlap_rule_independent_of_order_and_runs(tmp_path: Path, dtype: str,
         r, c = _source_window(da, tmp_path / "a.tif")
         got = da.values[0, r.start:r.start + 190, c.start:c.start + 140]
         np.testing.assert_array_equal(got, expect, err_msg=f"runs {runs}")
+
+
+def test_dataset_mask_cells_are_no_data(tmp_path: Path) -> None:
+    """rasterstats' dataset_mask.tif declares no nodata but masks cells with a mask band:
+    masked cells are no data, as rasterstats (and GDAL) read them; published counts [75, 0]."""
+    from rasterstats import zonal_stats
+
+    folder = SHARED_DATA / "rasterstats"
+    url = str(tmp_path / "m.zarr")
+    pz.ingest(folder / "dataset_mask.tif", url, band="m", time="2020-01-01", quiet=True)
+    store = pz.open_store(url)
+    for name in ("polygons.shp", "polygons_no_overlap.shp"):
+        df = store.zonal_stats(gpd.read_file(folder / name), stats=["count", "sum"])
+        with pytest.warns(UserWarning):
+            ref = zonal_stats(str(folder / name), str(folder / "dataset_mask.tif"),
+                              stats=["count", "sum"])
+        assert list(df["count"]) == [r["count"] for r in ref]
+        assert list(df["sum"].fillna(0)) == [r["sum"] or 0 for r in ref]
+        if name == "polygons.shp":
+            assert list(df["count"]) == [75, 0]
+
+
+def test_time_axis_in_date_order_whatever_the_ingest_order(tmp_path: Path) -> None:
+    """Dates ingested latest first still come out of to_xarray() in time order, and
+    time slices select them."""
+    data = {d: np.full((50, 40), i + 1, dtype=np.uint16) for i, d in
+            enumerate(["2021-06-25", "2021-06-15", "2021-07-05"])}
+    url = str(tmp_path / "t.zarr")
+    for d, arr in data.items():
+        pz.ingest(write_tif(tmp_path / f"{d}.tif", arr), url, band="L", time=d, quiet=True)
+    ds = pz.open_store(url).to_xarray()
+    times = [str(t)[:10] for t in ds.time.values]
+    assert times == sorted(data)
+    sub = ds["L"].sel(time=slice("2021-06-20", "2021-07-01"))
+    assert [str(t)[:10] for t in sub.time.values] == ["2021-06-25"]
+    assert float(sub.max()) == 1.0
