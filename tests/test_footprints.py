@@ -218,7 +218,7 @@ def test_dataset_mask_cells_are_no_data(tmp_path: Path) -> None:
     store = pz.open_store(url)
     for name in ("polygons.shp", "polygons_no_overlap.shp"):
         df = store.zonal_stats(gpd.read_file(folder / name), stats=["count", "sum"])
-        with pytest.warns(UserWarning):
+        with pytest.warns(UserWarning, match="dataset mask"):
             ref = zonal_stats(str(folder / name), str(folder / "dataset_mask.tif"),
                               stats=["count", "sum"])
         assert list(df["count"]) == [r["count"] for r in ref]
