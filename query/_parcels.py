@@ -148,8 +148,9 @@ def _layer_list(path: str, names: list[str]) -> str:
 
 
 def _check_degrees(geoms: np.ndarray, crs: CRS) -> None:
-    """Parcels in a geographic CRS must have longitudes and latitudes; coordinates beyond
-    ±360° / ±90° mean the data is in another CRS than it says."""
+    """Parcels in a geographic CRS must have longitudes and latitudes: when every parcel lies
+    beyond ±360° / ±90° the data is in another CRS than it says (a clear error, not a batch
+    of empty results)."""
     if not crs.is_geographic or not len(geoms):
         return
     units = {a.unit_name.lower() for a in crs.axis_info[:2]}
@@ -159,14 +160,17 @@ def _check_degrees(geoms: np.ndarray, crs: CRS) -> None:
         b = shapely.bounds(geoms[~shapely.is_empty(geoms)])
     if not b.size:
         return
+    beyond = (np.abs(b[:, [1, 3]]).max(axis=1) > 90 + 1e-9) | (
+        np.abs(b[:, [0, 2]]).max(axis=1) > 360 + 1e-9)
+    if not beyond.all():  # a few stray parcels: each gets status "outside", the batch goes on
+        return
     xmin, ymin = np.nanmin(b[:, 0]), np.nanmin(b[:, 1])
     xmax, ymax = np.nanmax(b[:, 2]), np.nanmax(b[:, 3])
-    if max(abs(ymin), abs(ymax)) > 90 + 1e-9 or max(abs(xmin), abs(xmax)) > 360 + 1e-9:
-        raise GeometryError(
-            f"parcels say {crs.name} (degrees) but their coordinates span x {xmin:.6g} to "
-            f"{xmax:.6g}, y {ymin:.6g} to {ymax:.6g}, beyond ±180°/±90°: they are in another "
-            "CRS; set the right one (gdf.set_crs(..., allow_override=True), or crs=)"
-        )
+    raise GeometryError(
+        f"parcels say {crs.name} (degrees) but their coordinates span x {xmin:.6g} to "
+        f"{xmax:.6g}, y {ymin:.6g} to {ymax:.6g}, beyond ±180°/±90°: they are in another "
+        "CRS; set the right one (gdf.set_crs(..., allow_override=True), or crs=)"
+    )
 
 
 def load_parcels(
