@@ -148,8 +148,8 @@ class _LeaseLock(WriterLock):
             try:
                 return sync(self._policy.run(
                     LOCK_NAME, lambda: self._client.acquire_lease(lease_duration=self._seconds)))
-            except HttpResponseError as exc:
-                if exc.status_code != 409:
+            except Exception as exc:  # the policy raises typed errors from the SDK's
+                if _http_status(exc, HttpResponseError) != 409:  # 409: leased by another
                     raise
             left = deadline - time.monotonic()
             if left <= 0:
@@ -183,6 +183,15 @@ class _LeaseLock(WriterLock):
         except Exception as exc:  # it expires by itself; never mask the caller's error
             logger.warning("releasing the writer lease of %s: %s", self.url,
                            redact(str(exc))[:200])
+
+
+def _http_status(exc: BaseException | None, kind: type[Exception]) -> int | None:
+    """The HTTP status of the first ``kind`` error in ``exc``'s chain of causes."""
+    while exc is not None:
+        if isinstance(exc, kind):
+            return getattr(exc, "status_code", None)
+        exc = exc.__cause__
+    return None
 
 
 def writer_lock(handle: Any, storage_options: Mapping[str, Any] | None = None, *,
