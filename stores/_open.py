@@ -176,8 +176,9 @@ def _close_all() -> None:  # runs before zarr stops its loop (atexit is last-in,
 
 
 def _cancel_pending() -> None:
-    """Cancel requests still running on zarr's loop at exit (e.g. the other regions of an
-    ingest that failed), so that they end quietly instead of being destroyed pending."""
+    """End requests still running on zarr's loop at exit (e.g. the other chunks of an ingest
+    that failed) quietly instead of leaving them to be destroyed pending: give them 2 s to
+    finish (after a failure the store's circuit breaker fails them at once), then cancel."""
     import zarr.core.sync as zsync
 
     loop = zsync.loop[0]
@@ -186,10 +187,13 @@ def _cancel_pending() -> None:
 
     async def cancel() -> None:
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=2)
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
+        if pending:
+            await asyncio.wait(pending, timeout=1)
 
     try:
         sync(cancel(), timeout=5)
