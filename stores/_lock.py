@@ -27,6 +27,7 @@ from parcelzarr import _config
 from parcelzarr.errors import StoreLockedError
 
 from ._azure import redact
+from ._errors import translate
 from ._retry import RetryPolicy
 
 __all__ = ["LOCK_NAME", "WriterLock", "writer_lock"]
@@ -81,12 +82,17 @@ class _FileLock(WriterLock):
         import filelock
 
         super().__init__(url)
-        os.makedirs(directory, exist_ok=True)
         self._lock = filelock.FileLock(os.path.join(directory, LOCK_NAME), timeout=wait)
         try:
+            os.makedirs(directory, exist_ok=True)
             self._lock.acquire()
         except filelock.Timeout:
             raise _locked_error(url, "by the operating system at once") from None
+        except OSError as exc:  # read-only, full or forbidden: one typed line
+            err = translate(exc, store=url, what=LOCK_NAME, write=True)
+            if err is None:
+                raise
+            raise err from exc
 
     def release(self) -> None:
         if self._lock.is_locked:
