@@ -115,9 +115,13 @@ def run_jobs(
                         arrays[(job.grid, job.band)], source_storage_options): job
             for job in jobs
         }
-        for fut in as_completed(futures):
-            pixels += fut.result()
-            on_done(futures[fut])
+        try:
+            for fut in as_completed(futures):
+                pixels += fut.result()
+                on_done(futures[fut])
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a failed run starts no further job
+            raise
     return pixels
 
 

@@ -5,7 +5,8 @@ Transports raise many types (obstore's ``GenericError`` with a multi-page debug 
 cannot fix to the :mod:`parcelzarr.errors` family (which also inherits the builtins, so
 ``except PermissionError`` / ``except OSError`` keep working); the caller raises the result
 ``from`` the original, which stays available as ``__cause__``. Missing keys are a declared
-case that zarr handles (a fill value), so ``FileNotFoundError`` is left alone.
+case that zarr handles (a fill value), so ``FileNotFoundError`` is left alone, and so are HTTP
+404/409/412 answers to conditional requests (the writer lock waits on a 409 held lease).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ __all__ = ["describe", "one_line", "storage_error", "translate", "unwrap"]
 _FULL = {_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG}
 _DENIED_NAMES = {"PermissionDeniedError", "UnauthenticatedError", "ClientAuthenticationError"}
 _STORAGE_MODULES = ("obstore", "azure.", "aiohttp")
+#: Not found, conflict (exists already, lease held), precondition failed: answers to
+#: conditional requests, left to the caller (e.g. the writer lock waits on a held lease).
+_DECLARED_STATUS = frozenset({404, 409, 412})
 
 
 def one_line(text: object, limit: int = 240) -> str:
@@ -70,6 +74,8 @@ def translate(exc: BaseException, *, store: str, what: str, write: bool) -> Exce
     name = type(exc).__name__
     module = type(exc).__module__
     status = _status(exc)
+    if status in _DECLARED_STATUS:  # outcomes of conditional requests: the caller decides
+        return None
     if name in _DENIED_NAMES or status in (401, 403):
         return StoreAccessDeniedError(
             f"access to {store} was denied ({what}: {describe(exc)}): check the "

@@ -82,13 +82,13 @@ class _FileLock(WriterLock):
         import filelock
 
         super().__init__(url)
+        self._lock = filelock.FileLock(os.path.join(directory, LOCK_NAME), timeout=wait)
         try:
             os.makedirs(directory, exist_ok=True)
-            self._lock = filelock.FileLock(os.path.join(directory, LOCK_NAME), timeout=wait)
             self._lock.acquire()
         except filelock.Timeout:
             raise _locked_error(url, "by the operating system at once") from None
-        except OSError as exc:  # read-only, full or forbidden: one clear line
+        except OSError as exc:  # read-only, full or forbidden: one typed line
             err = translate(exc, store=url, what=LOCK_NAME, write=True)
             if err is None:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -135,9 +136,14 @@ _HOOKED = False
 
 
 def _track(fs: Any) -> None:
-    global _HOOKED
     _detach_finalizers(fs)
     _OPEN[id(fs)] = fs
+    _hook_exit()
+
+
+def _hook_exit() -> None:
+    """Register :func:`_close_all` once, after zarr's own exit hook (so it runs first)."""
+    global _HOOKED
     if not _HOOKED:
         atexit.register(_close_all)
         _HOOKED = True
@@ -164,8 +170,35 @@ def _detach_finalizers(obj: object) -> None:
 
 
 def _close_all() -> None:  # runs before zarr stops its loop (atexit is last-in, first-out)
+    _cancel_pending()
     for fs in list(_OPEN.values()):
         _close_fs(fs)
+
+
+def _cancel_pending() -> None:
+    """End requests still running on zarr's loop at exit (e.g. the other chunks of an ingest
+    that failed) quietly instead of leaving them to be destroyed pending: give them 2 s to
+    finish (after a failure the store's circuit breaker fails them at once), then cancel."""
+    import zarr.core.sync as zsync
+
+    loop = zsync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def cancel() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=2)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
+
+    try:
+        sync(cancel(), timeout=5)
+    except Exception as exc:  # best effort at exit; never mask the caller's error
+        logger.debug("cancelling pending storage tasks: %s", exc)
 
 
 def filesystem_for(
@@ -311,4 +344,5 @@ def open_store_handle(
     """
     location = url if isinstance(url, Location) else parse_location(url)
     raw = _raw_store(location, storage_options, read_only=read_only)
+    _hook_exit()
     return StoreHandle(location, ResilientStore(raw, policy=retry, label=location.url))

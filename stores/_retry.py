@@ -7,7 +7,9 @@ jittered exponential backoff; a read still unanswered after ``hedge_after`` seco
 the 95th percentile of recent read latencies, if longer, so that hedging adds at most ~5 % of
 requests to a slow but healthy store) is sent a second time and the first answer wins; and no
 operation spends more than ``give_up_after``
-seconds over all its attempts: it then fails with :class:`StoreUnreachableError`. Listings are
+seconds over all its attempts: it then fails with :class:`StoreUnreachableError`, and so, at
+once, do the store's other requests for the next ``give_up_after`` seconds (a circuit breaker:
+a dead store ends a parallel ingest in seconds, not one timeout per region). Listings are
 retried whole and directory deletes key by key. Errors retrying cannot fix become one-line
 :mod:`parcelzarr.errors` (see :mod:`._errors`). It also counts requests and bytes, so a query
 can report what it cost. Defaults come from ``PARCELZARR_*`` settings (:mod:`parcelzarr._config`).
@@ -145,10 +147,13 @@ class RetryPolicy:
         timeout: float | None = None,
         hedge_after: float | None = None,
         on_hedge: Callable[[], None] | None = None,
+        tripped: Callable[[], str | None] | None = None,
     ) -> T:
         """Await ``call()`` within the timeouts, retrying transient failures (calling
         ``on_retry`` before each retry). With ``hedge_after`` (reads only: they are
         idempotent), an attempt unanswered after that many seconds is sent a second time.
+        ``tripped`` is asked before each retry: a message means the store was declared
+        unreachable meanwhile, and this call gives up at once with it.
 
         Raises
         ------
@@ -190,6 +195,8 @@ class RetryPolicy:
             delay = min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1)
             if loop.time() - start + delay >= self.give_up_after:
                 break
+            if tripped is not None and (message := tripped()) is not None:
+                raise StoreUnreachableError(message) from last
             # INFO: retries are routine (the query report counts them); the final failure is
             # the error the caller sees
             logger.info("transient storage error on %s of %s (%s), retry %d/%d in %.2fs",
@@ -291,6 +298,7 @@ class ResilientStore(WrapperStore[Store]):
         self.counters = counters or IOCounters()
         self.label = label or "store"
         self._latencies = _Latencies()
+        self._trip: tuple[float, str] | None = None  # when and why the store was given up
 
     def _with_store(self, store: Store) -> ResilientStore:
         return type(self)(store, policy=self.policy, counters=self.counters, label=self.label)
@@ -300,14 +308,27 @@ class ResilientStore(WrapperStore[Store]):
 
     __str__ = __repr__
 
+    def _tripped(self) -> str | None:
+        """Why the store was given up, while the breaker is open (``give_up_after`` s)."""
+        if self._trip is None or time.monotonic() - self._trip[0] > self.policy.give_up_after:
+            return None
+        return self._trip[1]
+
     async def _run(self, what: str, call: Callable[[], Awaitable[T]], *, write: bool = False,
                    hedge: bool = False, timeout: float | None = None) -> T:
+        if (message := self._tripped()) is not None:
+            raise StoreUnreachableError(message)
         floor = self.policy.hedge_after
-        return await self.policy.run(
-            what, call, self.counters.add_retry, label=self.label, write=write,
-            timeout=timeout, on_hedge=self.counters.add_hedge,
-            hedge_after=max(floor, self._latencies.p95) if hedge and floor else None,
-        )
+        try:
+            return await self.policy.run(
+                what, call, self.counters.add_retry, label=self.label, write=write,
+                timeout=timeout, on_hedge=self.counters.add_hedge, tripped=self._tripped,
+                hedge_after=max(floor, self._latencies.p95) if hedge and floor else None,
+            )
+        except StoreUnreachableError as exc:
+            if self._tripped() is None:
+                self._trip = (time.monotonic(), str(exc))
+            raise
 
     async def _read(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """A hedged read; its latency sets later hedging delays."""

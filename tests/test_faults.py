@@ -266,6 +266,59 @@ def test_dead_service_in_the_cli_is_one_line(azurite: Azurite, stored: str, tmp_
     assert AZURITE_KEY not in res.output
 
 
+def test_store_dying_mid_ingest_ends_it_in_one_line_within_seconds(
+        azurite: Azurite, proxy: LatencyProxy, container: str,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 9: a dead Azurite gave a 6,023-line traceback. The service dies after 40
+    uploads of a parallel ingest; the command must end with one line, soon after, and a
+    re-run once the service is back must complete exactly."""
+    import subprocess
+    import sys
+    import threading
+
+    scene = make_scene(tmp_path_factory.mktemp("dying"), shape=(650, 700))
+    conn = azurite.storage_options(proxy.endpoint)["connection_string"]
+    env = dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=conn, PARCELZARR_LOCK_LEASE="15",
+               **SHORT)  # the dead run cannot release its lease: the shortest one
+    exe = str(Path(sys.executable).parent / "parcelzarr")
+    died = threading.Event()
+
+    def kill_after_uploads() -> None:
+        start = proxy.requests
+        while proxy.requests - start < 40 and not died.wait(0.02):
+            pass
+        proxy.fault_rate(1.0, "reset", methods=EVERY_METHOD)  # every connection refused
+        died.set()
+
+    killer = threading.Thread(target=kill_after_uploads, daemon=True)
+    killer.start()
+    res = subprocess.run(
+        [exe, "ingest", *map(str, scene), "--store", f"az://{container}/dying.zarr",
+         "--chunk", "64", "--workers", "4", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    died.set()
+    killer.join()
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    # one error line, after at most the ingest's own notes (undo failed, lease not released)
+    assert len(lines) <= 3 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert lines[-1].startswith("error: store az://") and "unreachable" in lines[-1]
+    assert AZURITE_KEY not in res.stderr
+    # the service is back: the same ingest completes (after the dead run's lease expires)
+    proxy.clear_faults()
+    url = f"az://{container}/dying.zarr"
+    pz.ingest([str(p) for p in scene], url, storage_options=azurite.storage_options(),
+              quiet=True, chunk_size=64, lock_timeout=60)
+    whole = shapely.box(ORIGIN[0], ORIGIN[1] - 6500, ORIGIN[0] + 7000, ORIGIN[1])
+    df = pz.open_store(url, storage_options=azurite.storage_options()).zonal_stats(
+        gpd.GeoSeries([whole], crs=CRS), stats=("count", "sum"))
+    for path in scene:
+        band = path.stem.split("_")[2]
+        theirs = zonal_stats([whole], str(path), stats=["count", "sum"])[0]
+        row = df[df["band"] == band].iloc[0]
+        assert (row["count"], row["sum"]) == (theirs["count"], theirs["sum"]), band
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_deadline_ends_a_stuck_query_with_a_clear_error(
         azurite: Azurite, proxy: LatencyProxy, stored: str, parcels: gpd.GeoDataFrame,
