@@ -64,9 +64,11 @@ def check_store(url: str, opts: Any, scenes: dict[str, list[Path]], dates: list[
     group = root["utm16n/10m"]
     assert isinstance(group, zarr.Group)
     times = [str(np.datetime64(int(t), "s")) for t in group["time"][:]]
-    assert times == [f"{d[:4]}-{d[4:6]}-{d[6:8]}T10:00:00" for d in dates]
+    # dates are appended in the order their ingests commit
+    assert sorted(times) == [f"{d[:4]}-{d[4:6]}-{d[6:8]}T10:00:00" for d in dates]
     x, y = group["x"][:], group["y"][:]
-    for t, date in enumerate(dates):
+    for date in dates:
+        t = times.index(f"{date[:4]}-{date[4:6]}-{date[6:8]}T10:00:00")
         for path in scenes[date]:
             band = path.name.split("_")[2]
             with rasterio.open(path) as src:
