@@ -146,8 +146,13 @@ def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float,
     return passes
 
 
-def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False) -> ChunkPlan:
-    """Plan the chunk reads for ``geoms`` (shapely array in the grid's CRS)."""
+def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False,
+                coverage: bool = False) -> ChunkPlan:
+    """Plan the chunk reads for ``geoms`` (shapely array in the grid's CRS).
+
+    ``coverage``: coverage weights label each parcel on its own (no burn to share), so every
+    parcel is in pass 0 and the overlap colouring is skipped.
+    """
     n = len(geoms)
     empty = shapely.is_empty(geoms) | shapely.is_missing(geoms)
     bounds = shapely.bounds(geoms)
@@ -174,6 +179,6 @@ def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False)
     uniq, first = np.unique(key, return_index=True)
     ptr = np.r_[first, total].astype(np.int64)
     chunks = np.stack([uniq // n_cols, uniq % n_cols], axis=1).astype(np.int64)
-    passes = overlap_passes(geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y),
-                            spec=spec)
+    passes = np.zeros(n, dtype=np.int32) if coverage else overlap_passes(
+        geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y), spec=spec)
     return ChunkPlan(spec, chunks, ptr, pid.astype(np.int64), per_parcel.astype(np.int64), passes)

@@ -13,6 +13,8 @@ from rasterio.features import rasterize
 
 from parcelzarr._grid import GridSpec
 
+from ._coverage import coverage_cells
+
 __all__ = ["ChunkLabels", "label_chunk", "outside_pixels"]
 
 # rasterio emits this spuriously when several threads rasterize at once (its GDAL error
@@ -98,6 +100,11 @@ def label_chunk(
     ``base`` and ``offset`` (row, col) place the chunk in its grid (default: ``transform`` is
     the grid's) so coverage fractions are computed on grid-wide pixel boxes.
     """
+    if coverage:  # exact fractions along the outline (no passes: parcels are independent)
+        r0, c0 = offset
+        pix, pos, w = coverage_cells(geoms, base or transform, (r0, r0 + shape[0], c0,
+                                                                 c0 + shape[1]))
+        return ChunkLabels(pix, parcel_ids[pos], shape, w)
     pix_parts: list[np.ndarray] = []
     par_parts: list[np.ndarray] = []
     w_parts: list[np.ndarray] = []

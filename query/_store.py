@@ -389,7 +389,8 @@ class ParcelStore:
             if not layers or subset.size == 0:
                 continue
             geoms = pset.to_crs(info.spec.crs)[subset]
-            plan = plan_chunks(geoms, info.spec, all_touched=all_touched or coverage)
+            plan = plan_chunks(geoms, info.spec, all_touched=all_touched,
+                               coverage=coverage)
             arrays = {b: self._array(grid_name, b)._async_array
                       for _, needs in group_outputs for b in needs}
             n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
