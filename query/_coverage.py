@@ -43,6 +43,14 @@ def _row(y: np.ndarray, e: float, f: float, oy: np.ndarray) -> np.ndarray:
     return k
 
 
+def _fraction(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """``part / whole`` clipped to [0, 1], 0 where ``whole`` is 0 (an edge that rounding in
+    the parcel's frame made a point; only the points selected from it are used)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = part / whole
+    return np.clip(np.where(whole == 0, 0.0, t), 0.0, 1.0)
+
+
 def _ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each i, ``start[i] + arange(count[i])``, concatenated; and the i of each item."""
     owner = np.repeat(np.arange(count.size), count)
@@ -56,8 +64,10 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     each polygon, with the exact fraction covered.
 
     Returns ``(pixels, parcels, fractions)``: flat indices into the window (row-major),
-    positions in ``geoms``, fractions in (0, 1]; sorted by parcel, then pixel. Cells a parcel
-    only touches (fraction 0) are left out. ``geoms`` are valid (Multi)Polygons or empty.
+    positions in ``geoms``, fractions in (0, 1]; sorted by parcel (each parcel's cells column
+    by column). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are valid
+    (Multi)Polygons or empty; a vertex in a parcel's frame must round to a point on its edge
+    (true of projected coordinates, ~1e-15 relative).
     """
     r0, r1, c0, c1 = window
     a, b, c, d, e, f = base[:6]
@@ -110,8 +120,7 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     step = np.where(right, j, 1 - j)
     px = np.where(j == 0, x0[q], np.where(j == nv[q] + 1, x1[q],
                                           (c + (ca[q] + step) * a) - ox[p[q]]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (px - x0[q]) / (x1[q] - x0[q])
+    t = _fraction(px - x0[q], x1[q] - x0[q])
     py = np.where(j == 0, y0[q], np.where(j == nv[q] + 1, y1[q],
                                           y0[q] + t * (y1[q] - y0[q])))
     prow = np.clip(_row(py, e, f, oy[p[q]]), pr0[p[q]], pr1[p[q]] - 1)
@@ -128,8 +137,7 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     step = np.where(down, j, 1 - j)
     py = np.where(j == 0, ya[q], np.where(j == nh[q] + 1, yb[q],
                                           (f + (ra[q] + step) * e) - oy[kp[q]]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (py - ya[q]) / (yb[q] - ya[q])
+    t = _fraction(py - ya[q], yb[q] - ya[q])
     px = np.where(j == 0, xa[q], np.where(j == nh[q] + 1, xb[q],
                                           xa[q] + t * (xb[q] - xa[q])))
     k = np.flatnonzero(j <= nh[q])                          # piece: point k -> k + 1
