@@ -63,10 +63,11 @@ def _reduce(blocks: dict[str, np.ndarray], geoms: np.ndarray, ids: np.ndarray,
             ok = v != nodata[band]
             p, x = par[ok], v[ok].astype(np.float64)
             wk = None if w is None else w[ok]
+            wx = x if wk is None else wk * x
             li = bi * len(t_index) + ti
             cnt[li] = np.bincount(p, weights=wk, minlength=n)
-            s1[li] = np.bincount(p, weights=x if wk is None else wk * x, minlength=n)
-            s2[li] = np.bincount(p, weights=x * x if wk is None else wk * x * x, minlength=n)
+            s1[li] = np.bincount(p, weights=wx, minlength=n)
+            s2[li] = np.bincount(p, weights=wx * x, minlength=n)
     return cnt, s1, s2
 
 

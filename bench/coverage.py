@@ -10,7 +10,9 @@ std of the 4 bands for every parcel:
 - ``parcelzarr-centre``: ``zonal_stats`` with the pixel-centre rule;
 - ``parcelzarr-coverage``: ``zonal_stats(weights="coverage")``;
 - ``exactextract``: ``exact_extract(cogs, parcels, ["count", "mean", "stdev"],
-  strategy="raster-sequential")`` over the local COGs (coverage-weighted).
+  strategy="raster-sequential")`` over the local COGs (coverage-weighted);
+- ``floor`` / ``floor-coverage``: :mod:`bench._floor` on the same store (fetch the covering
+  chunks, decode, label once per strip, ``np.bincount``), each rule.
 
 The coverage-weighted results are checked against exactextract's before any timing is
 printed (exactextract keeps coverage fractions as float32, hence rtol 1e-5). Each approach runs
@@ -63,6 +65,14 @@ def _pz(url: str, parcels: Any, coverage: bool) -> pd.DataFrame:
                              quiet=True)
 
 
+def _floor(url: str, parcels: Any, coverage: bool) -> pd.DataFrame:
+    import parcelzarr as pz
+    from bench._floor import floor_stats
+
+    return floor_stats(pz.open_store(url), parcels, bands=list(BANDS), coverage=coverage,
+                       all_dates=False)
+
+
 def _exactextract(cogs: dict[str, Path], parcels: Any) -> pd.DataFrame:
     from exactextract import exact_extract
 
@@ -90,7 +100,7 @@ def main() -> None:
     ap.add_argument("--parcels", type=int, default=6000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache")
-    ap.add_argument("--profile", choices=["centre", "coverage", "exactextract"],
+    ap.add_argument("--profile", choices=["centre", "coverage", "exactextract", "floor"],
                     help="run this approach once under pyinstrument and print the profile")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -100,12 +110,14 @@ def main() -> None:
         "parcelzarr-centre": lambda: _pz(url, parcels, False),
         "parcelzarr-coverage": lambda: _pz(url, parcels, True),
         "exactextract": lambda: _exactextract(cogs, parcels),
+        "floor": lambda: _floor(url, parcels, False),
+        "floor-coverage": lambda: _floor(url, parcels, True),
     }
     if args.profile:
         from pyinstrument import Profiler
 
         name = {"centre": "parcelzarr-centre", "coverage": "parcelzarr-coverage"}.get(
-            args.profile, "exactextract")
+            args.profile, args.profile)
         runs[name]()  # warm up
         with Profiler(interval=0.002) as prof:
             runs[name]()
@@ -113,6 +125,14 @@ def main() -> None:
         return
     check(runs["parcelzarr-coverage"](), runs["exactextract"]())
     logger.info("coverage-weighted results equal exactextract's (%d parcels)", len(parcels))
+    from bench._stats import compare
+
+    for name, ref, weighted in (("floor", "parcelzarr-centre", False),
+                                ("floor-coverage", "parcelzarr-coverage", True)):
+        agreement = compare(runs[name](), runs[ref]().drop(columns="time"), weighted=weighted)
+        if not agreement.ok:
+            raise SystemExit(f"{name} disagrees with {ref}: {agreement.message}")
+        logger.info("%s agrees with %s: %s", name, ref, agreement.message)
     best: dict[str, float] = {}
     for _ in range(args.repeats):
         for name, run in runs.items():
@@ -127,8 +147,10 @@ def main() -> None:
     for name, s in best.items():
         print(f"| {name} | {s:.2f} | {n / s:,.0f} |")
     cov, ctr, ee = best["parcelzarr-coverage"], best["parcelzarr-centre"], best["exactextract"]
-    print(f"\ncoverage vs exactextract: {ee / cov:.2f}× faster (goal ≥ 2×)")
-    print(f"coverage / centre time: {cov / ctr:.2f} (goal ≤ 1.5)")
+    print(f"\n- coverage vs exactextract: {ee / cov:.2f}× faster (goal ≥ 2×)")
+    print(f"- coverage / centre time: {cov / ctr:.2f} (goal ≤ 1.5)")
+    print(f"- centre / floor time: {ctr / best['floor']:.2f} (goal ≤ 1.5)")
+    print(f"- coverage / floor-coverage time: {cov / best['floor-coverage']:.2f} (goal ≤ 1.5)")
 
 
 if __name__ == "__main__":
