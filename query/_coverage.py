@@ -25,6 +25,7 @@ __all__ = ["coverage_cells"]
 #: sums (~1e-14 here); they are snapped, so a parcel drawn along pixel edges neither gains
 #: cells it only touches nor loses a bit of the cells it covers.
 SNAP = 1e-10
+_ONE = 1 << 50  # fixed-point unit of the column sums: one cell width
 
 
 def _col(x: np.ndarray, a: float, c: float, ox: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
 
     Returns ``(pixels, parcels, fractions)``: flat indices into the window (row-major),
     positions in ``geoms``, fractions in (0, 1]; sorted by parcel (each parcel's cells column
-    by column). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are valid
+    by column, top down). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are valid
     (Multi)Polygons or empty; a vertex in a parcel's frame must round to a point on its edge
     (true of projected coordinates, ~1e-15 relative).
     """
@@ -150,45 +151,53 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     ybot = (f + (row + 1) * e) - oy[pp]
     partial = -dx * ((py[k] - ybot) + (py[k + 1] - ybot)) / 2
 
-    # each parcel's columns within the window, one row each of a (slot, depth) table, its
-    # cells from the parcel's top row down to the window's bottom row
+    # the window's columns of each parcel, with the cells its outline crosses from the
+    # parcel's top row down to the window's bottom row (rows above only carry pieces down)
     lo = np.maximum(pc0, c0)
     hi = np.minimum(pc1, c1)
-    ncol = np.where(has & (hi > lo) & (pr0 < r1) & (pr1 > r0), hi - lo, 0)
-    nrow = np.minimum(pr1, r1) - pr0
-    nslot = int(ncol.sum())
-    if nslot == 0:
+    live = has & (hi > lo) & (pr0 < r1) & (pr1 > r0)
+    bottom = np.minimum(pr1, r1)
+    use = live[pp] & (col >= lo[pp]) & (col < hi[pp]) & (row < bottom[pp])
+    if not use.any():
         return empty
-    depth = int(nrow[ncol > 0].max()) + 1
-    slot0 = np.cumsum(ncol) - ncol
-    use = (ncol[pp] > 0) & (col >= lo[pp]) & (col < hi[pp]) & (row < pr0[pp] + nrow[pp])
-    pu = pp[use]
-    flat = (slot0[pu] + (col[use] - lo[pu])) * depth + (row[use] - pr0[pu])
-    size = nslot * depth
-    # the length of each cell's top edge inside the polygon: -dx of the pieces above it
-    inside = np.bincount(flat + 1, weights=-dx[use], minlength=size + 1)[:size]
-    inside = np.cumsum(inside.reshape(nslot, depth), axis=1)
-    slot_par = np.repeat(np.arange(n), ncol)
-    slot_col = lo[slot_par] + (np.arange(nslot) - slot0[slot_par])
-    # cells no piece crosses are wholly in or out; the others: trapezoids + top edge inside
-    frac = (inside > 0.5 * a).astype(np.float64)
-    hit = np.zeros(size, dtype=bool)
-    hit[flat] = True
-    crossed = np.flatnonzero(hit)
-    part = np.bincount(flat, weights=partial[use], minlength=size)[crossed]
-    cs, cr = np.divmod(crossed, depth)
-    cp = slot_par[cs]
-    ccol, crow = slot_col[cs], pr0[cp] + cr
+    pu, cu, ru = pp[use], col[use], row[use]
+    height = int((bottom - pr0)[live].max())
+    key = ((pu * (c1 - c0) + (cu - c0)) * height + (ru - pr0[pu]))  # (parcel, col, row)
+    cells, inv = np.unique(key, return_inverse=True)
+    slot, crow = np.divmod(cells, height)
+    cp, ccol = np.divmod(slot, c1 - c0)
+    ccol += c0
+    crow += pr0[cp]
+    part = np.bincount(inv, weights=partial[use], minlength=cells.size)
+    # the length of each crossed cell's top edge inside the polygon: -dx of the pieces above
+    # it in its column, summed in fixed point (2^-50 of the cell's width) so that the
+    # running sum down each column is exact, whatever else the window holds
     wx = ((c + (ccol + 1) * a) - ox[cp]) - ((c + ccol * a) - ox[cp])
     hy = ((f + crow * e) - oy[cp]) - ((f + (crow + 1) * e) - oy[cp])
-    fc = (part + inside.ravel()[crossed] * hy) / (wx * hy)
-    frac.ravel()[crossed] = np.where(fc > 1 - SNAP, 1.0, fc)
-    # rows above the window only carried their pieces down; rows below it are padding
-    rr = np.arange(depth)[None, :]
-    frac[(rr < (np.maximum(pr0, r0) - pr0)[slot_par][:, None])
-         | (rr >= nrow[slot_par][:, None])] = 0
-    nz = np.flatnonzero(frac > SNAP)
-    s_, rr = np.divmod(nz, depth)
-    par = slot_par[s_]
-    pix = (pr0[par] + rr - r0) * (c1 - c0) + (slot_col[s_] - c0)
-    return pix, par, frac.ravel()[nz]
+    down = np.rint(np.bincount(inv, weights=-dx[use], minlength=cells.size) / wx
+                   * _ONE).astype(np.int64)
+    run = np.cumsum(down)                                  # wraps harmlessly (int64)
+    first = np.r_[True, slot[1:] != slot[:-1]]
+    start = np.flatnonzero(first)
+    above = run - down
+    above -= np.repeat(above[start], np.diff(np.r_[start, cells.size]))
+    below = above + down
+    frac = (part + (above / _ONE) * wx * hy) / (wx * hy)
+    frac = np.where(frac > 1 - SNAP, 1.0, frac)
+    keep = (frac > SNAP) & (crow >= r0)
+    # cells between two crossed cells of a column (or after the last, down to the window's
+    # bottom) are wholly inside or outside: inside if the top edge is. Each crossed cell
+    # emits itself (if kept) then the run of inside cells below it: rows ``start + j``.
+    last = np.r_[first[1:], True]
+    nxt = np.where(last, bottom[cp], np.r_[crow[1:], 0])
+    gap_from = np.maximum(crow + 1, r0)
+    gap = np.where(below > _ONE // 2, nxt - gap_from, 0).clip(0)
+    count = keep + gap
+    at = np.cumsum(count) - count                          # first output of each crossed cell
+    width = c1 - c0
+    start = np.where(keep, crow, gap_from)
+    pix = np.repeat((start - r0) * width + (ccol - c0) - at * width, count)
+    pix += np.arange(pix.size) * width
+    w = np.ones(pix.size)
+    w[at[keep]] = frac[keep]
+    return pix, np.repeat(cp, count), w
