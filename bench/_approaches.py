@@ -319,6 +319,88 @@ def parcelzarr_timeseries(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
     return Outcome(df)
 
 
+def parcelzarr_coverage(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """One ``zonal_stats(weights="coverage")`` call for all parcels (exactextract's rule)."""
+    with _open(ctx.scenario.store_url, ctx) as store:
+        df = store.zonal_stats(parcels, bands=list(ctx.scenario.bands), stats=STATS,
+                               id_column="parcel_id", weights="coverage")
+    return Outcome(df.drop(columns="time"))
+
+
+def parcelzarr_one_date(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """One ``zonal_stats`` call for the first date of the time-series store (the time
+    series' parcels): what 12 dates are measured against."""
+    first = as_datetime64(min(ctx.scenario.ts_blobs))
+    with _open(ctx.scenario.ts_store_url, ctx) as store:
+        df = store.zonal_stats(parcels, bands=list(ctx.scenario.bands), stats=STATS,
+                               id_column="parcel_id", time=str(first))
+    df["time"] = pd.to_datetime(df["time"]).dt.normalize()
+    return Outcome(df)
+
+
+# --- exactextract -----------------------------------------------------------------------
+
+
+def _exact_extract(paths: Mapping[str, str], parcels: gpd.GeoDataFrame) -> pd.DataFrame:
+    """exactextract, raster-sequential, coverage-weighted count/mean/stdev of every band."""
+    from exactextract import exact_extract
+
+    wide = exact_extract(list(paths.values()), parcels, ["count", "mean", "stdev"],
+                         strategy="raster-sequential", include_cols=["parcel_id"],
+                         output="pandas")
+    frames = []
+    for band in paths:  # columns are <raster name>_<op>; the band is in the file name
+        cols = {op: next(c for c in wide.columns if f"_{band}_" in c and c.endswith(f"_{op}"))
+                for op in ("count", "mean", "stdev")}
+        frames.append(pd.DataFrame({
+            "parcel_id": wide["parcel_id"].to_numpy(), "band": band,
+            "count": wide[cols["count"]].to_numpy(float),
+            "mean": wide[cols["mean"]].to_numpy(float),
+            "std": wide[cols["stdev"]].to_numpy(float)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def exactextract_local(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """exactextract over the same COGs on local disk (no network: the tile already
+    downloaded), raster-sequential."""
+    return Outcome(_exact_extract(ctx.scenario.cog_files, parcels))
+
+
+def exactextract_vsiaz(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """exactextract over the COGs read through ``/vsiaz/`` (GDAL via rasterio), through the
+    latency proxy, raster-sequential."""
+    with _gdal_azure(ctx):
+        return Outcome(_exact_extract(
+            {b: _vsiaz(blob) for b, blob in ctx.scenario.blobs.items()}, parcels))
+
+
+# --- the floor --------------------------------------------------------------------------
+
+
+def _floor(url: str, parcels: gpd.GeoDataFrame, ctx: Context, *, coverage: bool,
+           all_dates: bool) -> Outcome:
+    from ._floor import floor_stats
+
+    with _open(url, ctx) as store:
+        return Outcome(floor_stats(store, parcels, bands=list(ctx.scenario.bands),
+                                   coverage=coverage, all_dates=all_dates))
+
+
+def floor(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """The floor of ``parcelzarr-batch`` (see :mod:`bench._floor`)."""
+    return _floor(ctx.scenario.store_url, parcels, ctx, coverage=False, all_dates=False)
+
+
+def floor_coverage(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """The floor of ``parcelzarr-coverage``."""
+    return _floor(ctx.scenario.store_url, parcels, ctx, coverage=True, all_dates=False)
+
+
+def floor_timeseries(parcels: gpd.GeoDataFrame, ctx: Context) -> Outcome:
+    """The floor of ``parcelzarr-timeseries`` (all 12 dates)."""
+    return _floor(ctx.scenario.ts_store_url, parcels, ctx, coverage=False, all_dates=True)
+
+
 RUNNERS: dict[Approach, Callable[[gpd.GeoDataFrame, Context], Outcome]] = {
     Approach.TILE_PER_PARCEL: tile_download_per_parcel,
     Approach.TILE_CACHED: tile_download_cached,
@@ -329,5 +411,12 @@ RUNNERS: dict[Approach, Callable[[gpd.GeoDataFrame, Context], Outcome]] = {
     Approach.PZ_BATCH: parcelzarr_batch,
     Approach.GDAL_TIMESERIES: gdal_vsiaz_timeseries,
     Approach.PZ_TIMESERIES: parcelzarr_timeseries,
+    Approach.PZ_COVERAGE: parcelzarr_coverage,
+    Approach.PZ_ONE_DATE: parcelzarr_one_date,
+    Approach.EE_LOCAL: exactextract_local,
+    Approach.EE_VSIAZ: exactextract_vsiaz,
+    Approach.FLOOR: floor,
+    Approach.FLOOR_COVERAGE: floor_coverage,
+    Approach.FLOOR_TIMESERIES: floor_timeseries,
 }
 

@@ -28,7 +28,7 @@ __all__ = ["main"]
 logger = logging.getLogger("bench")
 
 _BENCH = Path(__file__).resolve().parent
-_REFERENCES = (Approach.PZ_BATCH, Approach.PZ_TIMESERIES)
+_REFERENCES = (Approach.PZ_BATCH, Approach.PZ_COVERAGE, Approach.PZ_TIMESERIES)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,21 +28,47 @@ class Approach(StrEnum):
     PZ_BATCH = "parcelzarr-batch"
     GDAL_TIMESERIES = "gdal-vsiaz-timeseries"
     PZ_TIMESERIES = "parcelzarr-timeseries"
+    PZ_COVERAGE = "parcelzarr-coverage"
+    PZ_ONE_DATE = "parcelzarr-one-date"
+    EE_LOCAL = "exactextract-local"
+    EE_VSIAZ = "exactextract-vsiaz"
+    FLOOR = "floor"
+    FLOOR_COVERAGE = "floor-coverage"
+    FLOOR_TIMESERIES = "floor-timeseries"
 
     @property
     def timeseries(self) -> bool:
-        """Whether the approach reads the 12-date series (else the single-date county)."""
-        return self in (Approach.GDAL_TIMESERIES, Approach.PZ_TIMESERIES)
+        """Whether the approach reads the time-series store's parcels (else the county)."""
+        return self in (Approach.GDAL_TIMESERIES, Approach.PZ_TIMESERIES,
+                        Approach.PZ_ONE_DATE, Approach.FLOOR_TIMESERIES)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the statistics are coverage-weighted (exactextract's rule)."""
+        return self in (Approach.PZ_COVERAGE, Approach.EE_LOCAL, Approach.EE_VSIAZ,
+                        Approach.FLOOR_COVERAGE)
+
+    @property
+    def floor(self) -> bool:
+        """Whether the approach is a floor (the bound, not a baseline users would pick)."""
+        return self in (Approach.FLOOR, Approach.FLOOR_COVERAGE, Approach.FLOOR_TIMESERIES)
 
     @property
     def reference(self) -> Approach:
         """The parcelzarr approach this one is compared against (results and ratios)."""
-        return Approach.PZ_TIMESERIES if self.timeseries else Approach.PZ_BATCH
+        if self.timeseries:
+            return Approach.PZ_TIMESERIES
+        return Approach.PZ_COVERAGE if self.weighted else Approach.PZ_BATCH
 
 
 #: Run order within one latency: the parcelzarr references first, so results can be checked.
 APPROACHES: tuple[Approach, ...] = (
     Approach.PZ_BATCH,
+    Approach.PZ_COVERAGE,
+    Approach.FLOOR,
+    Approach.FLOOR_COVERAGE,
+    Approach.EE_LOCAL,
+    Approach.EE_VSIAZ,
     Approach.PZ_READ_LOOP,
     Approach.PZ_READ_COLD,
     Approach.TILE_PER_PARCEL,
@@ -50,6 +76,8 @@ APPROACHES: tuple[Approach, ...] = (
     Approach.GDAL,
     Approach.GDAL_THREADS,
     Approach.PZ_TIMESERIES,
+    Approach.PZ_ONE_DATE,
+    Approach.FLOOR_TIMESERIES,
     Approach.GDAL_TIMESERIES,
 )
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,8 @@ class Scenario:
     n_ts_parcels: int
     cog_bytes: int
     setup_seconds: dict[str, float]
+    #: band -> the same single-date COG on local disk (exactextract-local reads it)
+    cog_files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The scenario as JSON."""
@@ -208,7 +210,7 @@ def deploy(cfg: BenchConfig, data: LocalData, az: Azurite) -> Scenario:
                   for d, bands in data.ts_cogs.items()},
         store_url=store_url, ts_store_url=ts_store_url,
         n_parcels=data.n_parcels, n_ts_parcels=data.n_ts_parcels, cog_bytes=cog_bytes,
-        setup_seconds=seconds,
+        setup_seconds=seconds, cog_files={b: str(p) for b, p in data.cogs.items()},
     )
 
 

@@ -111,6 +111,7 @@ def compare(
     *,
     keys: Sequence[str] = ("parcel_id", "band"),
     min_count_exact: float = 0.99,
+    weighted: bool = False,
 ) -> Agreement:
     """Check ``result`` against ``reference`` on the reference rows of ``result``'s parcels.
 
@@ -118,12 +119,18 @@ def compare(
     identical, no count differs by more than ``2 + 1 %``, and where counts are identical the
     means agree to 1e-6 (relative) and the standard deviations to 1e-4 DN + 1e-6 relative;
     where counts differ, means agree to 2 % + 1 DN. Both NaN (no valid pixel) agrees.
+
+    ``weighted`` (coverage-weighted statistics, fractional counts): every row must agree,
+    count and mean to 1e-5 relative, std to 1e-3 DN + 1e-5 relative (exactextract keeps
+    coverage fractions as float32).
     """
     keys = list(keys)
     ref = reference[reference["parcel_id"].isin(result["parcel_id"].unique())]
     merged = ref.merge(result, on=keys, how="left", suffixes=("_ref", ""), indicator=True)
     missing = int((merged["_merge"] != "both").sum())
     both = merged[merged["_merge"] == "both"]
+    if weighted:
+        return _compare_weighted(both, missing)
     c_ref = both["count_ref"].to_numpy(np.int64)
     c = both["count"].to_numpy(np.int64)
     m_ref, m = both["mean_ref"].to_numpy(float), both["mean"].to_numpy(float)
@@ -154,3 +161,24 @@ def compare(
         max_mean_rel=float(mean_rel.max()) if mean_rel.size else 0.0,
         max_std_abs=float(std_abs.max()) if std_abs.size else 0.0, ok=ok, message=message,
     )  # fmt: skip
+
+
+def _compare_weighted(both: pd.DataFrame, missing: int) -> Agreement:
+    """:func:`compare` for coverage-weighted rows (merged, reference columns ``*_ref``)."""
+    diffs = {}
+    for name in ("count", "mean", "std"):
+        a, b = both[name].to_numpy(float), both[f"{name}_ref"].to_numpy(float)
+        scale = np.abs(b) * 1e-5 + (1e-3 if name == "std" else 1e-9)
+        nan_ok = np.isnan(a) & np.isnan(b)
+        with np.errstate(invalid="ignore"):
+            bad = ~nan_ok & ~(np.abs(a - b) <= scale)
+        rel = np.where(nan_ok, 0.0, np.abs(a - b) / np.maximum(np.abs(b), 1.0))
+        diffs[name] = (int(bad.sum()), float(np.nan_to_num(rel, nan=np.inf).max())
+                       if rel.size else 0.0)
+    ok = missing == 0 and all(n == 0 for n, _ in diffs.values())
+    message = (f"{len(both)} rows, {missing} missing, coverage-weighted: " + ", ".join(
+        f"{name} max rel diff {d:.1e} ({n} outside tolerance)"
+        for name, (n, d) in diffs.items()))
+    return Agreement(rows=len(both), missing=missing, count_exact=float("nan"),
+                     max_count_diff=0, max_mean_rel=diffs["mean"][1],
+                     max_std_abs=diffs["std"][1], ok=ok, message=message)

@@ -1,5 +1,6 @@
 """Query: plan which chunks each parcel needs, fetch each once, reduce per parcel."""
 
+from ._coverage import coverage_cells
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES, IndexDef
@@ -28,6 +29,7 @@ __all__ = [
     "Partials",
     "QueryReport",
     "StatSpec",
+    "coverage_cells",
     "exact_stats",
     "label_chunk",
     "load_parcels",

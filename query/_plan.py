@@ -75,11 +75,9 @@ def _pixel_windows(bounds: np.ndarray, spec: GridSpec) -> np.ndarray:
     return win.astype(np.int64)
 
 
-def _share_a_centre(a: np.ndarray, b: np.ndarray, spec: GridSpec) -> np.ndarray:
-    """Whether the overlap of ``a[i]`` and ``b[i]`` holds (or touches) a pixel centre of
-    ``spec``; conservative (True) for overlaps spanning more than 256 centres."""
-    inter = shapely.intersection(a, b)
-    bx = shapely.bounds(inter)
+def _centre_ranges(bx: np.ndarray, spec: GridSpec
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """First column and row, and counts, of the pixel centres inside ``(n, 4)`` bounds."""
     with np.errstate(invalid="ignore"):
         c0 = np.ceil((bx[:, 0] - spec.x0) / spec.res_x - 0.5)
         c1 = np.floor((bx[:, 2] - spec.x0) / spec.res_x - 0.5)
@@ -87,19 +85,52 @@ def _share_a_centre(a: np.ndarray, b: np.ndarray, spec: GridSpec) -> np.ndarray:
         r1 = np.floor((spec.y0 - bx[:, 1]) / spec.res_y - 0.5)
     nx = np.nan_to_num(np.clip(c1 - c0 + 1, 0, None)).astype(np.int64)
     ny = np.nan_to_num(np.clip(r1 - r0 + 1, 0, None)).astype(np.int64)
+    return np.nan_to_num(c0), np.nan_to_num(r0), nx, ny
+
+
+def _centres_hit(a: np.ndarray, b: np.ndarray | None, sel: np.ndarray, c0: np.ndarray,
+                 r0: np.ndarray, nx: np.ndarray, ny: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Which pairs ``sel`` have a pixel centre of their range in ``a`` (and in ``b``)."""
+    cnt = nx[sel] * ny[sel]
+    pair = np.repeat(sel, cnt)
+    k = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    x = spec.x0 + (c0[pair] + k % nx[pair] + 0.5) * spec.res_x
+    y = spec.y0 - (r0[pair] + k // nx[pair] + 0.5) * spec.res_y
+    hit = shapely.intersects_xy(a[pair], x, y)
+    if b is not None:
+        hit[hit] = shapely.intersects_xy(b[pair[hit]], x[hit], y[hit])
+    return np.unique(pair[hit])
+
+
+def _share_a_centre(a: np.ndarray, b: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Whether ``a[i]`` and ``b[i]`` both hold (or touch) one pixel centre of ``spec``.
+
+    Pairs whose bounding boxes overlap on at most 4,096 centres test those centres against
+    both parcels (prepared, vectorised; no overlay). Larger overlaps compute the GEOS
+    intersection first and test the centres in its bounds (conservatively True beyond 256).
+    """
+    ba, bb = shapely.bounds(a), shapely.bounds(b)
+    both = np.concatenate([np.maximum(ba[:, :2], bb[:, :2]), np.minimum(ba[:, 2:], bb[:, 2:])],
+                          axis=1)
+    c0, r0, nx, ny = _centre_ranges(both, spec)
     n = nx * ny
-    out = n > 256
-    small = np.flatnonzero((n > 0) & ~out)
-    if small.size:
-        cnt = n[small]
-        pair = np.repeat(small, cnt)
-        k = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        col = c0[pair] + k % nx[pair]
-        row = r0[pair] + k // nx[pair]
-        x = spec.x0 + (col + 0.5) * spec.res_x
-        y = spec.y0 - (row + 0.5) * spec.res_y
-        hit = shapely.intersects_xy(inter[pair], x, y)
-        out[np.unique(pair[hit])] = True
+    out = np.zeros(len(a), dtype=bool)
+    near = np.flatnonzero((n > 0) & (n <= 4096))
+    if near.size:
+        shapely.prepare(a[near])
+        shapely.prepare(b[near])
+        out[_centres_hit(a, b, near, c0, r0, nx, ny, spec)] = True
+    wide = np.flatnonzero(n > 4096)
+    if wide.size:
+        inter = np.empty(len(a), dtype=object)
+        inter[wide] = shapely.intersection(a[wide], b[wide])
+        c0, r0, nx, ny = _centre_ranges(shapely.bounds(inter[wide]), spec)
+        m = nx * ny
+        out[wide[m > 256]] = True
+        small = np.flatnonzero((m > 0) & (m <= 256))
+        if small.size:
+            hit = _centres_hit(inter[wide], None, small, c0, r0, nx, ny, spec)
+            out[wide[hit]] = True
     return out
 
 
@@ -119,14 +150,16 @@ def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float,
     if all_touched:
         pairs = tree.query(geoms, predicate="dwithin", distance=res * 1.5)
     else:
-        # bounding-box candidates, then one vectorised DE-9IM test: do the interiors meet?
-        # (the same pairs as overlaps | contains | within, in a third of the time)
+        # bounding-box candidates; given the grid, the pairs that both hold a pixel centre
+        # (tested on the centres where their boxes overlap), else the pairs whose interiors
+        # meet (one vectorised DE-9IM test)
         pairs = tree.query(geoms)
         pairs = pairs[:, pairs[0] < pairs[1]]
-        meet = shapely.relate_pattern(geoms[pairs[0]], geoms[pairs[1]], "T********")
-        pairs = pairs[:, meet]
         if spec is not None and pairs.shape[1]:
             pairs = pairs[:, _share_a_centre(geoms[pairs[0]], geoms[pairs[1]], spec)]
+        else:
+            meet = shapely.relate_pattern(geoms[pairs[0]], geoms[pairs[1]], "T********")
+            pairs = pairs[:, meet]
     a, b = pairs
     keep = a != b
     a, b = a[keep], b[keep]
@@ -146,8 +179,13 @@ def overlap_passes(geoms: np.ndarray, *, all_touched: bool, res: float,
     return passes
 
 
-def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False) -> ChunkPlan:
-    """Plan the chunk reads for ``geoms`` (shapely array in the grid's CRS)."""
+def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False,
+                coverage: bool = False) -> ChunkPlan:
+    """Plan the chunk reads for ``geoms`` (shapely array in the grid's CRS).
+
+    ``coverage``: coverage weights label each parcel on its own (no burn to share), so every
+    parcel is in pass 0 and the overlap colouring is skipped.
+    """
     n = len(geoms)
     empty = shapely.is_empty(geoms) | shapely.is_missing(geoms)
     bounds = shapely.bounds(geoms)
@@ -174,6 +212,6 @@ def plan_chunks(geoms: np.ndarray, spec: GridSpec, *, all_touched: bool = False)
     uniq, first = np.unique(key, return_index=True)
     ptr = np.r_[first, total].astype(np.int64)
     chunks = np.stack([uniq // n_cols, uniq % n_cols], axis=1).astype(np.int64)
-    passes = overlap_passes(geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y),
-                            spec=spec)
+    passes = np.zeros(n, dtype=np.int32) if coverage else overlap_passes(
+        geoms, all_touched=all_touched, res=max(spec.res_x, spec.res_y), spec=spec)
     return ChunkPlan(spec, chunks, ptr, pid.astype(np.int64), per_parcel.astype(np.int64), passes)

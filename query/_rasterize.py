@@ -13,6 +13,8 @@ from rasterio.features import rasterize
 
 from parcelzarr._grid import GridSpec
 
+from ._coverage import coverage_cells
+
 __all__ = ["MAX_PARCEL_SIDE", "ChunkLabels", "clip_to_grid", "label_chunk", "outside_pixels",
            "too_large"]
 
@@ -99,6 +101,11 @@ def label_chunk(
     ``base`` and ``offset`` (row, col) place the chunk in its grid (default: ``transform`` is
     the grid's) so coverage fractions are computed on grid-wide pixel boxes.
     """
+    if coverage:  # exact fractions along the outline (no passes: parcels are independent)
+        r0, c0 = offset
+        pix, pos, w = coverage_cells(geoms, base or transform, (r0, r0 + shape[0], c0,
+                                                                 c0 + shape[1]))
+        return ChunkLabels(pix, parcel_ids[pos], shape, w)
     pix_parts: list[np.ndarray] = []
     par_parts: list[np.ndarray] = []
     w_parts: list[np.ndarray] = []

@@ -441,7 +441,8 @@ class ParcelStore:
             if big.any():  # not a real parcel (wrong units or CRS): nothing to read
                 geoms = np.where(big, shapely.Polygon(), geoms)
                 status[subset[big]] = "too large"
-            plan = plan_chunks(geoms, info.spec, all_touched=all_touched or coverage)
+            plan = plan_chunks(geoms, info.spec, all_touched=all_touched,
+                               coverage=coverage)
             arrays = {b: self._array(grid_name, b)._async_array
                       for _, needs in group_outputs for b in needs}
             n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)

@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench._measure import Record  # noqa: E402 (needs sys.path above)
-from bench._report import BEGIN, END, replace_section, verdicts  # noqa: E402
+from bench._report import BEGIN, END, goals, replace_section, verdicts  # noqa: E402
 from bench._stats import (  # noqa: E402
     compare,
     masked_stats,
@@ -103,3 +103,31 @@ def test_verdicts_say_plainly_where_parcelzarr_is_not_ahead() -> None:
     assert "parcelzarr-batch is ahead of `gdal-vsiaz`" in text
     assert "NOT ahead of `tile-download-cached` in parcels/s" in text
     assert "`gdal-vsiaz` has lower requests per parcel" in text
+
+
+def test_weighted_compare_needs_every_row_within_float32_precision() -> None:
+    ref = _frame([100] * 50, [1000.0] * 50).assign(count=lambda d: d["count"] * 0.7)
+    close = ref.copy()
+    close["mean"] *= 1 + 3e-7                 # exactextract's float32 fractions
+    assert compare(close, ref, weighted=True).ok
+    off = ref.copy()
+    off.loc[4, "count"] += 0.5                 # half a pixel more: a wrong fraction
+    assert not compare(off, ref, weighted=True).ok
+    assert compare(off, ref).ok                # the centre rule's check would let it pass
+
+
+def test_goals_report_each_ratio_and_whether_it_is_met() -> None:
+    records = [
+        _record("parcelzarr-batch", 1000.0, 5e3, 0.1, 300.0),
+        _record("floor", 1200.0, 5e3, 0.1, 300.0),             # 1.2x: met
+        _record("parcelzarr-coverage", 500.0, 5e3, 0.1, 300.0),  # 2x the centre: not met
+        _record("exactextract-local", 200.0, 0.0, 0.0, 300.0),  # 2.5x: met
+        _record("gdal-vsiaz-threads", 400.0, 2e4, 0.05, 400.0),  # 2.5x < 5x: not met
+    ]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in goals(records)[2:]}
+    assert "| 1.20 | yes |" in rows["centre rule: ≤ 1.5× the floor"]
+    assert "| 2.00 | **no** |" in rows["coverage weights: ≤ 1.5× the centre rule"]
+    assert "| 2.50 | yes |" in rows["coverage weights: ≥ 2× exactextract"]
+    assert "`gdal-vsiaz-threads` time" in rows["county batch: ≥ 5× the strongest baseline"]
+    assert "| 2.50 | **no** |" in rows["county batch: ≥ 5× the strongest baseline"]
+    assert not any("time series" in k for k in rows)        # not measured: no row
