@@ -106,7 +106,39 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
                         unused_sets=unused_parcel_files())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+#: Cases still outside tolerance, each listed in docs/conformance.md ("Outside tolerance")
+#: with its cause; open work on issue 8. Strict: a fix that makes one pass must remove it.
+KNOWN_OPEN = {
+    "eo-learn-slovenia/CLM_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
+        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
+    "eo-learn-slovenia/DEM.tif[1]-CLM_VECTOR.gpkg-coverage":
+        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
+    "eo-learn-slovenia/NDVI_68dates.tif[1]-CLM_VECTOR.gpkg-coverage":
+        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
+    "eo-learn-slovenia/NDVI_68dates.tif[9]-CLM_VECTOR.gpkg-coverage":
+        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
+    "eo-learn-slovenia/NDVI_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
+        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
+    "eo-learn-slovenia/LULC_mask.tif[1]-LULC.gpkg-coverage":
+        "coverage: weighted quantiles of an integer raster at a tie with exactextract",
+    "rasterstats/all_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
+        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
+    "rasterstats/slope.tif[1]-polygons_no_overlap.shp-all_touched":
+        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
+    "rasterstats/slope_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
+        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
+    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-all_touched":
+        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
+    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-coverage":
+        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
+    "rasterstats/dataset_mask.tif[1]-polygons_partial_overlap.shp-coverage":
+        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_OPEN[c.id]))
+    if c.id in KNOWN_OPEN else c for c in CASES], ids=[c.id for c in CASES])
 def test_zonal_stats_conform_to_the_peers(stores: Stores, case: cf.Case) -> None:
     try:
         rows = cf.evaluate(case, stores.ours(case))
