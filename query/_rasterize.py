@@ -49,38 +49,6 @@ def _burn(geoms: np.ndarray, labels: np.ndarray, transform: Affine, shape: tuple
     ).ravel()
 
 
-def _coverage(geoms: np.ndarray, parcel_ids: np.ndarray, transform: Affine,
-              shape: tuple[int, int], base: Affine, offset: tuple[int, int],
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact coverage fractions of one pass (parcels at least a pixel apart).
-
-    Every pixel the parcel touches is a candidate; pixels crossed by its outline get the area
-    of (polygon ∩ pixel box) / pixel area, computed with shapely 2 in one vectorised call;
-    the others are interior and weigh 1.
-    """
-    labels = _burn(geoms, parcel_ids + 1, transform, shape, True)
-    edge = _burn(shapely.boundary(geoms), parcel_ids + 1, transform, shape, True)
-    idx = np.flatnonzero(labels | edge)
-    lab = np.where(labels[idx] > 0, labels[idx], edge[idx]).astype(np.int64) - 1
-    w = np.ones(idx.size, dtype=np.float64)
-    on_edge = edge[idx] > 0
-    if on_edge.any():
-        e = idx[on_edge]
-        rows, cols = np.divmod(e, shape[1])
-        # pixel boxes from the grid's own origin and global indices, so that a pixel's box
-        # (and its fraction, down to the last bit) does not depend on the chunking
-        a, _, c, _, ee, f = base[:6]
-        x0 = c + (cols + offset[1]) * a
-        y0 = f + (rows + offset[0]) * ee
-        boxes = shapely.box(np.minimum(x0, x0 + a), np.minimum(y0, y0 + ee),
-                            np.maximum(x0, x0 + a), np.maximum(y0, y0 + ee))
-        local = np.searchsorted(parcel_ids, lab[on_edge])
-        inter = shapely.intersection(boxes, geoms[local])
-        w[on_edge] = shapely.area(inter) / abs(a * ee)
-    keep = w > 0  # pixels merely touched along an edge or at a corner
-    return idx[keep], lab[keep], w[keep]
-
-
 def label_chunk(
     geoms: np.ndarray,
     parcel_ids: np.ndarray,
@@ -97,9 +65,10 @@ def label_chunk(
 
     Pixel-centre rule by default (as rasterio and rasterstats); ``all_touched`` takes every pixel
     the outline touches; ``coverage`` takes every touched pixel with the exact fraction of it
-    the parcel covers (as exactextract). Parcels in different ``passes`` are burned separately.
-    ``base`` and ``offset`` (row, col) place the chunk in its grid (default: ``transform`` is
-    the grid's) so coverage fractions are computed on grid-wide pixel boxes.
+    the parcel covers (as exactextract; :func:`coverage_cells`, each parcel on its own).
+    Otherwise parcels in different ``passes`` are burned separately. ``base`` and ``offset``
+    (row, col) place the chunk in its grid (default: ``transform`` is the grid's) so coverage
+    fractions are computed on grid-wide pixel lines.
     """
     if coverage:  # exact fractions along the outline (no passes: parcels are independent)
         r0, c0 = offset
@@ -108,26 +77,16 @@ def label_chunk(
         return ChunkLabels(pix, parcel_ids[pos], shape, w)
     pix_parts: list[np.ndarray] = []
     par_parts: list[np.ndarray] = []
-    w_parts: list[np.ndarray] = []
     for p in np.unique(passes):
         sel = passes == p
-        if coverage:
-            idx, lab, w = _coverage(geoms[sel], parcel_ids[sel], transform, shape,
-                                    base or transform, offset)
-            w_parts.append(w)
-        else:
-            labels = _burn(geoms[sel], parcel_ids[sel] + 1, transform, shape, all_touched)
-            idx = np.flatnonzero(labels)
-            lab = labels[idx].astype(np.int64) - 1
+        labels = _burn(geoms[sel], parcel_ids[sel] + 1, transform, shape, all_touched)
+        idx = np.flatnonzero(labels)
         pix_parts.append(idx)
-        par_parts.append(lab)
+        par_parts.append(labels[idx].astype(np.int64) - 1)
     pixels = np.concatenate(pix_parts) if pix_parts else np.empty(0, np.int64)
     parcels = np.concatenate(par_parts) if par_parts else np.empty(0, np.int64)
     order = np.argsort(parcels, kind="stable")
-    weights = None
-    if coverage:
-        weights = (np.concatenate(w_parts) if w_parts else np.empty(0))[order]
-    return ChunkLabels(pixels[order], parcels[order], shape, weights)
+    return ChunkLabels(pixels[order], parcels[order], shape)
 
 
 #: Largest parcel accepted, as pixels along one side of its bounding box (2**20 px: 10,486 km
