@@ -58,16 +58,16 @@ __all__ = ["cache_dir", "connect_timeout", "deadline", "default_chunk", "default
            "write_timeout"]
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, *, least: int = 1) -> int:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
     return value
 
 
@@ -157,16 +157,7 @@ def write_timeout() -> float:
 
 def retries() -> int:
     """Retries after a transient storage error (``PARCELZARR_RETRIES``, 5; 0: none)."""
-    raw = os.environ.get("PARCELZARR_RETRIES")
-    if raw is None or raw.strip() == "":
-        return 5
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"PARCELZARR_RETRIES={raw!r} is not a whole number") from None
-    if value < 0:
-        raise ValueError(f"PARCELZARR_RETRIES must be at least 0, got {value}")
-    return value
+    return _int("PARCELZARR_RETRIES", 5, least=0)
 
 
 def unreachable_after() -> float:
