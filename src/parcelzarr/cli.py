@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,12 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.obj = {"debug": debug}
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        # A command that fails on a dead store cancels its queued requests; the coroutines
+        # never started are collected at exit, which Python reports as warnings after the
+        # one-line error. They say nothing to the user (--debug shows them).
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                                category=RuntimeWarning)
 
 
 @main.command()
