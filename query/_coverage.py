@@ -24,11 +24,12 @@ from affine import Affine
 
 __all__ = ["coverage_cells"]
 
-#: Fractions within this of 0 or 1 (of a cell's area) are taken for rounding noise and
-#: snapped (the arithmetic here is good to ~1e-14 of a cell in the parcel's frame), so that
-#: no cell enters min/max on a crumb of noise. Vertices exactly on grid lines need no snap:
-#: their fractions are exactly 0 or 1.
-SNAP = 1e-12
+#: Fractions within this of 0 or 1 (of a cell's area) are snapped to 0 or 1. The arithmetic
+#: here is good to ~1e-14 of a cell, but world coordinates carry ~1e-11 of a 10 m cell
+#: (ulp of 5e6 m): a parcel drawn along the pixel edges of a raster whose grid lines are
+#: computed a little differently (another origin or resolution rounding) would otherwise
+#: gain slivers of ~1e-11 of the cells it only touches, and their values in min/max.
+SNAP = 1e-10
 _ONE = 1 << 50  # fixed-point unit of the column sums: one cell width
 
 
