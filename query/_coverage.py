@@ -2,15 +2,18 @@
 outline (as exactextract), vectorised with numpy over all parcels of a chunk.
 
 Method. By Green's theorem the area of polygon ∩ cell is ``-∮ (y - y_bottom) dx`` along the
-outline, clipped to the cell. Each outline edge is split where it crosses a grid line, so every
-piece lies in one cell. A piece contributes to its own cell the trapezoid between it and the
-cell's bottom, and to every cell below it in its column a full ``-dx · cell height`` (the
-length of the cell's top edge inside the polygon, carried down by a cumulative sum). Cells that
-no piece crosses are wholly inside or wholly outside: they weigh exactly 1 or 0.
+outline, clipped to the cell. Each outline edge is split at the vertical grid lines it crosses,
+each piece again at the horizontal ones, so every piece lies in one cell. A piece contributes
+to its own cell the trapezoid between it and the cell's bottom, and to every cell below it in
+its column a full ``-dx · cell height``: the running sum of ``-dx`` down a column is the length
+of a cell's top edge inside the polygon. Cells that no piece crosses are wholly inside or
+wholly outside (exactly 1 or 0) and are emitted as runs between the crossed cells, so the work
+is proportional to the outline plus the cells returned.
 
 Chunk independence. Every parcel is computed in its own frame (the top-left corner of its pixel
-window), from grid-wide grid lines, and sums run in the order of the parcel's outline whatever
-chunk asks, so a pixel's fraction is the same, bit for bit, in every chunking.
+window) from grid-wide grid lines; per-cell sums run in the order of the parcel's outline and
+the column sums in fixed point (exact), whatever else the window holds; so a pixel's fraction
+is the same, bit for bit, in every chunking.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from affine import Affine
 
 __all__ = ["coverage_cells"]
 
-#: Fractions within this of 0 or 1 (of a cell's area) are rounding noise of the cumulative
-#: sums (~1e-14 here); they are snapped, so a parcel drawn along pixel edges neither gains
-#: cells it only touches nor loses a bit of the cells it covers.
+#: Fractions within this of 0 or 1 (of a cell's area) are snapped to 0 or 1. The arithmetic
+#: here is good to ~1e-14 of a cell, but world coordinates carry ~1e-11 of a 10 m cell
+#: (ulp of 5e6 m): a parcel drawn along the pixel edges of a raster whose grid lines are
+#: computed a little differently (another origin or resolution rounding) would otherwise
+#: gain slivers of ~1e-11 of the cells it only touches, and their values in min/max.
 SNAP = 1e-10
 _ONE = 1 << 50  # fixed-point unit of the column sums: one cell width
 
@@ -66,9 +71,10 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
 
     Returns ``(pixels, parcels, fractions)``: flat indices into the window (row-major),
     positions in ``geoms``, fractions in (0, 1]; sorted by parcel (each parcel's cells column
-    by column, top down). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are valid
-    (Multi)Polygons or empty; a vertex in a parcel's frame must round to a point on its edge
-    (true of projected coordinates, ~1e-15 relative).
+    by column, top down). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are
+    valid (Multi)Polygons or empty, in the grid's CRS. Accuracy: ~1e-14 of a cell relative to
+    the parcel's frame (coordinates are shifted into it exactly where they share sign and
+    magnitude, as projected coordinates do).
     """
     r0, r1, c0, c1 = window
     a, b, c, d, e, f = base[:6]
@@ -174,14 +180,13 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     # running sum down each column is exact, whatever else the window holds
     wx = ((c + (ccol + 1) * a) - ox[cp]) - ((c + ccol * a) - ox[cp])
     hy = ((f + crow * e) - oy[cp]) - ((f + (crow + 1) * e) - oy[cp])
-    down = np.rint(np.bincount(inv, weights=-dx[use], minlength=cells.size) / wx
-                   * _ONE).astype(np.int64)
-    run = np.cumsum(down)                                  # wraps harmlessly (int64)
-    first = np.r_[True, slot[1:] != slot[:-1]]
-    start = np.flatnonzero(first)
-    above = run - down
-    above -= np.repeat(above[start], np.diff(np.r_[start, cells.size]))
-    below = above + down
+    dq = np.rint(np.bincount(inv, weights=-dx[use], minlength=cells.size) / wx
+                 * _ONE).astype(np.int64)
+    above = np.cumsum(dq) - dq                             # int64: wraps harmlessly
+    first = np.r_[True, slot[1:] != slot[:-1]]             # top crossed cell of a column
+    heads = np.flatnonzero(first)
+    above -= np.repeat(above[heads], np.diff(np.r_[heads, cells.size]))
+    below = above + dq
     frac = (part + (above / _ONE) * wx * hy) / (wx * hy)
     frac = np.where(frac > 1 - SNAP, 1.0, frac)
     keep = (frac > SNAP) & (crow >= r0)
