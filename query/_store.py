@@ -41,6 +41,7 @@ from parcelzarr.errors import (
 
 from ._area import areal_scale, row_areas
 from ._chunk_cache import ChunkCache, read_window
+from ._cube import Output, check_output, shape_output
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
@@ -319,7 +320,8 @@ class ParcelStore:
         scheduler: Any = None,
         quiet: bool = True,
         deadline: float | None = None,
-    ) -> pd.DataFrame:
+        output: Output = "pandas",
+    ) -> pd.DataFrame | xr.Dataset:
         """Per-parcel statistics of bands (and indices) for every selected date.
 
         Parameters
@@ -379,16 +381,32 @@ class ParcelStore:
             requests in flight are cancelled and :class:`~parcelzarr.errors.QueryDeadlineError`
             (a ``TimeoutError``) is raised; never a partial result. With ``scheduler`` each
             partition gets this deadline.
+        output:
+            ``"pandas"`` (default): the long frame below. ``"wide"``: one row per (parcel,
+            time) with ``{band}_{stat}`` columns (exactextract's names). ``"xarray"``: an
+            xvec vector cube, dimensions ``geometry`` (a ``GeometryIndex`` with the parcels'
+            CRS), ``time``, ``band``, one variable per statistic, the id column a
+            coordinate (see :mod:`parcelzarr.query._cube`).
 
         Returns
         -------
-        pandas.DataFrame
+        pandas.DataFrame or xarray.Dataset
             One row per (parcel, band, time): the id column, ``band``, ``time``, then one column
             per statistic, then ``status``: "ok", or why the parcel could not be used
             ("empty", "outside", "invalid geometry", "too large"; docs/query.md). Parcels
             with no valid pixels get ``count`` 0 and NaN statistics; no parcel fails the batch.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
+        output = check_output(output, categorical=categorical)
+        if output != "pandas":  # the long frame, then reshaped
+            args = {k: v for k, v in locals().items() if k not in ("self", "output")}
+            long = self.zonal_stats(**args)
+            assert isinstance(long, pd.DataFrame)
+            with warnings.catch_warnings():  # repairs were reported by the query
+                warnings.simplefilter("ignore")
+                pset = (load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
+                        if output == "xarray" else None)
+            return shape_output(long, output, pset)
         mask_band = self._mask_band(mask)
         outputs = self._outputs(bands, indices, exclude=mask_band)
         dates = self._dates(outputs, time, explicit=bands is not None or bool(indices))
