@@ -135,9 +135,7 @@ class _Reducer:
         self._since_flush = 0
 
     def _exact_names(self) -> list[str]:
-        spec = self.job.stats
-        names = ["median"] if "median" in spec.names else []
-        return names + [f"percentile_{q:g}" for q in spec.percentiles]
+        return self.job.stats.exact_names
 
     def prepare(self, k: int, data: Mapping[Key, np.ndarray],
                 masks: Mapping[int, np.ndarray]) -> tuple[int, list[Prepared]]:
@@ -238,7 +236,7 @@ class _Reducer:
             sel = np.ones(par.shape, dtype=bool) if final else done[par]
             if sel.any():
                 res = exact_stats(par[sel], val[sel], n, spec.percentiles,
-                                  median="median" in spec.names,
+                                  median="median" in spec.names, modes=spec.modes,
                                   weights=None if wts is None else wts[sel])
                 for name, arr in res.items():
                     hit = ~np.isnan(arr)
@@ -260,7 +258,8 @@ class _Reducer:
             for name, arr in self.exact[li].items():
                 arr[self.partials[li].count == 0] = np.nan
                 res[name] = arr
-            out.append({name: res[name] for name in self.job.stats.names})
+            out.append({name: res[self.job.stats.source(name)]
+                        for name in self.job.stats.names})
         return out
 
     def _class_result(self, li: int) -> dict[str, np.ndarray]:

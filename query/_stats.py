@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._ops import DERIVED, MODES, derived, quantile_percent, value_modes
+
 __all__ = [
     "DEFAULT_STATS",
     "Partials",
@@ -36,21 +38,46 @@ class StatSpec:
 
     @property
     def percentiles(self) -> tuple[float, ...]:
+        """Percentiles asked for, as ``percentile_N`` or exactextract's ``quantile_Q``."""
         out = []
         for n in self.names:
             if m := _PERCENTILE.match(n):
                 out.append(float(m.group(1)))
-        return tuple(out)
+            elif (q := quantile_percent(n)) is not None:
+                out.append(q)
+        return tuple(dict.fromkeys(out))
+
+    @property
+    def modes(self) -> bool:
+        """Whether majority, minority or variety is asked for."""
+        return any(n in MODES for n in self.names)
 
     @property
     def needs_values(self) -> bool:
-        """Whether exact order statistics (median, percentiles) are asked for."""
-        return "median" in self.names or bool(self.percentiles)
+        """Whether statistics of the values themselves (median, percentiles, majority,
+        minority, variety) are asked for."""
+        return "median" in self.names or bool(self.percentiles) or self.modes
+
+    @property
+    def exact_names(self) -> list[str]:
+        """The names :func:`exact_stats` gives for this spec."""
+        names = ["median"] if "median" in self.names else []
+        names += [f"percentile_{q:g}" for q in self.percentiles]
+        return names + (list(MODES) if self.modes else [])
+
+    @staticmethod
+    def source(name: str) -> str:
+        """Where a statistic asked for by ``name`` is computed: ``quantile_0.9`` is
+        ``percentile_90``; other names are themselves."""
+        q = quantile_percent(name)
+        return name if q is None else f"percentile_{q:g}"
 
 
 def parse_stats(stats: str | Iterable[str]) -> StatSpec:
-    """Validate statistic names (rasterstats' names: count, sum, mean, min, max, std, median,
-    range, nodata, percentile_N).
+    """Validate statistic names: rasterstats' (count, sum, mean, min, max, std, median,
+    range, nodata, percentile_N) and exactextract's (stdev, variance,
+    coefficient_of_variation, majority, minority, variety, quantile_Q; see
+    :mod:`parcelzarr.query._ops`).
 
     Examples
     --------
@@ -63,13 +90,13 @@ def parse_stats(stats: str | Iterable[str]) -> StatSpec:
     if not names:
         raise ValueError("no statistics requested")
     for n in names:
-        if n in _SIMPLE:
+        if n in _SIMPLE or n in DERIVED or n in MODES or quantile_percent(n) is not None:
             continue
         m = _PERCENTILE.match(n)
         if m is None or not 0 <= float(m.group(1)) <= 100:
             raise ValueError(
-                f"unknown statistic {n!r}: choose from {', '.join(_SIMPLE)} or percentile_N "
-                "(0 <= N <= 100)"
+                f"unknown statistic {n!r}: choose from {', '.join(_SIMPLE + DERIVED + MODES)}, "
+                "percentile_N (0 <= N <= 100) or quantile_Q (0 <= Q <= 1)"
             )
     return StatSpec(names)
 
@@ -153,6 +180,9 @@ class Partials:
                     out[name] = np.where(empty, np.nan, self.max[ids])
                 elif name == "range":
                     out[name] = np.where(empty, np.nan, self.max[ids] - self.min[ids])
+                elif name in DERIVED:
+                    out[name] = derived(name, mean=self.sum[ids] / np.where(empty, 1, cnt),
+                                        m2=self.m2[ids], count=cnt)
         return out
 
 
@@ -231,19 +261,21 @@ def weighted_quantiles(
 
 def exact_stats(
     parcels: np.ndarray, values: np.ndarray, n: int, percentiles: Sequence[float],
-    *, median: bool, weights: np.ndarray | None = None,
+    *, median: bool, weights: np.ndarray | None = None, modes: bool = False,
 ) -> dict[str, np.ndarray]:
     """Exact median and percentiles per parcel (numpy's 'linear' rule, as rasterstats; with
     ``weights``, exactextract's coverage-weighted rule, see :func:`weighted_quantiles`).
 
     ``parcels`` are parcel indices in ``[0, n)``; the result arrays have length ``n`` with NaN
-    for parcels without values.
+    for parcels without values. ``modes`` adds majority, minority and variety
+    (:func:`~parcelzarr.query._ops.value_modes`).
     """
+    extra = value_modes(parcels, values, n, weights) if modes else {}
     if weights is not None:
         names = (["median"] if median else []) + [f"percentile_{q:g}" for q in percentiles]
         qs = ([50.0] if median else []) + list(percentiles)
         return dict(zip(names, weighted_quantiles(parcels, values, weights, n, qs),
-                        strict=True))
+                        strict=True)) | extra
     p, v = _sort_by_parcel_value(parcels, values)
     cnt = np.bincount(p, minlength=n)
     start = np.r_[0, np.cumsum(cnt)[:-1]]
@@ -265,4 +297,4 @@ def exact_stats(
         out["median"] = quantile(50.0)
     for q in percentiles:
         out[f"percentile_{q:g}"] = quantile(q)
-    return out
+    return out | extra

@@ -337,7 +337,9 @@ class ParcelStore:
             (the expression text becomes the ``band`` value).
         stats:
             Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
-            median, range, nodata, percentile_N.
+            median, range, nodata, percentile_N; and exactextract's, with its semantics:
+            stdev, variance, coefficient_of_variation, quantile_Q (``quantile_0.9``),
+            majority, minority, variety (see :mod:`parcelzarr.query._ops`).
         time:
             None (all dates), a year ``"2024"``, a month ``"2024-05"``, a day, ``"START/END"``
             of these (inclusive: ``"2024-05/2024-07"`` is May 1 to July 31), a ``slice`` or a
