@@ -4,7 +4,7 @@ from ._coverage import coverage_cells
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES, IndexDef
-from ._output import write_stats
+from ._output import write_cube, write_stats
 from ._parcels import ParcelSet, load_parcels
 from ._plan import ChunkPlan, overlap_passes, plan_chunks
 from ._rasterize import ChunkLabels, label_chunk
@@ -41,5 +41,6 @@ __all__ = [
     "plan_chunks",
     "run_grid",
     "select_times",
+    "write_cube",
     "write_stats",
 ]

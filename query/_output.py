@@ -1,4 +1,5 @@
-"""Writing zonal statistics: Parquet, GeoParquet (with the parcel geometry) or CSV."""
+"""Writing zonal statistics: Parquet, GeoParquet 1.1 (with the parcel geometry and a bbox
+covering column) or CSV; a vector cube to Zarr or netCDF (xvec's CF encoding)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+import xarray as xr
 
 from ._parcels import load_parcels
 
-__all__ = ["write_stats"]
+__all__ = ["CUBE_SUFFIXES", "write_cube", "write_stats"]
+
+#: Outputs a vector cube is written to.
+CUBE_SUFFIXES = (".zarr", ".nc")
 
 
 def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
@@ -21,7 +26,9 @@ def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
     With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
     the id column (``layer``: the parcels file's layer): GeoParquet for ``.parquet``, a WKT
     ``geometry`` column for ``.csv``. ``.geoparquet`` always holds the geometry (a GeoParquet
-    file without one would not be GeoParquet).
+    file without one would not be GeoParquet). GeoParquet is written as version 1.1 with a
+    ``bbox`` covering column (xmin, ymin, xmax, ymax per row), which readers use to skip
+    row groups outside a query window.
     """
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".geoparquet", ".csv"):
@@ -41,6 +48,25 @@ def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
         if isinstance(frame, gpd.GeoDataFrame):
             frame = pd.DataFrame(frame.assign(geometry=frame.geometry.to_wkt()))
         frame.to_csv(out, index=False)
+    elif isinstance(frame, gpd.GeoDataFrame):
+        frame.to_parquet(out, index=False, schema_version="1.1.0", write_covering_bbox=True)
     else:
         frame.to_parquet(out, index=False)
+    return out
+
+
+def write_cube(cube: xr.Dataset, out: Path) -> Path:
+    """Write a vector cube (``zonal_stats(..., output="xarray")``) to ``.zarr`` or ``.nc``,
+    geometries and CRS encoded with xvec's CF encoding; read it back with
+    ``xr.open_dataset(out).xvec.decode_cf()`` (``xr.open_zarr`` for ``.zarr``)."""
+    suffix = out.suffix.lower()
+    if suffix not in CUBE_SUFFIXES:
+        raise ValueError(f"cannot write a cube to {out.name}: the output must end in "
+                         f"{' or '.join(CUBE_SUFFIXES)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    encoded = cube.xvec.encode_cf()
+    if suffix == ".zarr":
+        encoded.to_zarr(out, mode="w")
+    else:
+        encoded.to_netcdf(out)
     return out

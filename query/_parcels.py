@@ -108,6 +108,8 @@ def _read_file(path: str, layer: str | None) -> gpd.GeoDataFrame:
             frame = gpd.read_parquet(path)
             if len(frame) == 0:
                 raise GeometryError(f"parcels file {path!r} holds no parcels")
+            if _fiboa_metadata(path):
+                frame.attrs["fiboa"] = True
             return frame
         names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
         if layer is not None and layer not in names:
@@ -130,6 +132,22 @@ def _read_file(path: str, layer: str | None) -> gpd.GeoDataFrame:
         logger.info("%s has %d layers; reading the default layer %r (choose with layer=)",
                     path, len(names), chosen)
     return frame
+
+
+def _fiboa_metadata(path: str) -> bool:
+    """Whether a GeoParquet file carries fiboa collection metadata (the ``fiboa`` key of
+    fiboa 0.x, or a vecorel ``collection`` naming a fiboa schema)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return b"fiboa" in meta or b"fiboa" in meta.get(b"collection", b"")
+
+
+def follows_fiboa(frame: pd.DataFrame) -> bool:
+    """Whether parcels follow the fiboa schema: an ``id`` column, and a ``fiboa_version``
+    column or fiboa metadata in the file they came from."""
+    return "id" in frame.columns and ("fiboa_version" in frame.columns
+                                      or bool(frame.attrs.get("fiboa")))
 
 
 def _layer_list(path: str, names: list[str]) -> str:
@@ -184,7 +202,9 @@ def load_parcels(
     :class:`ParcelSet`.
 
     Invalid geometries are repaired with ``make_valid`` (keeping their polygonal part), with
-    one warning giving the count. ``layer`` names the layer of a multi-layer file.
+    one warning giving the count. ``layer`` names the layer of a multi-layer file. Ids come
+    from ``id_column``; without it, from the ``id`` column of parcels that follow the fiboa
+    schema (:func:`follows_fiboa`), else from the index (named ``parcel_id``).
 
     Raises
     ------
@@ -232,6 +252,9 @@ def load_parcels(
         raise GeometryError(f"parcels are in {source_crs} but crs={crs!r} was given")
     the_crs = _crs(source_crs, "parcels")
 
+    if id_column is None and frame is not None and follows_fiboa(frame):
+        logger.info("parcels follow the fiboa schema: ids from their 'id' column")
+        id_column = "id"
     if id_column is not None:
         if frame is None or id_column not in frame.columns:
             raise GeometryError(

@@ -365,7 +365,8 @@ class ParcelStore:
             SCL classes to exclude (default 0 no data, 1 saturated, 3 cloud shadow, 8/9
             cloud medium/high probability, 10 thin cirrus).
         id_column:
-            Column of ``parcels`` holding the parcel id (default: the index, as ``parcel_id``).
+            Column of ``parcels`` holding the parcel id (default: ``id`` for parcels that
+            follow the fiboa schema, else the index, as ``parcel_id``).
         crs:
             CRS of ``parcels`` when they carry none (shapely geometries).
         layer:

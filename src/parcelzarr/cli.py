@@ -198,8 +198,8 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("url")
 @click.argument("parcels")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file: .parquet, .geoparquet or .csv.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output file: .parquet, .geoparquet or .csv (--output xarray: .zarr or .nc).")
 @click.option("--bands", help="Comma-separated bands (default: all).")
 @click.option("--indices", help="Comma-separated indices (ndvi, evi, savi, ndwi) or "
               "expressions over band names, e.g. '(B08 - B04) / (B08 + B04)'.")
@@ -218,6 +218,9 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--mask-classes", help="Comma-separated SCL classes to mask (default 0,1,3,8,9,10).")
 @click.option("--geometry", is_flag=True,
               help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
+@click.option("--output", "shape", type=click.Choice(["long", "wide", "xarray"]), default="long",
+              show_default=True, help="long: a row per parcel, band and date; wide: a row per "
+              "parcel and date, {band}_{stat} columns; xarray: an xvec vector cube (.zarr/.nc).")
 @click.option("--scheduler", help="Dask distributed scheduler address.")
 @click.option("--deadline", type=float, metavar="SECONDS",
               help="Fail (never a partial result) if the query takes longer "
@@ -228,13 +231,19 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
           stat_names: str, id_column: str | None, layer: str | None, when: str | None,
           all_touched: bool,
           coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
-          geometry: bool, scheduler: str | None, deadline: float | None, quiet: bool,
-          storage_option: tuple[str, ...]) -> None:
+          geometry: bool, shape: str, scheduler: str | None, deadline: float | None,
+          quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
-    from parcelzarr.query import open_store, write_stats
+    import pandas as pd
 
-    if out.suffix.lower() not in (".parquet", ".geoparquet", ".csv"):
-        raise click.BadParameter("--out must end in .parquet, .geoparquet or .csv",
+    from parcelzarr.query import open_store, write_cube, write_stats
+    from parcelzarr.query._cube import Output
+
+    outputs: dict[str, Output] = {"long": "pandas", "wide": "wide", "xarray": "xarray"}
+    cube = shape == "xarray"
+    allowed = (".zarr", ".nc") if cube else (".parquet", ".geoparquet", ".csv")
+    if out.suffix.lower() not in allowed:
+        raise click.BadParameter(f"--out must end in {', '.join(allowed)} with --output {shape}",
                                  param_hint="--out")
     classes = [int(c) for c in _csv(mask_classes) or []] or None
     store = open_store(url, storage_options=_options(storage_option))
@@ -244,9 +253,14 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
                            weights="coverage" if coverage else None, categorical=categorical,
                            mask=True if scl_mask else None, mask_classes=classes,
                            id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet,
-                           deadline=deadline)
-    write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry, layer=layer)
-    click.echo(f"{len(df):,} rows -> {out}")
+                           deadline=deadline, output=outputs[shape])
+    if isinstance(df, pd.DataFrame):
+        write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry,
+                    layer=layer)
+        click.echo(f"{len(df):,} rows -> {out}")
+    else:
+        write_cube(df, out)
+        click.echo(f"cube {dict(df.sizes)} -> {out}")
     click.echo(str(store.last_report))
 
 
