@@ -16,6 +16,7 @@ from ._scene import (
     scene_bounds,
     season_dates,
 )
+from ._season import season_store
 
 __all__ = [
     "BANDS_10M",
@@ -29,4 +30,5 @@ __all__ = [
     "run_demo",
     "scene_bounds",
     "season_dates",
+    "season_store",
 ]
