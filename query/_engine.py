@@ -94,6 +94,9 @@ class GridJob:
     #: The query's deadline: seconds asked for, and when it ends (``time.monotonic()``).
     deadline: float | None = None
     deadline_at: float | None = None
+    #: With ``coverage``: pixels the parcel covers less than this fraction of are left out
+    #: (exactextract's ``min_coverage_frac``).
+    min_coverage_frac: float = 0.0
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -151,6 +154,9 @@ class _Reducer:
             offset=(r0, c0),
         )
         pix, par, w = labels.pixels, labels.parcels, labels.weights
+        if w is not None and job.min_coverage_frac > 0:
+            keep = w >= job.min_coverage_frac
+            pix, par, w = pix[keep], par[keep], w[keep]
         area = (job.row_area[r0 + pix // (c1 - c0)]
                 if job.categorical and job.row_area is not None else None)
         out: list[Prepared] = []

@@ -23,7 +23,8 @@ import re
 
 import numpy as np
 
-__all__ = ["DERIVED", "MODES", "QUANTILE", "derived", "quantile_percent", "value_modes"]
+__all__ = ["DERIVED", "MODES", "QUANTILE", "check_min_coverage_frac", "derived",
+           "quantile_percent", "value_modes"]
 
 #: Statistics computed from the running moments.
 DERIVED = ("stdev", "variance", "coefficient_of_variation")
@@ -84,3 +85,16 @@ def value_modes(parcels: np.ndarray, values: np.ndarray, n: int,
         head = pick[np.r_[True, rp[pick][1:] != rp[pick][:-1]]]
         out[name][rp[head]] = rv[head]
     return out
+
+
+def check_min_coverage_frac(value: float | None, *, coverage: bool) -> float:
+    """Validate ``min_coverage_frac=`` (0 for None): a fraction in (0, 1], with coverage
+    weights only (without them a pixel is in or out by its centre)."""
+    if value is None:
+        return 0.0
+    if not coverage:
+        raise ValueError(f"min_coverage_frac={value!r} needs weights='coverage' (pixels are "
+                         "otherwise in or out of a parcel by their centre)")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"min_coverage_frac={value!r}: give a fraction above 0, at most 1")
+    return float(value)

@@ -45,6 +45,7 @@ from ._cube import Output, check_output, shape_output
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
+from ._ops import check_min_coverage_frac
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
 from ._rasterize import outside_pixels, too_large
@@ -321,6 +322,7 @@ class ParcelStore:
         quiet: bool = True,
         deadline: float | None = None,
         output: Output = "pandas",
+        min_coverage_frac: float | None = None,
     ) -> pd.DataFrame | xr.Dataset:
         """Per-parcel statistics of bands (and indices) for every selected date.
 
@@ -390,6 +392,10 @@ class ParcelStore:
             xvec vector cube, dimensions ``geometry`` (a ``GeometryIndex`` with the parcels'
             CRS), ``time``, ``band``, one variable per statistic, the id column a
             coordinate (see :mod:`parcelzarr.query._cube`).
+        min_coverage_frac:
+            With ``weights="coverage"``: leave out pixels the parcel covers less than this
+            fraction of (``0 < f <= 1``), as exactextract's ``min_coverage_frac``; the others
+            keep their fraction as weight.
 
         Returns
         -------
@@ -426,12 +432,13 @@ class ParcelStore:
                 self, parcels, scheduler=scheduler, bands=bands, indices=indices, stats=stats,
                 time=time, all_touched=all_touched, weights=weights, categorical=categorical,
                 mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
-                layer=layer, concurrency=concurrency,
+                layer=layer, concurrency=concurrency, min_coverage_frac=min_coverage_frac,
                 **({} if limit is None else {"deadline": limit}),
             )
         if weights not in (None, "coverage"):
             raise ValueError(f"weights={weights!r}: use None or 'coverage'")
         coverage = weights == "coverage"
+        min_frac = check_min_coverage_frac(min_coverage_frac, coverage=coverage)
         if coverage and all_touched:
             raise ValueError("weights='coverage' already takes every touched pixel: drop "
                              "all_touched=True")
@@ -477,7 +484,7 @@ class ParcelStore:
                 footprints={(b, la.time_index): w for la in layers for b in la.inputs
                             if (w := info.footprint_windows(b, la.time_index)) is not None},
                 row_area=_row_areas(info) if categorical else None,
-                deadline=limit, deadline_at=deadline_at,
+                deadline=limit, deadline_at=deadline_at, min_coverage_frac=min_frac,
             )))
         bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
         with bar:

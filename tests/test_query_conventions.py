@@ -9,6 +9,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -120,3 +121,23 @@ def test_cli_writes_the_vector_cube(store: str, fiboa_file: Path, tmp_path: Path
                                     str(tmp_path / "c.parquet"), "--output", "xarray"])
     assert bad.exit_code != 0
     assert ".zarr, .nc" in bad.output
+
+
+def test_cli_min_coverage_frac_equals_exactextract(store: str, tmp_path: Path) -> None:
+    from exactextract import exact_extract
+    from exactextract.raster import RasterioRasterSource
+
+    parcels = tmp_path / "polygons.gpkg"
+    _polygons().to_file(parcels)
+    out = tmp_path / "s.csv"
+    res = CliRunner().invoke(main, ["stats", store, str(parcels), "--out", str(out),
+                                    "--stats", "count,mean", "--coverage",
+                                    "--min-coverage-frac", "0.75", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ours = pd.read_csv(out)
+    with rasterio.open(SLOPE) as ds:
+        theirs = exact_extract(RasterioRasterSource(ds), _polygons(),
+                               ["count(min_coverage_frac=0.75)", "mean(min_coverage_frac=0.75)"],
+                               output="pandas")
+    np.testing.assert_allclose(ours["count"], theirs["count"], rtol=1e-6)
+    np.testing.assert_allclose(ours["mean"], theirs["mean"], rtol=1e-6)

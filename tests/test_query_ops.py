@@ -99,3 +99,29 @@ def test_unknown_names_list_both_vocabularies() -> None:
     with pytest.raises(ValueError, match=r"coefficient_of_variation.*quantile_Q"):
         parse_stats("quantile_1.5")
     assert parse_stats("stdev,quantile_0.9").percentiles == (90.0,)
+
+
+@pytest.mark.parametrize("frac", [0.5, 1.0])
+def test_min_coverage_frac_equals_exactextract(ndvi_store: pz.ParcelStore, frac: float) -> None:
+    parcels = gpd.read_file(EO / "LULC.gpkg")
+    when = json.loads((EO / "timestamps.json").read_text())[39]
+    stats = {"count": "count", "mean": "mean", "stdev": "stdev", "min": "min", "max": "max",
+             "median": "median"}
+    ours = ndvi_store.zonal_stats(parcels, stats=list(stats), time=[when], weights="coverage",
+                                  min_coverage_frac=frac)
+    theirs = _ee(str(EO / "NDVI_68dates.tif"), 40, parcels.geometry,
+                 [f"{op}(min_coverage_frac={frac})" for op in stats.values()])
+    every = ndvi_store.zonal_stats(parcels, stats=["count"], time=[when], weights="coverage")
+    assert (ours["count"] < every["count"]).any()  # the threshold leaves pixels out
+    for name, op in stats.items():
+        np.testing.assert_allclose(ours[name].to_numpy(float), theirs[op].to_numpy(float),
+                                   rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_min_coverage_frac_is_checked(ndvi_store: pz.ParcelStore) -> None:
+    parcels = gpd.read_file(EO / "LULC.gpkg").iloc[:2]
+    with pytest.raises(ValueError, match="needs weights='coverage'"):
+        ndvi_store.zonal_stats(parcels, time="2016-01", min_coverage_frac=0.5)
+    with pytest.raises(ValueError, match="above 0, at most 1"):
+        ndvi_store.zonal_stats(parcels, time="2016-01", weights="coverage",
+                               min_coverage_frac=1.5)

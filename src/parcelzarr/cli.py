@@ -211,6 +211,8 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
 @click.option("--coverage", is_flag=True,
               help="Weight pixels by the fraction the parcel covers (as exactextract).")
+@click.option("--min-coverage-frac", type=float, metavar="F",
+              help="With --coverage: leave out pixels the parcel covers less than F of.")
 @click.option("--categorical", is_flag=True,
               help="Class counts, fractions and areas per parcel instead of --stats.")
 @click.option("--mask", "scl_mask", is_flag=True,
@@ -230,7 +232,8 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
           stat_names: str, id_column: str | None, layer: str | None, when: str | None,
           all_touched: bool,
-          coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
+          coverage: bool, min_coverage_frac: float | None, categorical: bool, scl_mask: bool,
+          mask_classes: str | None,
           geometry: bool, shape: str, scheduler: str | None, deadline: float | None,
           quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
@@ -251,6 +254,7 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
                            stats=stat_names,
                            time=when, all_touched=all_touched,
                            weights="coverage" if coverage else None, categorical=categorical,
+                           min_coverage_frac=min_coverage_frac,
                            mask=True if scl_mask else None, mask_classes=classes,
                            id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet,
                            deadline=deadline, output=outputs[shape])
