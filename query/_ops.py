@@ -14,16 +14,22 @@ quantile_Q             the ``Q`` quantile, ``0 <= Q <= 1`` (``quantile_0.9`` = `
 majority / minority    the value covering the most / least pixels (coverage-weighted);
                        ties go to the smallest value
 variety                how many distinct values the parcel holds (a float: NaN without any)
+frac                   per distinct value, its share of the parcel's (coverage-weighted)
+                       valid pixels: one row per class, as ``categorical=True``
 ====================== ==========================================================
+
+``weighted_frac`` needs a weighting raster, which parcelzarr does not take: it is refused
+with that reason.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["DERIVED", "MODES", "QUANTILE", "check_min_coverage_frac", "derived",
+__all__ = ["DERIVED", "MODES", "QUANTILE", "asks_frac", "check_min_coverage_frac", "derived",
            "quantile_percent", "value_modes"]
 
 #: Statistics computed from the running moments.
@@ -98,3 +104,21 @@ def check_min_coverage_frac(value: float | None, *, coverage: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ValueError(f"min_coverage_frac={value!r}: give a fraction above 0, at most 1")
     return float(value)
+
+
+def asks_frac(stats: str | Iterable[str]) -> bool:
+    """Whether ``stats`` asks for exactextract's ``frac`` (class shares: one row per class,
+    as ``categorical=True`` gives them). ``frac`` cannot be mixed with other statistics
+    (they have one row per parcel, it one per class), and ``weighted_frac`` needs a weighting
+    raster: both raise a ValueError saying so."""
+    names = ([s.strip() for s in stats.replace(" ", ",").split(",") if s.strip()]
+             if isinstance(stats, str) else [str(s) for s in stats])
+    if "weighted_frac" in names:
+        raise ValueError("weighted_frac weighs by a second raster, which parcelzarr does not "
+                         "take: use frac (coverage-weighted with weights='coverage')")
+    if "frac" not in names:
+        return False
+    if set(names) != {"frac"}:
+        raise ValueError("frac gives one row per class and cannot be mixed with "
+                         f"{', '.join(n for n in names if n != 'frac')}: ask for it alone")
+    return True

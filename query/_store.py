@@ -45,7 +45,7 @@ from ._cube import Output, check_output, shape_output
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
-from ._ops import check_min_coverage_frac
+from ._ops import asks_frac, check_min_coverage_frac
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
 from ._rasterize import outside_pixels, too_large
@@ -406,6 +406,11 @@ class ParcelStore:
             with no valid pixels get ``count`` 0 and NaN statistics; no parcel fails the batch.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
+        if not categorical and asks_frac(stats):  # exactextract's frac: class shares
+            args = {k: v for k, v in locals().items() if k != "self"}
+            shares = self.zonal_stats(**(args | {"categorical": True, "stats": DEFAULT_STATS}))
+            assert isinstance(shares, pd.DataFrame)
+            return shares.rename(columns={"fraction": "frac"})
         output = check_output(output, categorical=categorical)
         if output != "pandas":  # the long frame, then reshaped
             args = {k: v for k, v in locals().items() if k not in ("self", "output")}

@@ -125,3 +125,25 @@ def test_min_coverage_frac_is_checked(ndvi_store: pz.ParcelStore) -> None:
     with pytest.raises(ValueError, match="above 0, at most 1"):
         ndvi_store.zonal_stats(parcels, time="2016-01", weights="coverage",
                                min_coverage_frac=1.5)
+
+
+def test_frac_equals_exactextract_on_land_cover(clc_store: pz.ParcelStore) -> None:
+    parcels = gpd.read_file(SM / "concelhos.gpkg")
+    with rasterio.open(SM / "clc2018_v2020_20u1.tif") as ds:
+        crs = ds.crs
+    ours = clc_store.zonal_stats(parcels, stats="frac", weights="coverage")
+    theirs = _ee(str(SM / "clc2018_v2020_20u1.tif"), 1, parcels.geometry.to_crs(crs),
+                 ["unique", "frac"])
+    for i, row in theirs.iterrows():
+        mine = ours[ours["parcel_id"] == i].set_index("class")["frac"]
+        expected = pd.Series(np.asarray(row["frac"], float), index=np.asarray(row["unique"], int))
+        assert sorted(mine.index) == sorted(expected.index), i
+        np.testing.assert_allclose(mine.loc[expected.index], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_frac_alone_and_weighted_frac_refused(clc_store: pz.ParcelStore) -> None:
+    parcels = gpd.read_file(SM / "concelhos.gpkg").iloc[:1]
+    with pytest.raises(ValueError, match="cannot be mixed with mean"):
+        clc_store.zonal_stats(parcels, stats=["frac", "mean"])
+    with pytest.raises(ValueError, match="second raster"):
+        clc_store.zonal_stats(parcels, stats=["weighted_frac"])
