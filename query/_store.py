@@ -341,7 +341,8 @@ class ParcelStore:
             Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
             median, range, nodata, percentile_N; and exactextract's, with its semantics:
             stdev, variance, coefficient_of_variation, quantile_Q (``quantile_0.9``),
-            majority, minority, variety (see :mod:`parcelzarr.query._ops`).
+            majority, minority, variety; ``"frac"`` alone gives class shares (one row per
+            class, as ``categorical=True``; see :mod:`parcelzarr.query._ops`).
         time:
             None (all dates), a year ``"2024"``, a month ``"2024-05"``, a day, ``"START/END"``
             of these (inclusive: ``"2024-05/2024-07"`` is May 1 to July 31), a ``slice`` or a
