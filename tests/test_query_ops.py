@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from exactextract import exact_extract
 from exactextract.raster import RasterioRasterSource
-from parcelzarr.query import parse_stats
+from parcelzarr.query._stats import parse_stats
 from rasterstats import zonal_stats as rs_zonal_stats
 
 import parcelzarr as pz
