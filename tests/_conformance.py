@@ -27,6 +27,15 @@ saying why (never with a looser tolerance):
 * exactextract's coverage fractions of some parcels whose edges lie on cell edges of a
   non-square grid add up to whole cells more than the parcel's area: those parcels are
   compared with exact coverage (shapely areas of cell ∩ parcel).
+* Coverage slivers: parcels drawn on pixel edges (eo-learn's CLM_VECTOR, vectorised from the
+  raster) have vertices within 1 ulp of the grid lines (9.3e-10 m at 5.08e6 m); each tool
+  computes grid lines in its own arithmetic (exactextract, shapely on the GeoTIFF's lines,
+  parcelzarr on its store grid, whose origin is shifted by whole pixels), so the cells such
+  a parcel only touches get a coverage of ~1 ulp / cell size (9.3e-11) in one tool and 0 in
+  another. parcelzarr snaps fractions within ``SNAP`` (1e-10) of 0 or 1 (docs/query.md);
+  parcels where exactextract reports such slivers are compared with exactextract's own
+  per-cell values and coverage, snapped the same way (the exact-coverage oracle is snapped
+  too).
 * GDAL's all-touched burn of a parcel whose edges run through cell corners depends on the
   window (docs/query.md): those parcels are compared with exact geometry (every cell the
   parcel overlaps with positive area).
@@ -58,14 +67,18 @@ from ._oracles import (
     QUANTILES,
     RS_STATS,
     RTOL,
+    SNAP,
     cell_area_m2,
     classes_burned,
     classes_exactextract,
     exact_cells,
     exact_coverage_stats,
     exact_touched_stats,
+    exactextract_cells,
     exactextract_coverage_consistent,
+    exactextract_snapped_stats,
     exactextract_stats,
+    has_slivers,
     numpy_stats,
     raster_info,
     rasterstats_classes,
@@ -408,8 +421,16 @@ NOTE_SUM0 = ("parcels without valid cells: exactextract's sum over no cell is 0,
              "contract: NaN statistics when count is 0); compared as NaN = 0")
 NOTE_EE_EDGE = ("exactextract's coverage fractions for these parcels do not add up to their "
                 "area (edges on cell edges of a non-square grid: it over-counts whole cells); "
-                "compared with exact coverage (shapely: area of cell ∩ parcel / cell area; "
-                "exactextract's weighted quantile)")
+                "compared with exact coverage (shapely: area of cell ∩ parcel / cell area, "
+                f"snapped within {SNAP:g} of 0 or 1 as documented; exactextract's weighted "
+                "quantile)")
+NOTE_SNAP = ("coverage slivers: exactextract gives cells that a parcel drawn on pixel edges "
+             "only touches a coverage of ~1 ulp of the world coordinates (9.3e-11 = "
+             "ulp(5.08e6 m) / 9.997 m, from its own grid-line arithmetic; shapely on the "
+             "GeoTIFF's lines gives them 0), and they enter its min, max and quantiles; "
+             f"parcelzarr snaps fractions within {SNAP:g} of 0 or 1 (docs/query.md). Compared "
+             "with exactextract's own per-cell values and coverage (its values and coverage "
+             "ops), snapped the same way, and its formulas")
 NOTE_DEGENERATE = ("degenerate all_touched: an edge runs through cell corners or along cell "
                    "edges, so GDAL's burn depends on the window (docs/query.md); compared with "
                    "exact geometry: every cell the parcel overlaps with positive area")
@@ -467,8 +488,13 @@ def _references(case: Case) -> list[_Reference]:
     inv = _invalid_note(case)
     if case.rule == "coverage":
         ok = _ee_consistent(path, case.parcels)
-        refs = [_Reference("exactextract", inv, ok,
+        cells = exactextract_cells(path, band, geoms)
+        sliver = np.array([has_slivers(c.coverage) for c in cells], dtype=bool)
+        refs = [_Reference("exactextract", inv, ok & ~sliver,
                            exactextract_stats(path, band, geoms))]
+        if (ok & sliver).any():
+            refs.append(_Reference("exactextract, snapped", _join(NOTE_SNAP, inv),
+                                   ok & sliver, exactextract_snapped_stats(cells)))
         if (~ok).any():
             refs.append(_Reference(
                 "exact coverage", _join(NOTE_EE_EDGE, inv), ~ok,

@@ -109,16 +109,6 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
 #: Cases still outside tolerance, each listed in docs/conformance.md ("Outside tolerance")
 #: with its cause; open work on issue 8. Strict: a fix that makes one pass must remove it.
 KNOWN_OPEN = {
-    "eo-learn-slovenia/CLM_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/DEM.tif[1]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[1]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[9]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
     "eo-learn-slovenia/LULC_mask.tif[1]-LULC.gpkg-coverage":
         "coverage: weighted quantiles of an integer raster at a tie with exactextract",
     "rasterstats/all_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
