@@ -22,8 +22,11 @@ saying why (never with a looser tolerance):
 * rasterstats' ``nodata`` compares with ``==``: on NaN-nodata rasters it never counts NaN
   (compared with its ``nan`` statistic); on rasters with a dataset mask it does not count
   masked cells (compared with numpy).
-* exactextract truncates the quantiles of integer rasters towards zero (compared with our
-  quantile truncated), and sums no cell to 0 where we give NaN.
+* exactextract does not read GDAL dataset masks: on such rasters it reads a copy of the
+  band whose masked cells are NaN nodata.
+* exactextract truncates the quantiles of integer rasters towards zero (compared with its
+  weighted quantile on its own per-cell values and coverage, untruncated), and sums no
+  cell to 0 where we give NaN.
 * exactextract's coverage fractions of some parcels whose edges lie on cell edges of a
   non-square grid add up to whole cells more than the parcel's area: those parcels are
   compared with exact coverage (shapely areas of cell ∩ parcel).
@@ -64,10 +67,12 @@ import shapely
 from ._oracles import (
     ATOL,
     EE_STATS,
+    QUANTILE_Q,
     QUANTILES,
     RS_STATS,
     RTOL,
     SNAP,
+    EECells,
     cell_area_m2,
     classes_burned,
     classes_exactextract,
@@ -85,6 +90,7 @@ from ._oracles import (
     rasterstats_frame,
     rasterstats_run,
     touched_is_degenerate,
+    weighted_quantile,
 )
 from ._rasters import SHARED_DATA
 
@@ -412,11 +418,16 @@ NOTE_105 = ("rasterstats #105: on a raster without nodata it counts cells beyond
             "window and burn, cells beyond the raster excluded)")
 NOTE_NAN = ("NaN nodata: rasterstats' nodata compares with == and never counts NaN; compared "
             "with its nan statistic")
-NOTE_TRUNC = ("exactextract truncates quantiles of integer rasters: compared with our "
-              "quantile truncated towards zero")
+NOTE_TRUNC = ("exactextract truncates quantiles of integer rasters towards zero: compared "
+              "with its weighted quantile on its own per-cell values and coverage (its values "
+              "and coverage ops), untruncated (truncating ours instead would turn float noise "
+              "such as 4.999999999998 against 5 into a whole unit)")
 NOTE_MASK = ("dataset mask: rasterstats' nodata counts cells equal to the nodata value only, "
              "not masked cells; compared with numpy (masked cells and cells beyond the raster "
              "are nodata)")
+NOTE_EE_MASK = ("dataset mask: exactextract does not read GDAL dataset masks (it takes masked "
+                "cells for data); compared with exactextract on a copy of the band whose "
+                "masked cells (rasterio's read_masks) are NaN nodata")
 NOTE_SUM0 = ("parcels without valid cells: exactextract's sum over no cell is 0, ours NaN (the "
              "contract: NaN statistics when count is 0); compared as NaN = 0")
 NOTE_EE_EDGE = ("exactextract's coverage fractions for these parcels do not add up to their "
@@ -474,6 +485,20 @@ def _ee_consistent(raster_path: str, parcels_path: str) -> np.ndarray:
 
 
 @cache
+def _ee_cells(raster_path: str, band: int, parcels_path: str) -> tuple[EECells, ...]:
+    return tuple(exactextract_cells(raster_path, band, in_raster_crs(parcels_path,
+                                                                     raster_path)))
+
+
+@cache
+def _ee_untruncated(raster_path: str, band: int, parcels_path: str) -> pd.DataFrame:
+    """exactextract's quantiles, untruncated, from its own per-cell values and coverage."""
+    return pd.DataFrame([{q: weighted_quantile(c.values, c.coverage, QUANTILE_Q[q])
+                          for q in QUANTILE_Q}
+                         for c in _ee_cells(raster_path, band, parcels_path)])
+
+
+@cache
 def _degenerate(raster_path: str, parcels_path: str) -> np.ndarray:
     geoms = in_raster_crs(parcels_path, raster_path)
     return np.array([touched_is_degenerate(raster_path, g) for g in geoms], dtype=bool)
@@ -488,12 +513,13 @@ def _references(case: Case) -> list[_Reference]:
     inv = _invalid_note(case)
     if case.rule == "coverage":
         ok = _ee_consistent(path, case.parcels)
-        cells = exactextract_cells(path, band, geoms)
+        cells = _ee_cells(path, band, case.parcels)
         sliver = np.array([has_slivers(c.coverage) for c in cells], dtype=bool)
-        refs = [_Reference("exactextract", inv, ok & ~sliver,
+        plain = _join(NOTE_EE_MASK, inv) if info.dataset_mask else inv
+        refs = [_Reference("exactextract", plain, ok & ~sliver,
                            exactextract_stats(path, band, geoms))]
         if (ok & sliver).any():
-            refs.append(_Reference("exactextract, snapped", _join(NOTE_SNAP, inv),
+            refs.append(_Reference("exactextract, snapped", _join(NOTE_SNAP, plain),
                                    ok & sliver, exactextract_snapped_stats(cells)))
         if (~ok).any():
             refs.append(_Reference(
@@ -549,8 +575,9 @@ def _stat_rows(case: Case, ref: _Reference, stat: str, ours: np.ndarray,
         return [compare(case, stat, "numpy", ours[sel], theirs[sel], ids[sel],
                         _join(NOTE_MASK, ref.note))]
     if ref.oracle == "exactextract" and stat in QUANTILES and info.integer:
-        return [compare(case, stat, ref.oracle, np.trunc(ours[sel]), theirs[sel], ids[sel],
-                        _join(NOTE_TRUNC, ref.note))]
+        theirs = _ee_untruncated(case.raster.path, case.band, case.parcels)[stat]
+        return [compare(case, stat, ref.oracle, ours[sel], theirs.to_numpy(float)[sel],
+                        ids[sel], _join(NOTE_TRUNC, ref.note))]
     if ref.oracle == "exactextract" and stat == "sum":
         empty = sel & (ref.table["count"].to_numpy(float) == 0)
         rest = sel & ~empty

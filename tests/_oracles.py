@@ -47,6 +47,8 @@ EE_STATS = {"count": "count", "sum": "sum", "mean": "mean", "std": "stdev", "min
             "max": "max", "median": "median", "percentile_25": "quantile(q=0.25)",
             "percentile_90": "quantile(q=0.9)"}
 QUANTILES = ("median", "percentile_10", "percentile_25", "percentile_75", "percentile_90")
+#: The quantiles of :data:`EE_STATS` as q in [0, 1].
+QUANTILE_Q = {"median": 0.5, "percentile_25": 0.25, "percentile_90": 0.9}
 
 @dataclass(frozen=True)
 class RasterInfo:
@@ -401,9 +403,32 @@ def _exact_extract(raster_path: str, band: int, geoms: gpd.GeoSeries,
     from exactextract.raster import RasterioRasterSource
 
     gdf = gpd.GeoDataFrame(geometry=geoms.reset_index(drop=True))
-    path, b = peer_file(raster_path, band)
+    path, b = exactextract_file(raster_path, band)
     with rasterio.open(path) as ds:
         return exact_extract(RasterioRasterSource(ds, band_idx=b), gdf, ops, output="pandas")
+
+
+@cache
+def exactextract_file(raster_path: str, band: int) -> tuple[str, int]:
+    """(file, band) exactextract reads: :func:`peer_file`, except for a raster with a GDAL
+    dataset mask, which exactextract does not read (it takes masked cells for data): then a
+    temporary copy of the band whose masked cells (rasterio's ``read_masks``) are NaN, the
+    copy's nodata."""
+    info = raster_info(raster_path)
+    if not info.dataset_mask:
+        return peer_file(raster_path, band)
+    assert np.dtype(info.dtype).kind == "f", f"{raster_path}: NaN cannot mark masked cells"
+    src = SHARED_DATA / raster_path
+    out = _peer_dir() / f"{src.stem}_band{band}_masked.tif"
+    if not out.exists():
+        with rasterio.open(src) as ds:
+            data = ds.read(band).astype(np.float64)
+            data[ds.read_masks(band) == 0] = np.nan
+            with rasterio.open(out, "w", driver="GTiff", width=ds.width, height=ds.height,
+                               count=1, dtype="float64", crs=ds.crs, transform=ds.transform,
+                               nodata=np.nan) as dst:
+                dst.write(data, 1)
+    return str(out), 1
 
 
 def _ee_column(op: str) -> str:

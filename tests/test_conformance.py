@@ -109,8 +109,6 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
 #: Cases still outside tolerance, each listed in docs/conformance.md ("Outside tolerance")
 #: with its cause; open work on issue 8. Strict: a fix that makes one pass must remove it.
 KNOWN_OPEN = {
-    "eo-learn-slovenia/LULC_mask.tif[1]-LULC.gpkg-coverage":
-        "coverage: weighted quantiles of an integer raster at a tie with exactextract",
     "rasterstats/all_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
         "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
     "rasterstats/slope.tif[1]-polygons_no_overlap.shp-all_touched":
@@ -119,10 +117,6 @@ KNOWN_OPEN = {
         "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
     "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-all_touched":
         "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-coverage":
-        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
-    "rasterstats/dataset_mask.tif[1]-polygons_partial_overlap.shp-coverage":
-        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
 }
 
 
