@@ -108,16 +108,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
 
 #: Cases still outside tolerance, each listed in docs/conformance.md ("Outside tolerance")
 #: with its cause; open work on issue 8. Strict: a fix that makes one pass must remove it.
-KNOWN_OPEN = {
-    "rasterstats/all_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/slope.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/slope_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-}
+KNOWN_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [
