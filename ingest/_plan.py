@@ -174,11 +174,8 @@ def plan_ingest(
         # the grid as grown by the sources before this one (else as in the store)
         base = specs.get(own.name) or existing.get(own.name)
         if base is not None:
-            # on the grid when every source pixel corner lies within 1e-6 px of the grid
-            # corner it lands on (origin and resolution drift across the source): its
-            # pixels are then copied one to one, as a grid's own resolution would place them
             own = GridSpec.covering(
-                own.crs_wkt, base.res_x, base.res_y, own.bounds, phase_x=src.transform[2],
+                own.crs_wkt, own.res_x, own.res_y, own.bounds, phase_x=src.transform[2],
                 phase_y=src.transform[5], chunk_y=base.chunk_y, chunk_x=base.chunk_x,
             )
             if not base.same_lattice(own) or not _on_pixels(src, base):
@@ -289,8 +286,10 @@ def _scaling(spec: BandSpec) -> tuple[float | None, float | None]:
 
 
 def _on_pixels(src: SourceInfo, spec: GridSpec) -> bool:
-    """Whether all of ``src``'s pixel corners fall within 1e-6 px of ``spec``'s."""
-    return spec.corner_error_px(src.transform, src.width, src.height) < 1e-6
+    """Whether ``src``'s pixel corners fall on ``spec``'s pixel corners."""
+    _a, _, c, _, _, f = src.transform
+    dx, dy = (c - spec.x0) / spec.res_x, (spec.y0 - f) / spec.res_y
+    return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
 def _same_nodata(a: BandSpec, b: BandSpec) -> bool:

@@ -35,7 +35,7 @@ COLLECTOR = rp.Collector()
 logger = logging.getLogger(__name__)
 #: Object edge per store: several chunks per raster (parcels cross chunk edges), the default
 #: 256 on the larger rasters (and the lattice padding it brings).
-CHUNK = {"rasterstats": 32, "eo-learn": 32, "terra-lux": 32,
+CHUNK = {"rasterstats": 32, "rasterstats-classes": 32, "eo-learn": 32, "terra-lux": 32,
          "aber": 256, "sao-miguel": 256}
 
 

@@ -189,19 +189,6 @@ class GridSpec:
             height=_ceil((y0 - bottom) / self.res_y),
         )
 
-    def corner_error_px(self, transform: Affine | tuple[float, ...], width: int,
-                        height: int) -> float:
-        """Largest distance, in pixels, between a pixel corner of a source (``transform``,
-        ``width`` x ``height``, north-up) and the grid corner it lands on: its origin's phase
-        and the drift of its resolution across it (corners are linear in the index, so the
-        first and last ones bound it)."""
-        a, _, c, _, e, f = transform[:6]
-        ex = ((c - self.x0) / self.res_x, (c + width * a - self.x0) / self.res_x)
-        ey = ((self.y0 - f) / self.res_y, (self.y0 - (f + height * e)) / self.res_y)
-        col, row = round(ex[0]), round(ey[0])
-        return max(abs(ex[0] - col), abs(ex[1] - (col + width)),
-                   abs(ey[0] - row), abs(ey[1] - (row + height)))
-
     def offset_of(self, other: GridSpec) -> tuple[int, int]:
         """(row, col) of ``other``'s pixel (0, 0) in this grid (same lattice)."""
         return (
