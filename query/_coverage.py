@@ -66,15 +66,14 @@ def _ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return start[owner] + (np.arange(owner.size) - first[owner]), owner
 
 
-def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int, int],
-                   *, snap: float = SNAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells of ``window`` (rows ``r0:r1``, cols ``c0:c1`` of the grid ``base``) covered by
     each polygon, with the exact fraction covered.
 
     Returns ``(pixels, parcels, fractions)``: flat indices into the window (row-major),
     positions in ``geoms``, fractions in (0, 1]; sorted by parcel (each parcel's cells column
-    by column, top down). Cells a parcel only touches (fraction 0) are left out, and so are
-    fractions up to ``snap`` (:data:`SNAP`; 0 keeps every positive one). ``geoms`` are
+    by column, top down). Cells a parcel only touches (fraction 0) are left out. ``geoms`` are
     valid (Multi)Polygons or empty, in the grid's CRS. Accuracy: ~1e-14 of a cell relative to
     the parcel's frame (coordinates are shifted into it exactly where they share sign and
     magnitude, as projected coordinates do).
@@ -191,8 +190,8 @@ def coverage_cells(geoms: np.ndarray, base: Affine, window: tuple[int, int, int,
     above -= np.repeat(above[heads], np.diff(np.r_[heads, cells.size]))
     below = above + dq
     frac = (part + (above / _ONE) * wx * hy) / (wx * hy)
-    frac = np.where(frac > 1 - snap, 1.0, frac)
-    keep = (frac > snap) & (crow >= r0)
+    frac = np.where(frac > 1 - SNAP, 1.0, frac)
+    keep = (frac > SNAP) & (crow >= r0)
     # cells between two crossed cells of a column (or after the last, down to the window's
     # bottom) are wholly inside or outside: inside if the top edge is. Each crossed cell
     # emits itself (if kept) then the run of inside cells below it: rows ``start + j``.

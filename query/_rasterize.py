@@ -16,7 +16,7 @@ from parcelzarr._grid import GridSpec
 from ._coverage import coverage_cells
 
 __all__ = ["MAX_PARCEL_SIDE", "ChunkLabels", "clip_to_grid", "label_chunk", "outside_pixels",
-           "too_large", "touched_with_area"]
+           "too_large"]
 
 # rasterio emits this spuriously when several threads rasterize at once (its GDAL error
 # handler sees another thread's state); the burned rasters are identical to serial runs
@@ -85,33 +85,8 @@ def label_chunk(
         par_parts.append(labels[idx].astype(np.int64) - 1)
     pixels = np.concatenate(pix_parts) if pix_parts else np.empty(0, np.int64)
     parcels = np.concatenate(par_parts) if par_parts else np.empty(0, np.int64)
-    if all_touched:
-        r0, c0 = offset
-        keep = touched_with_area(geoms, parcel_ids, base or transform,
-                                 (r0, r0 + shape[0], c0, c0 + shape[1]), pixels, parcels)
-        pixels, parcels = pixels[keep], parcels[keep]
     order = np.argsort(parcels, kind="stable")
     return ChunkLabels(pixels[order], parcels[order], shape)
-
-
-def touched_with_area(geoms: np.ndarray, parcel_ids: np.ndarray, base: Affine,
-                      window: tuple[int, int, int, int], pixels: np.ndarray,
-                      parcels: np.ndarray) -> np.ndarray:
-    """Which of GDAL's all-touched (pixel, parcel) pairs of ``window`` have a positive area
-    of the parcel inside the pixel (exact fractions, :func:`coverage_cells` without snap).
-
-    GDAL's all-touched burn of an edge that runs along pixel edges or through pixel corners
-    takes or leaves the pixels on the other side depending on the window it rasterises (the
-    same parcel gave 10, 11 or 12 cells in rasterio with different windows): dropping the
-    pixels a parcel only touches along an edge or at a corner makes the rule a property of
-    the geometry, the same in every chunking. ``pixels`` are flat indices into the window,
-    ``parcels`` parcel ids (from ``parcel_ids``)."""
-    if pixels.size == 0:
-        return np.zeros(0, dtype=bool)
-    pix, pos, _ = coverage_cells(geoms, base, window, snap=0.0)
-    size = (window[1] - window[0]) * (window[3] - window[2])
-    return np.isin(parcels.astype(np.int64) * size + pixels,
-                   parcel_ids[pos].astype(np.int64) * size + pix)
 
 
 #: Largest parcel accepted, as pixels along one side of its bounding box (2**20 px: 10,486 km
@@ -233,15 +208,9 @@ def _count_pixels(geom: shapely.Geometry, spec: GridSpec, block: tuple[int, int,
         small = part & (r1 - r0 <= _LEAF) & (c1 - c0 <= _LEAF)
         for a, bb, c, d in todo[small]:
             t = spec.transform @ Affine.translation(int(c), int(a))
-            burned = np.flatnonzero(rasterize(
-                [(geom, 1)], out_shape=(int(bb - a), int(d - c)), transform=t, fill=0,
-                all_touched=all_touched, dtype="uint8"))
-            if all_touched:  # as inside the grid: pixels only touched are not taken
-                zero = np.zeros(burned.size, dtype=np.int64)
-                burned = burned[touched_with_area(np.array([geom]), np.zeros(1, np.int64),
-                                                  spec.transform, (int(a), int(bb), int(c),
-                                                                   int(d)), burned, zero)]
-            total += int(burned.size)
+            total += int(rasterize([(geom, 1)], out_shape=(int(bb - a), int(d - c)),
+                                   transform=t, fill=0, all_touched=all_touched,
+                                   dtype="uint8").sum())
         split = todo[part & ~small]
         if split.size == 0:
             break

@@ -333,6 +333,39 @@ def exact_touched_stats(raster_path: str, band: int, geoms: Sequence[shapely.Geo
     return pd.DataFrame(rows, columns=list(RS_STATS))
 
 
+def lattice_burn_stats(raster_path: str, band: int, geom: shapely.Geometry, *,
+                       chunk: int) -> list[dict[str, float]]:
+    """rasterstats' statistics of GDAL's all-touched burn of ``geom`` done chunk by chunk
+    (each ``chunk`` x ``chunk`` window burnt on its own, the cells unioned), for every phase
+    of such a lattice against the raster: one entry per distinct answer. For a degenerate
+    parcel GDAL's burn depends on the window, so each phase may answer differently."""
+    info = raster_info(raster_path)
+    (r0, r1), (c0, c1) = bounds_window(geom.bounds, info.transform)
+    r0, r1, c0, c1 = r0 - 1, r1 + 1, c0 - 1, c1 + 1
+    data, ok = _band(raster_path, band)
+    out: dict[frozenset[tuple[int, int]], dict[str, float]] = {}
+    for pr in range(chunk):
+        for pc in range(chunk):
+            cells: set[tuple[int, int]] = set()
+            for wr in range(pr + chunk * ((r0 - pr) // chunk), r1, chunk):
+                for wc in range(pc + chunk * ((c0 - pc) // chunk), c1, chunk):
+                    t = info.transform * Affine.translation(wc, wr)
+                    m = rasterize([(geom, 1)], out_shape=(chunk, chunk), transform=t,
+                                  fill=0, dtype="uint8", all_touched=True)
+                    rr, cc = np.nonzero(m)
+                    cells.update(zip((rr + wr).tolist(), (cc + wc).tolist(), strict=True))
+            key = frozenset(cells)
+            if key in out:
+                continue
+            rows = np.array([r for r, _ in cells], dtype=np.int64)
+            cols = np.array([c for _, c in cells], dtype=np.int64)
+            on = (rows >= 0) & (rows < info.height) & (cols >= 0) & (cols < info.width)
+            rr, cc = rows.clip(0, info.height - 1), cols.clip(0, info.width - 1)
+            valid = on & ok[rr, cc]
+            out[key] = _values_stats(data[rr, cc][valid], int((~valid).sum()))
+    return list(out.values())
+
+
 def touched_is_degenerate(raster_path: str, geom: shapely.Geometry) -> bool:
     """Whether GDAL's all-touched burn of ``geom`` depends on the window (an edge runs through
     cell corners or along cell edges): rasterstats' window vs the same grown by one cell."""

@@ -33,10 +33,6 @@ pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared real da
 CASES = cf.cases() if SHARED_DATA.exists() else []
 COLLECTOR = rp.Collector()
 logger = logging.getLogger(__name__)
-#: Object edge per store: several chunks per raster (parcels cross chunk edges), the default
-#: 256 on the larger rasters (and the lattice padding it brings).
-CHUNK = {"rasterstats": 32, "rasterstats-classes": 32, "eo-learn": 32, "terra-lux": 32,
-         "aber": 256, "sao-miguel": 256}
 
 
 class Stores:
@@ -54,7 +50,7 @@ class Stores:
             for spec in sorted((r for r in cf.RASTERS if r.store == key), key=lambda r: r.path):
                 when = {"times": cf._eo_times()} if spec.stacked else {"time": spec.time}
                 pz.ingest(str(cf.SHARED_DATA / spec.path), url, band=spec.layer, quiet=True,
-                          chunk_size=CHUNK[key], **when)
+                          chunk_size=cf.CHUNK[key], **when)
             self._stores[key] = pz.open_store(url)
             logger.info("ingest %s: %.1f s", key, time.perf_counter() - t0)
         return self._stores[key]
