@@ -25,10 +25,12 @@ from affine import Affine
 __all__ = ["coverage_cells"]
 
 #: Fractions within this of 0 or 1 (of a cell's area) are snapped to 0 or 1. The arithmetic
-#: here is good to ~1e-14 of a cell, but world coordinates carry ~1e-11 of a 10 m cell
-#: (ulp of 5e6 m): a parcel drawn along the pixel edges of a raster whose grid lines are
-#: computed a little differently (another origin or resolution rounding) would otherwise
-#: gain slivers of ~1e-11 of the cells it only touches, and their values in min/max.
+#: here is good to ~1e-14 of a cell, but world coordinates carry one ulp of rounding (9.3e-10
+#: m at a northing of 5e6 m: 9.3e-11 of a 10 m cell), and every tool computes grid lines in
+#: its own arithmetic (a store grid's origin is the source's shifted by whole pixels;
+#: exactextract's differ too): a parcel drawn along pixel edges would otherwise gain 1-ulp
+#: slivers of the cells it only touches, and their values in min/max (conformance:
+#: eo-learn's CLM_VECTOR). Pixels under ~1 m at such coordinates have 1-ulp slivers above it.
 SNAP = 1e-10
 _ONE = 1 << 50  # fixed-point unit of the column sums: one cell width
 

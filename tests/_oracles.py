@@ -27,6 +27,7 @@ import rasterio
 import shapely
 from affine import Affine
 from exactextract import exact_extract
+from parcelzarr.query._coverage import SNAP
 from pyproj import CRS
 from rasterio.enums import MaskFlags
 from rasterio.features import rasterize
@@ -46,6 +47,8 @@ EE_STATS = {"count": "count", "sum": "sum", "mean": "mean", "std": "stdev", "min
             "max": "max", "median": "median", "percentile_25": "quantile(q=0.25)",
             "percentile_90": "quantile(q=0.9)"}
 QUANTILES = ("median", "percentile_10", "percentile_25", "percentile_75", "percentile_90")
+#: The quantiles of :data:`EE_STATS` as q in [0, 1].
+QUANTILE_Q = {"median": 0.5, "percentile_25": 0.25, "percentile_90": 0.9}
 
 @dataclass(frozen=True)
 class RasterInfo:
@@ -267,13 +270,57 @@ def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     }
 
 
+def snapped(fractions: np.ndarray) -> np.ndarray:
+    """Coverage fractions under parcelzarr's documented snap (docs/query.md): within
+    :data:`SNAP` of 0 or 1 they are 0 or 1. World coordinates carry ~1 ulp of rounding
+    (9.3e-10 m at 5e6 m: 9.3e-11 of a 10 m cell), and each tool computes grid lines in its
+    own arithmetic, so a parcel drawn on pixel edges gets 1-ulp slivers in one tool and not
+    in another; the snap makes them what the geometry says up to that precision."""
+    f = np.asarray(fractions, dtype=np.float64)
+    return np.where(f <= SNAP, 0.0, np.where(f >= 1 - SNAP, 1.0, f))
+
+
+def has_slivers(fractions: np.ndarray) -> bool:
+    """Whether any fraction lies within :data:`SNAP` of 0 or 1 without being 0 or 1."""
+    f = np.asarray(fractions, dtype=np.float64)
+    return bool((((f > 0) & (f <= SNAP)) | ((f < 1) & (f >= 1 - SNAP))).any())
+
+
 def exact_coverage_stats(raster_path: str, band: int, geoms: Sequence[shapely.Geometry],
                          ) -> pd.DataFrame:
+    """exactextract's statistics on exact fractions (shapely), snapped as documented."""
     rows = []
     for g in geoms:
         cells = exact_cells(raster_path, band, g)
-        rows.append(weighted_stats(cells.values, cells.fractions))
+        rows.append(weighted_stats(cells.values, snapped(cells.fractions)))
     return pd.DataFrame(rows, columns=list(EE_STATS))
+
+
+@dataclass(frozen=True)
+class EECells:
+    """exactextract's own cells of a parcel (``values`` and ``coverage`` ops: valid cells
+    only, nodata and NaN left out by exactextract)."""
+
+    values: np.ndarray
+    coverage: np.ndarray
+
+
+def exactextract_cells(raster_path: str, band: int, geoms: gpd.GeoSeries) -> list[EECells]:
+    df = _exact_extract(raster_path, band, geoms, ["values", "coverage"])
+    out = []
+    for _, row in df.iterrows():
+        v = np.atleast_1d(np.asarray(row["values"], dtype=np.float64))
+        c = np.atleast_1d(np.asarray(row["coverage"], dtype=np.float64))
+        keep = ~np.isnan(v)
+        out.append(EECells(v[keep], c[keep]))
+    return out
+
+
+def exactextract_snapped_stats(cells: Sequence[EECells]) -> pd.DataFrame:
+    """exactextract's statistics (its formulas, :func:`weighted_stats`) on its own per-cell
+    values and coverage, the coverage snapped as documented (:func:`snapped`)."""
+    return pd.DataFrame([weighted_stats(c.values, snapped(c.coverage)) for c in cells],
+                        columns=list(EE_STATS))
 
 
 def exact_touched_stats(raster_path: str, band: int, geoms: Sequence[shapely.Geometry],
@@ -284,6 +331,39 @@ def exact_touched_stats(raster_path: str, band: int, geoms: Sequence[shapely.Geo
         cells = exact_cells(raster_path, band, g)
         rows.append(_values_stats(cells.values, cells.invalid))
     return pd.DataFrame(rows, columns=list(RS_STATS))
+
+
+def lattice_burn_stats(raster_path: str, band: int, geom: shapely.Geometry, *,
+                       chunk: int) -> list[dict[str, float]]:
+    """rasterstats' statistics of GDAL's all-touched burn of ``geom`` done chunk by chunk
+    (each ``chunk`` x ``chunk`` window burnt on its own, the cells unioned), for every phase
+    of such a lattice against the raster: one entry per distinct answer. For a degenerate
+    parcel GDAL's burn depends on the window, so each phase may answer differently."""
+    info = raster_info(raster_path)
+    (r0, r1), (c0, c1) = bounds_window(geom.bounds, info.transform)
+    r0, r1, c0, c1 = r0 - 1, r1 + 1, c0 - 1, c1 + 1
+    data, ok = _band(raster_path, band)
+    out: dict[frozenset[tuple[int, int]], dict[str, float]] = {}
+    for pr in range(chunk):
+        for pc in range(chunk):
+            cells: set[tuple[int, int]] = set()
+            for wr in range(pr + chunk * ((r0 - pr) // chunk), r1, chunk):
+                for wc in range(pc + chunk * ((c0 - pc) // chunk), c1, chunk):
+                    t = info.transform * Affine.translation(wc, wr)
+                    m = rasterize([(geom, 1)], out_shape=(chunk, chunk), transform=t,
+                                  fill=0, dtype="uint8", all_touched=True)
+                    rr, cc = np.nonzero(m)
+                    cells.update(zip((rr + wr).tolist(), (cc + wc).tolist(), strict=True))
+            key = frozenset(cells)
+            if key in out:
+                continue
+            rows = np.array([r for r, _ in cells], dtype=np.int64)
+            cols = np.array([c for _, c in cells], dtype=np.int64)
+            on = (rows >= 0) & (rows < info.height) & (cols >= 0) & (cols < info.width)
+            rr, cc = rows.clip(0, info.height - 1), cols.clip(0, info.width - 1)
+            valid = on & ok[rr, cc]
+            out[key] = _values_stats(data[rr, cc][valid], int((~valid).sum()))
+    return list(out.values())
 
 
 def touched_is_degenerate(raster_path: str, geom: shapely.Geometry) -> bool:
@@ -356,9 +436,32 @@ def _exact_extract(raster_path: str, band: int, geoms: gpd.GeoSeries,
     from exactextract.raster import RasterioRasterSource
 
     gdf = gpd.GeoDataFrame(geometry=geoms.reset_index(drop=True))
-    path, b = peer_file(raster_path, band)
+    path, b = exactextract_file(raster_path, band)
     with rasterio.open(path) as ds:
         return exact_extract(RasterioRasterSource(ds, band_idx=b), gdf, ops, output="pandas")
+
+
+@cache
+def exactextract_file(raster_path: str, band: int) -> tuple[str, int]:
+    """(file, band) exactextract reads: :func:`peer_file`, except for a raster with a GDAL
+    dataset mask, which exactextract does not read (it takes masked cells for data): then a
+    temporary copy of the band whose masked cells (rasterio's ``read_masks``) are NaN, the
+    copy's nodata."""
+    info = raster_info(raster_path)
+    if not info.dataset_mask:
+        return peer_file(raster_path, band)
+    assert np.dtype(info.dtype).kind == "f", f"{raster_path}: NaN cannot mark masked cells"
+    src = SHARED_DATA / raster_path
+    out = _peer_dir() / f"{src.stem}_band{band}_masked.tif"
+    if not out.exists():
+        with rasterio.open(src) as ds:
+            data = ds.read(band).astype(np.float64)
+            data[ds.read_masks(band) == 0] = np.nan
+            with rasterio.open(out, "w", driver="GTiff", width=ds.width, height=ds.height,
+                               count=1, dtype="float64", crs=ds.crs, transform=ds.transform,
+                               nodata=np.nan) as dst:
+                dst.write(data, 1)
+    return str(out), 1
 
 
 def _ee_column(op: str) -> str:

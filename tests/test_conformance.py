@@ -33,10 +33,6 @@ pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared real da
 CASES = cf.cases() if SHARED_DATA.exists() else []
 COLLECTOR = rp.Collector()
 logger = logging.getLogger(__name__)
-#: Object edge per store: several chunks per raster (parcels cross chunk edges), the default
-#: 256 on the larger rasters (and the lattice padding it brings).
-CHUNK = {"rasterstats": 32, "rasterstats-classes": 32, "eo-learn": 32, "terra-lux": 32,
-         "aber": 256, "sao-miguel": 256}
 
 
 class Stores:
@@ -54,7 +50,7 @@ class Stores:
             for spec in sorted((r for r in cf.RASTERS if r.store == key), key=lambda r: r.path):
                 when = {"times": cf._eo_times()} if spec.stacked else {"time": spec.time}
                 pz.ingest(str(cf.SHARED_DATA / spec.path), url, band=spec.layer, quiet=True,
-                          chunk_size=CHUNK[key], **when)
+                          chunk_size=cf.CHUNK[key], **when)
             self._stores[key] = pz.open_store(url)
             logger.info("ingest %s: %.1f s", key, time.perf_counter() - t0)
         return self._stores[key]
@@ -108,32 +104,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
 
 #: Cases still outside tolerance, each listed in docs/conformance.md ("Outside tolerance")
 #: with its cause; open work on issue 8. Strict: a fix that makes one pass must remove it.
-KNOWN_OPEN = {
-    "eo-learn-slovenia/CLM_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/DEM.tif[1]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[1]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[9]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/NDVI_68dates.tif[68]-CLM_VECTOR.gpkg-coverage":
-        "coverage: cells covered by ~1e-10 (edges on cell lines) enter min/max/quantiles",
-    "eo-learn-slovenia/LULC_mask.tif[1]-LULC.gpkg-coverage":
-        "coverage: weighted quantiles of an integer raster at a tie with exactextract",
-    "rasterstats/all_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/slope.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/slope_nodata.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-all_touched":
-        "all_touched: a degenerate triangle through cell corners burns 2 extra cells",
-    "rasterstats/dataset_mask.tif[1]-polygons_no_overlap.shp-coverage":
-        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
-    "rasterstats/dataset_mask.tif[1]-polygons_partial_overlap.shp-coverage":
-        "exactextract reads masked cells as data (no row of its own yet: numpy oracle needed)",
-}
+KNOWN_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [
