@@ -173,7 +173,7 @@ class Journal:
     """The relayout journal of one write: the arrays whose objects are being written anew.
 
     ``writer`` stores a record (or deletes it, given None); see
-    :func:`parcelzarr.ingest._recover.journal_writer`.
+    :func:`parcelzarr._ingest._recover.journal_writer`.
     """
 
     def __init__(self, writer: Callable[[Mapping[str, Any] | None], None]) -> None:

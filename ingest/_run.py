@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
-from parcelzarr.stores import StoreHandle, open_store_handle, redact
+from parcelzarr.stores import StoreHandle, open_store_handle
+from parcelzarr.stores._azure import redact
 from rasterio.errors import RasterioIOError
 
 from parcelzarr import _config

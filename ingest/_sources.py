@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from parcelzarr.stores import filesystem_for, parse_location, redact, storage_error
+from parcelzarr.stores import parse_location
+from parcelzarr.stores._azure import redact
+from parcelzarr.stores._errors import storage_error
+from parcelzarr.stores._open import filesystem_for
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 
@@ -58,7 +61,7 @@ class SourceInfo:
         Georeferencing and pixel type from the header.
     fingerprint:
         What the manifest records of the file's content: ``"sha256:<hex>"`` of its bytes once
-        :func:`~parcelzarr.ingest.ingest` has resolved it (see ``stamp``), the stamp before.
+        :func:`parcelzarr.ingest` has resolved it (see ``stamp``), the stamp before.
         An ingest skips a source whose fingerprint is recorded under its key.
     attrs:
         Band attributes to store (``scale_factor``/``add_offset`` for Sentinel-2 reflectance).

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from parcelzarr.stores import filesystem_for, parse_location
+from parcelzarr.stores import parse_location
+from parcelzarr.stores._open import filesystem_for
 
 from parcelzarr.errors import InvalidSourceError
 

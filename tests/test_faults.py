@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import shapely
 from click.testing import CliRunner
-from parcelzarr.stores import AZURITE_ACCOUNT, AZURITE_KEY, open_store_handle
+from parcelzarr.stores import open_store_handle
+from parcelzarr.stores._azure import AZURITE_ACCOUNT, AZURITE_KEY
 from rasterstats import zonal_stats
 
 import parcelzarr as pz

@@ -16,7 +16,7 @@ import pytest
 import rasterio
 import xarray as xr
 from click.testing import CliRunner
-from parcelzarr.ingest import parse_time
+from parcelzarr._ingest._api import parse_time
 from rasterio.transform import Affine
 
 import parcelzarr as pz

@@ -298,7 +298,7 @@ def test_overlapping_parcels_keep_all_their_pixels(prop_source: tuple[Path, np.n
 
 
 def test_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from parcelzarr.stores import choose_transport
+    from parcelzarr.stores._open import choose_transport
 
     monkeypatch.delenv("PARCELZARR_TRANSPORT", raising=False)
     assert choose_transport(None, read_only=True) == "obstore"

@@ -6,7 +6,7 @@ below becomes visible in one step, when that one document is replaced: that PUT 
 commit. Each grid group's ``zarr.json`` holds a copy of its part (for readers that open one
 grid directly, e.g. ``xr.open_zarr(url, group="utm16n/10m")``); it is written right after the
 root (before it, for a new grid), from the same snapshot; a writer that finds it out of step
-with the root rewrites it from the root (see :mod:`parcelzarr.ingest._recover`).
+with the root rewrites it from the root (see :mod:`parcelzarr._ingest._recover`).
 """
 
 from __future__ import annotations

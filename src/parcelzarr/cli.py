@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from parcelzarr.errors import ParcelzarrError
-from parcelzarr.stores import check_option_names, redact
+from parcelzarr.stores._azure import check_option_names, redact
 
 __all__ = ["main"]
 
@@ -132,7 +132,7 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
            quiet: bool, wait: float | None, max_growth_px: int | None,
            storage_option: tuple[str, ...]) -> None:
     """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs, STAC JSON) into the store."""
-    from parcelzarr.ingest import ingest as run
+    from parcelzarr import ingest as run
 
     times = None
     if times_file:
@@ -159,7 +159,7 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
 def compact(url: str, time_chunk: int, workers: int | None, quiet: bool, wait: float | None,
             storage_option: tuple[str, ...]) -> None:
     """Rechunk the store at URL along time: a parcel's season in a few requests."""
-    from parcelzarr.ingest import compact as run
+    from parcelzarr import compact as run
 
     report = run(url, time_chunk=time_chunk, storage_options=_options(storage_option),
                  workers=workers, quiet=quiet, lock_timeout=wait)

@@ -10,7 +10,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from parcelzarr import _config
-from parcelzarr.ingest import IngestReport, ingest
+from parcelzarr._ingest import IngestReport, ingest
 from parcelzarr.query import QueryReport, open_store
 
 from ._parcels import generate_parcels, parcels_bounds_for_area
