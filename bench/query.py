@@ -54,9 +54,9 @@ def _parcels(data_dir: Path, size: int, n: int) -> Path:
 def _covering_bytes(url: str, options: dict[str, Any], parcels: Path) -> tuple[int, int]:
     """(compressed bytes, objects) of the chunks that cover the parcels, all bands."""
     from parcelzarr.query import load_parcels, plan_chunks
-    from zarr.core.sync import sync
 
     import parcelzarr as pz
+    from parcelzarr._zarr_compat import sync
 
     store = pz.open_store(url, storage_options=options | {"transport": "adlfs"})
     pset = load_parcels(str(parcels))
@@ -94,8 +94,9 @@ def request_overhead(url: str, options: dict[str, Any], transport: str, n: int =
     import asyncio
 
     from parcelzarr.stores import open_store_handle
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.buffer import default_buffer_prototype
+
+    from parcelzarr._zarr_compat import sync
 
     handle = open_store_handle(url, options | {"transport": transport}, read_only=True)
     store = handle.store

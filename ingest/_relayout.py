@@ -29,12 +29,12 @@ from functools import partial
 from typing import Any
 
 import zarr
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr import AsyncArray
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 from parcelzarr._layout import commit, other_separator
+from parcelzarr._zarr_compat import sync
 
 __all__ = [
     "RELAYOUT_KEY",

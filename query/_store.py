@@ -16,7 +16,6 @@ import xarray as xr
 import zarr
 from parcelzarr.stores import StoreHandle, open_store_handle
 from rasterio.features import geometry_mask
-from zarr.core.sync import sync
 
 from parcelzarr import _config
 from parcelzarr._footprint import (
@@ -30,6 +29,7 @@ from parcelzarr._footprint import (
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
 from parcelzarr._progress import progress
+from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import (
     BandNotFoundError,
     DateNotFoundError,
@@ -443,7 +443,7 @@ class ParcelStore:
                 status[subset[big]] = "too large"
             plan = plan_chunks(geoms, info.spec, all_touched=all_touched,
                                coverage=coverage)
-            arrays = {b: self._array(grid_name, b)._async_array
+            arrays = {b: self._array(grid_name, b).async_array
                       for _, needs in group_outputs for b in needs}
             n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
             jobs.append((info, subset, layers, GridJob(
@@ -608,7 +608,7 @@ class ParcelStore:
             ox = (s.x0 - m.x0) / s.res_x
             if all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1:
                 tmap = np.array([_index_of(g.times, t) for t in info.times], dtype=np.int64)
-                return MaskSource(self._array(g.name, band)._async_array, round(f),
+                return MaskSource(self._array(g.name, band).async_array, round(f),
                                   (round(oy), round(ox)), tmap, classes)
         raise BandNotFoundError(
             f"no {band} grid of {s.crs.to_string()} aligns with grid {info.name}: the mask "
@@ -778,7 +778,7 @@ class ParcelStore:
         if r1 <= r0 or c1 <= c0:
             raise GeometryError("the parcel covers no pixel of the store")
 
-        arrays = {b: self._array(grid_name, b)._async_array for b in band_list}
+        arrays = {b: self._array(grid_name, b).async_array for b in band_list}
         data = sync(read_window(arrays, grid=grid_name, times=t_idx, window=(r0, r1, c0, c1),
                                 cache=self.read_cache,
                                 concurrency=_config.default_concurrency()))

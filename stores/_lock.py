@@ -21,9 +21,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from zarr.core.sync import sync
-
 from parcelzarr import _config
+from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import StoreLockedError
 
 from ._azure import redact

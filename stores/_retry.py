@@ -28,8 +28,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
 from parcelzarr import _config
@@ -299,6 +299,11 @@ class ResilientStore(WrapperStore[Store]):
         self.label = label or "store"
         self._latencies = _Latencies()
         self._trip: tuple[float, str] | None = None  # when and why the store was given up
+
+    @property
+    def inner(self) -> Store:
+        """The wrapped store (whose requests this one retries and counts)."""
+        return self._store
 
     def _with_store(self, store: Store) -> ResilientStore:
         return type(self)(store, policy=self.policy, counters=self.counters, label=self.label)

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from parcelzarr.query import GridJob, Layer, parse_stats, plan_chunks, run_grid
 from parcelzarr.stores import ResilientStore
 from rasterio.features import geometry_mask
-from zarr.core.sync import sync
 
 import parcelzarr as pz
 from parcelzarr._grid import GridSpec
+from parcelzarr._zarr_compat import sync
 
 from ._rasters import CRS, make_scene, scene_data, write_tif
 from ._rasters import make_parcels as make_parcels
@@ -77,7 +77,7 @@ def test_time_compacted_chunks_read_once_per_spatial_chunk() -> None:
         store.counters.reset()
         plan = plan_chunks(geoms, spec)
         layers = [Layer("B04", i, ("B04",)) for i in range(t)]
-        job = GridJob(plan=plan, geoms=geoms, arrays={"B04": arr._async_array},
+        job = GridJob(plan=plan, geoms=geoms, arrays={"B04": arr.async_array},
                       nodata={"B04": 0}, layers=layers, stats=parse_stats(STATS),
                       all_touched=False, concurrency=8)
         results[tchunk] = sync(run_grid(job))
