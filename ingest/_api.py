@@ -7,7 +7,7 @@ import os
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import zarr
 from parcelzarr.stores import StoreHandle, WriterLock, open_store_handle, writer_lock
 
 from parcelzarr import _config
+from parcelzarr._dates import parse_time
 from parcelzarr._footprint import (
     FOOTPRINT_ATTR,
     Footprint,
@@ -49,7 +50,7 @@ from ._relayout import RELAYOUT_KEY, Journal
 from ._run import Job, JobItem, run_jobs
 from ._sources import SourceInfo, discover_sources
 
-__all__ = ["IngestReport", "ingest", "parse_time"]
+__all__ = ["IngestReport", "ingest"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,35 +97,6 @@ class IngestReport:
             f"({self.mb_per_s:.1f} MB/s raw); "
             f"skipped {self.sources_skipped} already ingested"
         )
-
-
-def parse_time(value: str | date | datetime | np.datetime64 | None) -> datetime | None:
-    """Normalise a user-given date (``YYYY-MM-DD``, ISO datetime, date, datetime64) to a naive
-    UTC datetime: a time with an offset (``+05:00``, ``Z``) is converted to UTC first."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return _naive_utc(value)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    if isinstance(value, np.datetime64):
-        return datetime.fromisoformat(str(value.astype("datetime64[s]")))
-    if isinstance(value, str):
-        text = value.strip()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            return _naive_utc(datetime.fromisoformat(text))
-        except ValueError:
-            shown = value if len(value) <= 40 else value[:37] + "..."
-            raise ValueError(f"cannot read {shown!r} as a date: use YYYY-MM-DD") from None
-    raise TypeError(f"time must be a date string, date or datetime, got {type(value).__name__}")
-
-
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=None)
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _check_size(name: str, value: object, *, upper: int) -> int | None:

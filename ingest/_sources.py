@@ -24,6 +24,7 @@ from parcelzarr.stores._open import filesystem_for
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 
+from parcelzarr import _sentinel2 as sentinel2
 from parcelzarr.errors import IngestConflictError, InvalidSourceError, SourceNotFoundError
 
 from ._names import S2Name, boa_offset, check_layer_name, is_layer_name, parse_s2_name
@@ -200,10 +201,6 @@ def _fetch(uri: str, storage_options: Mapping[str, Any] | None, cache_dir: Path)
     return str(target), fingerprint
 
 
-_S2_NATIVE_RES = {**dict.fromkeys(("B02", "B03", "B04", "B08"), 10),
-                   **dict.fromkeys(("B05", "B06", "B07", "B8A", "B11", "B12", "SCL"), 20),
-                   **dict.fromkeys(("B01", "B09", "B10"), 60)}
-_NON_REFLECTANCE = ("SCL", "TCI", "AOT", "WVP")
 
 
 def _check_readable(ds: Any, uri: str) -> None:
@@ -222,13 +219,10 @@ def _check_readable(ds: Any, uri: str) -> None:
 
 def _s2_attrs(band: str, baseline_offset: int) -> tuple[dict[str, Any], int]:
     """Attributes of an L2A reflectance band and the DN shift into the current convention."""
-    if band in _NON_REFLECTANCE:
+    attrs = sentinel2.reflectance_attrs(band)
+    if not attrs:
         return {}, 0
-    attrs = {"scale_factor": 1e-4, "add_offset": -0.1, "BOA_ADD_OFFSET": -1000, "units": "1",
-             "long_name": f"{band} surface reflectance",
-             "dn_convention": "processing baseline >= 04.00 (BOA_ADD_OFFSET -1000); older "
-                              "dates were shifted by +1000 DN when ingested"}
-    return attrs, baseline_offset + 1000
+    return attrs, baseline_offset - sentinel2.BOA_ADD_OFFSET
 
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -454,9 +448,9 @@ def inspect_source(
                 f"{uri} says {expect} m in its name but its pixels are {res[0]:g} x {res[1]:g}; "
                 "fix the file name or the file"
             )
-        if expect is None and name.band in _S2_NATIVE_RES and ds_is_projected(info) and not any(
-            math.isclose(res[0], r) for r in (10, 20, 60)
-        ):
+        native = set(sentinel2.NATIVE_RESOLUTION.values())
+        if expect is None and name.band in sentinel2.NATIVE_RESOLUTION and ds_is_projected(
+                info) and not any(math.isclose(res[0], r) for r in native):
             raise IngestConflictError(
                 f"{uri} is Sentinel-2 band {name.band} at {res[0]:g} m; Sentinel-2 bands come at "
                 "10, 20 or 60 m (resampled files must be ingested as a named layer: --band)"

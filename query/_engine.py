@@ -200,11 +200,6 @@ class _Reducer:
         if job.stats.needs_values and self._since_flush >= 32:
             self.flush()
 
-    def add_chunk(self, k: int, data: Mapping[Key, np.ndarray],
-                  masks: Mapping[int, np.ndarray]) -> None:
-        """:meth:`prepare` then :meth:`accumulate` chunk ``k``."""
-        self.accumulate(*self.prepare(k, data, masks))
-
     def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
                      w: np.ndarray | None, area: np.ndarray | None = None) -> None:
         if par.size == 0:

@@ -29,6 +29,7 @@ from parcelzarr._footprint import (
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
 from parcelzarr._progress import progress
+from parcelzarr._sentinel2 import DEFAULT_MASK_CLASSES
 from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import (
     BandNotFoundError,
@@ -52,9 +53,6 @@ from ._stats import DEFAULT_STATS, parse_stats
 
 __all__ = ["DEFAULT_MASK_CLASSES", "GridInfo", "ParcelStore", "QueryReport", "open_store"]
 
-#: SCL classes masked by ``mask="scl"``: no data, saturated/defective, cloud shadow, cloud
-#: medium and high probability, thin cirrus.
-DEFAULT_MASK_CLASSES = (0, 1, 3, 8, 9, 10)
 
 logger = logging.getLogger(__name__)
 

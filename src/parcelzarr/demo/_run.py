@@ -36,11 +36,6 @@ class DemoReport:
     out: Path
     tile_bytes: int
 
-    @property
-    def whole_tile_bytes_per_parcel(self) -> int:
-        """What the replaced system downloaded for every parcel (all band files)."""
-        return self.tile_bytes
-
     def summary(self) -> str:
         q = self.query
         per_parcel = q.bytes_read / max(1, q.parcels)
