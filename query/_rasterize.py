@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -47,7 +47,7 @@ def _no_geotransform_noise() -> Iterator[None]:
             _quiet[0] -= 1
             if _quiet[0] == 0:
                 with suppress(ValueError):  # a caller's own catch_warnings may have dropped it
-                    warnings.filters.remove(_quiet[1])
+                    cast(list[Any], warnings.filters).remove(_quiet[1])
                 _quiet.clear()
 
 

@@ -684,7 +684,7 @@ class ParcelStore:
                res: Mapping[str, np.ndarray], names: Sequence[str], *,
                status: np.ndarray) -> pd.DataFrame:
         data: dict[str, Any] = {
-            pset.ids.name: pset.ids.to_numpy()[subset],
+            str(pset.ids.name): pset.ids.to_numpy()[subset],
             "band": band,
             "time": np.full(subset.size, when),
             "_order": subset,
