@@ -251,7 +251,8 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
 
 
 @main.command()
-@click.option("--store", default="stores/demo.zarr", show_default=True, help="Store URL.")
+@click.option("--store", help="Store URL (default: demo.zarr in the cache folder, "
+              "~/.cache/parcelzarr/demo or PARCELZARR_CACHE_DIR; never the source tree).")
 @click.option("--size", default=5490, show_default=True,
               help="Scene edge in 10 m pixels (10980 = a full Sentinel-2 tile).")
 @click.option("--parcels", "n_parcels", default=10_297, show_default=True,
@@ -262,7 +263,7 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Statistics file (default: next to the store).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(store: str, size: int, n_parcels: int, seed: int, data_dir: Path | None,
+def demo(store: str | None, size: int, n_parcels: int, seed: int, data_dir: Path | None,
          out: Path | None, quiet: bool) -> None:
     """Generate a synthetic county, ingest it and compute per-parcel statistics."""
     from parcelzarr.demo import run_demo
