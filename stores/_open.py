@@ -21,9 +21,9 @@ from parcelzarr._zarr_compat import sync, zarr_loop, zarr_loop_if_running
 from parcelzarr.errors import CredentialsError, ParcelzarrError, StoreUnreachableError
 
 from ._azure import azure_options, check_option_names, redact
-from ._errors import describe
+from ._errors import describe, is_transient
 from ._obstore import obstore_store
-from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
+from ._retry import IOCounters, ResilientStore, RetryPolicy
 from ._url import Location, parse_location
 
 Transport = Literal["adlfs", "obstore"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -33,55 +32,17 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
 from parcelzarr import _config
-from parcelzarr.errors import ParcelzarrError, StoreUnreachableError
+from parcelzarr.errors import StoreUnreachableError
 
-from ._errors import describe, translate, unwrap
+from ._errors import describe, is_transient, translate, unwrap
 
-__all__ = ["IOCounters", "ResilientStore", "RetryPolicy", "is_transient"]
+__all__ = ["IOCounters", "ResilientStore", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_OBSTORE_TRANSIENT = re.compile(
-    r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
-    r"|timed out|timeout|incomplete|broken pipe|server busy|body error|error decoding response"
-    r"|end of file|deadline has elapsed",
-    re.IGNORECASE,
-)
 #: Concurrent deletes when a directory is removed key by key (blob storage).
 _DELETE_CONCURRENCY = 32
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is a storage error worth retrying."""
-    exc = unwrap(exc)
-    if isinstance(exc, ParcelzarrError):  # already final (e.g. retries exhausted)
-        return False
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-        return False
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
-        return True
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status in _TRANSIENT_STATUS
-    name = type(exc).__name__
-    if name == "GenericError" and type(exc).__module__.startswith("obstore"):
-        # obstore reports HTTP and connection failures as GenericError with the cause in text
-        text = str(exc).split("Debug source", 1)[0]
-        return bool(_OBSTORE_TRANSIENT.search(text))
-    # azure-core and aiohttp transport errors, matched by name so neither is a hard import.
-    return name in {
-        "ServiceRequestError",
-        "ServiceResponseError",
-        "ServiceRequestTimeoutError",
-        "ServiceResponseTimeoutError",
-        "ClientConnectionError",
-        "ClientOSError",
-        "ServerDisconnectedError",
-        "ClientPayloadError",
-        "IncompleteReadError",
-    }
 
 
 async def _hedged(

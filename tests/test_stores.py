@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from parcelzarr.stores import RetryPolicy, open_store_handle, parse_location
 from parcelzarr.stores._azure import AZURITE_KEY, azure_options, redact
-from parcelzarr.stores._retry import is_transient
+from parcelzarr.stores._errors import is_transient
 
 import parcelzarr as pz
 from parcelzarr.errors import CredentialsError, StoreNotFoundError, StoreUnreachableError
