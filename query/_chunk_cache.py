@@ -10,15 +10,17 @@ copied out of the chunks, so values are the stored values bit for bit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 from zarr import AsyncArray
+
+from parcelzarr._concurrency import gather_bounded
 
 __all__ = ["ChunkCache", "ChunkKey", "read_window"]
 
@@ -165,15 +167,13 @@ async def read_window(
                     else:
                         have[key] = got
 
-    sem = asyncio.Semaphore(max(1, concurrency))
-
     async def fetch(key: ChunkKey) -> np.ndarray:
         arr = arrays[key[1]]
-        async with sem:
-            return np.asarray(await arr.getitem(_chunk_region(arr, *key[2:])))
+        return np.asarray(await arr.getitem(_chunk_region(arr, *key[2:])))
 
     if missing:
-        fetched = await asyncio.gather(*(fetch(k) for k in missing))
+        fetched = await gather_bounded([partial(fetch, k) for k in missing],
+                                       limit=max(1, concurrency))
         for key, block in zip(missing, fetched, strict=True):
             have[key] = block
             cache.put(key, block)

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from zarr.abc.buffer import Buffer, BufferPrototype
@@ -32,6 +33,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
 from parcelzarr import _config
+from parcelzarr._concurrency import gather_bounded
 from parcelzarr.errors import StoreUnreachableError
 
 from ._errors import describe, is_transient, translate, unwrap
@@ -41,8 +43,6 @@ __all__ = ["IOCounters", "ResilientStore", "RetryPolicy"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Concurrent deletes when a directory is removed key by key (blob storage).
-_DELETE_CONCURRENCY = 32
 
 
 async def _hedged(
@@ -348,7 +348,7 @@ class ResilientStore(WrapperStore[Store]):
         await self._run(key, lambda: self._store.set_if_not_exists(key, value), write=True)
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
-        await asyncio.gather(*(self.set(key, value) for key, value in values))
+        await gather_bounded([partial(self.set, key, value) for key, value in values])
 
     async def delete(self, key: str) -> None:
         await self._run(key, lambda: self._store.delete(key), write=True)
@@ -384,13 +384,7 @@ class ResilientStore(WrapperStore[Store]):
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         keys = [key async for key in self.list_prefix(prefix)]
-        sem = asyncio.Semaphore(_DELETE_CONCURRENCY)
-
-        async def delete(key: str) -> None:
-            async with sem:
-                await self.delete(key)
-
-        await asyncio.gather(*(delete(key) for key in keys))
+        await gather_bounded([partial(self.delete, key) for key in keys])
 
     def __getattr__(self, name: str) -> Any:  # e.g. FsspecStore.fs, LocalStore.root
         if name == "_store":
