@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from zarr import AsyncArray
 
 from parcelzarr._concurrency import gather_bounded
@@ -48,12 +48,17 @@ class ChunkCache:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be at least 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
-        self.nbytes = 0
         #: Chunk lookups served from the cache, and those that had to be fetched.
         self.hits = 0
         self.misses = 0
-        self._blocks: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
+        self._blocks: LRUCache[ChunkKey, np.ndarray] = LRUCache(
+            maxsize=max(1, self.max_bytes), getsizeof=_nbytes)
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded bytes held."""
+        return int(self._blocks.currsize)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -68,11 +73,10 @@ class ChunkCache:
     def get(self, key: ChunkKey) -> np.ndarray | None:
         """The cached chunk (now most recently used), or None; counts a hit or a miss."""
         with self._lock:
-            block = self._blocks.get(key)
+            block = self._blocks.get(key)  # marks it most recently used
             if block is None:
                 self.misses += 1
                 return None
-            self._blocks.move_to_end(key)
             self.hits += 1
             return block
 
@@ -83,17 +87,10 @@ class ChunkCache:
             return
         block.setflags(write=False)
         with self._lock:
-            old = self._blocks.pop(key, None)
-            if old is not None:
-                self.nbytes -= int(old.nbytes)
-            while self._blocks and self.nbytes + size > self.max_bytes:
-                _, evicted = self._blocks.popitem(last=False)
-                self.nbytes -= int(evicted.nbytes)
-            self._blocks[key] = block
-            self.nbytes += size
+            self._blocks[key] = block  # evicts least recently used chunks to fit
 
     def keys(self) -> list[ChunkKey]:
-        """The keys held, least recently used first."""
+        """The keys held."""
         with self._lock:
             return list(self._blocks)
 
@@ -101,7 +98,10 @@ class ChunkCache:
         """Drop every chunk (the hit and miss counts are kept)."""
         with self._lock:
             self._blocks.clear()
-            self.nbytes = 0
+
+
+def _nbytes(block: np.ndarray) -> int:
+    return int(block.nbytes)
 
 
 def _chunk_region(arr: AsyncArray[Any], tb: int, cy: int, cx: int) -> tuple[slice, ...]:

@@ -56,9 +56,8 @@ def test_first_error_propagates() -> None:
 
 
 def test_rasterize_leaves_no_warning_filter_behind() -> None:
-    from rasterio.errors import NotGeoreferencedWarning
-
     from parcelzarr.query import _rasterize
+    from rasterio.errors import NotGeoreferencedWarning
 
     def ours() -> list[object]:
         return [f for f in warnings.filters if f[2] is NotGeoreferencedWarning]
