@@ -21,6 +21,7 @@ from cachetools import LRUCache
 from zarr import AsyncArray
 
 from parcelzarr._concurrency import gather_bounded
+from parcelzarr._grid import Tiles
 
 __all__ = ["ChunkCache", "ChunkKey", "read_window"]
 
@@ -104,12 +105,15 @@ def _nbytes(block: np.ndarray) -> int:
     return int(block.nbytes)
 
 
+def _tiles(arr: AsyncArray[Any]) -> Tiles:
+    return Tiles((arr.shape[1], arr.shape[2]), (arr.chunks[1], arr.chunks[2]))
+
+
 def _chunk_region(arr: AsyncArray[Any], tb: int, cy: int, cx: int) -> tuple[slice, ...]:
     """The exact region of chunk ``(tb, cy, cx)``, clipped to the array's shape."""
-    ct, ch, cw = arr.chunks
-    return (slice(tb * ct, min(arr.shape[0], (tb + 1) * ct)),
-            slice(cy * ch, min(arr.shape[1], (cy + 1) * ch)),
-            slice(cx * cw, min(arr.shape[2], (cx + 1) * cw)))
+    ct = arr.chunks[0]
+    y0, y1, x0, x1 = _tiles(arr).chunk_window(cy, cx)
+    return (slice(tb * ct, min(arr.shape[0], (tb + 1) * ct)), slice(y0, y1), slice(x0, x1))
 
 
 async def read_window(
@@ -149,9 +153,8 @@ async def read_window(
     have: dict[ChunkKey, np.ndarray] = {}
     missing: list[ChunkKey] = []
     for band, arr in arrays.items():
-        ct, ch, cw = arr.chunks
-        rows = range(r0 // ch, (r1 - 1) // ch + 1)
-        cols = range(c0 // cw, (c1 - 1) // cw + 1)
+        ct = arr.chunks[0]
+        rows, cols = _tiles(arr).chunk_span(window)
         blocks = []
         for tb in np.unique(times // ct):
             pos = np.flatnonzero(times // ct == tb)
@@ -182,18 +185,18 @@ async def read_window(
 
     out: dict[str, np.ndarray] = {}
     for band, arr in arrays.items():
-        ct, ch, cw = arr.chunks
+        tiles = _tiles(arr)
         rows, cols, blocks = plan[band]
         first = have[(grid, band, blocks[0][0], rows[0], cols[0])]
         result = np.empty((times.size, r1 - r0, c1 - c0), dtype=first.dtype)
         for tb, pos, local in blocks:
             for cy in rows:
-                ya, yb = max(r0, cy * ch), min(r1, (cy + 1) * ch)
                 for cx in cols:
-                    xa, xb = max(c0, cx * cw), min(c1, (cx + 1) * cw)
+                    ya, yb, xa, xb = tiles.overlap(window, cy, cx)
+                    by, bx = tiles.chunk_window(cy, cx)[::2]
                     block = have[(grid, band, tb, cy, cx)]
                     result[pos, ya - r0:yb - r0, xa - c0:xb - c0] = block[
-                        local, ya - cy * ch:yb - cy * ch, xa - cx * cw:xb - cx * cw]
+                        local, ya - by:yb - by, xa - bx:xb - bx]
         out[band] = result
     return out
 
