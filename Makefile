@@ -4,6 +4,7 @@
 #   make lint         ruff check + mypy on the package
 #   make demo         run the demo end to end
 #   make bench        full benchmark; bench-quick: the short version
+#   make test-newest-zarr  the suite against the newest zarr, in a throwaway venv (not CI)
 #   make conformance  zonal stats vs rasterstats/exactextract on ../shared/data -> docs/conformance.md
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ RUFF := $(VENV)/bin/ruff
 PY_STAMP  := $(VENV)/.parcelzarr-install.stamp
 NPM_STAMP := node_modules/.parcelzarr-npm-ci.stamp
 
-.PHONY: install demo test lint bench bench-quick conformance
+.PHONY: install demo test lint bench bench-quick conformance test-newest-zarr
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -55,3 +56,18 @@ bench-quick: install
 conformance: install
 	$(PY) -m pytest tests/test_conformance.py -q -p no:cacheprovider \
 		--conformance-doc docs/conformance.md
+
+# The suite against the newest zarr release (above pyproject's bound, which it checks before
+# the bound is raised): a throwaway venv with every other package as pinned. zarr >= 3.2
+# needs Python >= 3.12: `make test-newest-zarr NEWEST_ZARR_PYTHON=python3.12`.
+NEWEST_ZARR_VENV ?= .venv-newest-zarr
+NEWEST_ZARR_PYTHON ?= $(PYTHON)
+test-newest-zarr: $(NPM_STAMP)
+	rm -rf $(NEWEST_ZARR_VENV)
+	$(NEWEST_ZARR_PYTHON) -m venv $(NEWEST_ZARR_VENV)
+	grep -v '^zarr==' constraints.txt > $(NEWEST_ZARR_VENV)/constraints.txt
+	$(NEWEST_ZARR_VENV)/bin/python -m pip install --quiet -c $(NEWEST_ZARR_VENV)/constraints.txt \
+		-e '.[$(PIP_EXTRAS)]'
+	$(NEWEST_ZARR_VENV)/bin/python -m pip install --quiet --upgrade zarr
+	$(NEWEST_ZARR_VENV)/bin/python -c "import zarr; print('zarr', zarr.__version__)"
+	$(NEWEST_ZARR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

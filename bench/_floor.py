@@ -25,10 +25,10 @@ from affine import Affine
 from parcelzarr.query._coverage import coverage_cells
 from parcelzarr.query._plan import plan_chunks
 from rasterio.features import rasterize
-from zarr.core.sync import sync
 
 import parcelzarr as pz
 from parcelzarr import _config
+from parcelzarr._zarr_compat import sync
 
 __all__ = ["floor_stats"]
 
@@ -81,7 +81,7 @@ def floor_stats(store: pz.ParcelStore, parcels: Any, *, bands: list[str], covera
     geoms = parcels.geometry.to_numpy()
     n = len(geoms)
     times = list(range(len(info.times))) if all_dates else [0]
-    arrays = {b: store._array(info.name, b)._async_array for b in bands}
+    arrays = {b: store._array(info.name, b).async_array for b in bands}
     nodata = {b: info.bands[b]["nodata"] for b in bands}
     plan = plan_chunks(geoms, spec, coverage=True)  # the covering chunks; no overlap colouring
     rows: dict[int, list[int]] = {}

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from parcelzarr.ingest import DEFAULT_TIME_CHUNK
+from parcelzarr._ingest import DEFAULT_TIME_CHUNK
 
 from ._config import Approach
 from ._measure import Record

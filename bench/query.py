@@ -55,9 +55,9 @@ def _covering_bytes(url: str, options: dict[str, Any], parcels: Path) -> tuple[i
     """(compressed bytes, objects) of the chunks that cover the parcels, all bands."""
     from parcelzarr.query._parcels import load_parcels
     from parcelzarr.query._plan import plan_chunks
-    from zarr.core.sync import sync
 
     import parcelzarr as pz
+    from parcelzarr._zarr_compat import sync
 
     store = pz.open_store(url, storage_options=options | {"transport": "adlfs"})
     pset = load_parcels(str(parcels))
@@ -95,8 +95,9 @@ def request_overhead(url: str, options: dict[str, Any], transport: str, n: int =
     import asyncio
 
     from parcelzarr.stores import open_store_handle
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.buffer import default_buffer_prototype
+
+    from parcelzarr._zarr_compat import sync
 
     handle = open_store_handle(url, options | {"transport": transport}, read_only=True)
     store = handle.store

@@ -6,125 +6,35 @@ import logging
 import os
 import time as _time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
-import zarr
-from parcelzarr.stores import StoreHandle, WriterLock, open_store_handle, writer_lock
+from parcelzarr.stores import StoreHandle, open_store_handle, writer_lock
 
 from parcelzarr import _config
-from parcelzarr._footprint import (
-    FOOTPRINT_ATTR,
-    Footprint,
-    footprints_of,
-    merge_footprints,
-    time_key,
-)
+from parcelzarr._dates import parse_time
 from parcelzarr._grid import GridSpec
-from parcelzarr._layout import (
-    GRID_ATTR,
-    band_info,
-    commit,
-    create_band,
-    create_grid,
-    grid_attrs,
-    grid_names,
-    grid_spec,
-    open_live,
-    open_root,
-    root_attrs,
-)
-from parcelzarr._progress import progress
 from parcelzarr.errors import StoreLockedError
 
+from ._discover import discover_sources
+from ._execute import execute
 from ._fingerprint import resolve_fingerprints
-from ._grow import grow_grid
 from ._manifest import Manifest
 from ._names import check_layer_name
-from ._plan import BandSpec, IngestPlan, grid_name_of, plan_ingest
-from ._recover import committed_root, journal_writer, recover, rollback
-from ._relayout import RELAYOUT_KEY, Journal
-from ._run import Job, JobItem, run_jobs
-from ._sources import SourceInfo, discover_sources
+from ._plan import IngestPlan, grid_name_of, plan_ingest
+from ._prepare import existing_grids
+from ._recover import committed_root, recover, rollback
+from ._relayout import RELAYOUT_KEY
+from ._report import IngestReport
+from ._sources import SourceInfo
 
-__all__ = ["IngestReport", "ingest", "parse_time"]
+__all__ = ["IngestReport", "ingest"]
 
 logger = logging.getLogger(__name__)
 
 #: Largest object (chunk or shard) edge accepted, in pixels.
 MAX_CHUNK = 16384
-
-
-@dataclass(frozen=True)
-class IngestReport:
-    """What an ingest did."""
-
-    store: str
-    sources_written: int
-    sources_skipped: int
-    grids: tuple[str, ...]
-    tasks: int
-    pixels: int
-    bytes_written: int
-    seconds: float
-    skipped: tuple[str, ...] = field(default=(), repr=False)
-    raw_bytes: int = 0
-    recovered: tuple[str, ...] = ()
-
-    @property
-    def mb_per_s(self) -> float:
-        """Raw (uncompressed) pixel megabytes written per second."""
-        return self.raw_bytes / 1e6 / self.seconds if self.seconds else 0.0
-
-    def __str__(self) -> str:
-        text = self._summary()
-        if self.recovered:
-            text += "; recovered from an interrupted run: " + "; ".join(self.recovered)
-        return text
-
-    def _summary(self) -> str:
-        if not self.sources_written:
-            return (
-                f"{self.store}: nothing to do, {self.sources_skipped} source(s) already ingested"
-            )
-        return (
-            f"{self.store}: wrote {self.sources_written} source(s) into {', '.join(self.grids)} "
-            f"({self.tasks} regions, {self.pixels / 1e6:.1f} Mpx, {self.raw_bytes / 1e6:.1f} MB "
-            f"raw, {self.bytes_written / 1e6:.1f} MB stored) in {self.seconds:.1f} s "
-            f"({self.mb_per_s:.1f} MB/s raw); "
-            f"skipped {self.sources_skipped} already ingested"
-        )
-
-
-def parse_time(value: str | date | datetime | np.datetime64 | None) -> datetime | None:
-    """Normalise a user-given date (``YYYY-MM-DD``, ISO datetime, date, datetime64) to a naive
-    UTC datetime: a time with an offset (``+05:00``, ``Z``) is converted to UTC first."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return _naive_utc(value)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    if isinstance(value, np.datetime64):
-        return datetime.fromisoformat(str(value.astype("datetime64[s]")))
-    if isinstance(value, str):
-        text = value.strip()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            return _naive_utc(datetime.fromisoformat(text))
-        except ValueError:
-            shown = value if len(value) <= 40 else value[:37] + "..."
-            raise ValueError(f"cannot read {shown!r} as a date: use YYYY-MM-DD") from None
-    raise TypeError(f"time must be a date string, date or datetime, got {type(value).__name__}")
-
-
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=None)
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _check_size(name: str, value: object, *, upper: int) -> int | None:
@@ -150,103 +60,6 @@ def _check_chunking(chunk_size: int | None, inner_chunk: int | None,
             f"inner_chunk (--inner-chunk) {inner} must divide the object edge {outer} "
             f"(--chunk): e.g. {outer // 2 if outer % 2 == 0 else outer}"
         )
-
-
-def _existing(
-    root: zarr.Group | None,
-) -> tuple[dict[str, GridSpec], dict[str, dict[str, BandSpec]]]:
-    grids: dict[str, GridSpec] = {}
-    bands: dict[str, dict[str, BandSpec]] = {}
-    if root is None:
-        return grids, bands
-    for name in grid_names(root):
-        try:
-            group = root[name]
-        except KeyError:
-            continue
-        assert isinstance(group, zarr.Group)
-        if GRID_ATTR not in group.attrs:
-            continue
-        grids[name] = grid_spec(group)
-        bands[name] = {}
-        for key, arr in group.arrays():
-            if arr.ndim == 3:
-                info = band_info(arr)
-                scaling = {k: info[k] for k in ("scale_factor", "add_offset")
-                           if info.get(k) is not None}
-                bands[name][key] = BandSpec(str(info["dtype"]), info["nodata"], scaling)
-    return grids, bands
-
-
-def _time_values(group: zarr.Group) -> list[int]:
-    arr = group["time"]
-    assert isinstance(arr, zarr.Array)
-    return [int(v) for v in np.asarray(arr[:])] if arr.shape[0] else []
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    group: zarr.Group
-    index: dict[datetime, int]
-    preexisting: frozenset[datetime]
-    attrs: Mapping[str, Any]  # the grid group's committed attributes (footprints)
-
-    def committed(self, band: str, when: datetime) -> tuple[Footprint, ...]:
-        """Footprints of ``band`` at ``when`` already committed."""
-        if when not in self.preexisting:
-            return ()
-        return (footprints_of(self.attrs, band) or {}).get(time_key(when), ())
-
-
-def _prepare_grid(handle: StoreHandle, root: zarr.Group, plan: IngestPlan, name: str,
-                  existing: GridSpec | None, inner_chunk: int | None,
-                  journal: Journal) -> _Prepared:
-    """Create or grow the grid, its bands and its time axis (live documents only: all of it
-    becomes visible at the commit); returns time indices."""
-    gp = plan.grids[name]
-    if existing is not None:
-        group = open_live(handle.store, name)
-        if gp.spec != existing:
-            bands_present = [k for k, a in group.arrays() if a.ndim == 3]
-            grow_grid(handle.store, name, existing, gp.spec, bands_present, journal=journal)
-            group = open_live(handle.store, name)
-    else:
-        create_grid(root, gp.spec)
-        group = open_live(handle.store, name)
-    times = _time_values(group)
-    n_times = len(times)
-    attrs: dict[str, Any] = {FOOTPRINT_ATTR: {}}
-    if existing is not None:
-        attrs = dict(group.attrs)
-        if FOOTPRINT_ATTR not in attrs:  # bands committed before footprints were recorded
-            attrs[FOOTPRINT_ATTR] = legacy_footprints(group, existing, times)
-    for band, bspec in gp.bands.items():
-        if band not in group:
-            create_band(group, band, dtype=np.dtype(bspec.dtype), nodata=bspec.nodata,
-                        n_times=n_times, attrs=bspec.attrs, inner_chunk=inner_chunk,
-                        spec=gp.spec)
-    index: dict[datetime, int] = {}
-    preexisting: set[datetime] = set()
-    seconds = {t: int(np.datetime64(t, "s").astype(np.int64)) for t in gp.times}
-    new = [t for t in gp.times if seconds[t] not in times]
-    for t in gp.times:
-        if seconds[t] in times:
-            index[t] = times.index(seconds[t])
-            preexisting.add(t)
-    if new:
-        # Live metadata only: readers see the new dates at the commit (consolidation).
-        group = open_live(handle.store, name)
-        total = n_times + len(new)
-        for _key, arr in group.arrays():
-            if arr.ndim == 3:
-                arr.resize((total, *arr.shape[1:]))
-        tarr = group["time"]
-        assert isinstance(tarr, zarr.Array)
-        tarr.resize((total,))
-        tarr[n_times:total] = np.array([seconds[t] for t in new], dtype="int64")
-        for k, t in enumerate(new):
-            index[t] = n_times + k
-    return _Prepared(group, index, frozenset(preexisting), attrs)
 
 
 def ingest(
@@ -381,7 +194,7 @@ def ingest(
             if not plan.tasks:
                 return _nothing_to_do(handle, plan, t0, undone)
             try:
-                return _execute(handle, plan, manifest, grids, lock, workers=workers,
+                return execute(handle, plan, manifest, grids, lock, workers=workers,
                                 scheduler=scheduler, storage_options=storage_options,
                                 source_storage_options=src_opts, inner_chunk=inner_chunk,
                                 quiet=quiet, t0=t0, recovered=undone)
@@ -395,7 +208,7 @@ def _plan(handle: StoreHandle, sources: Sequence[SourceInfo],
           max_growth_px: int, force: bool) -> tuple[IngestPlan, Manifest, dict[str, GridSpec]]:
     """Plan against the committed store; sources get their content fingerprints."""
     committed = committed_root(handle)
-    grids, present = _existing(committed)
+    grids, present = existing_grids(committed)
     manifest = Manifest.load(handle)
     hashes.update(manifest.known_hashes())
     srcs = resolve_fingerprints(sources, hashes)
@@ -428,116 +241,3 @@ def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
     return report
 
 
-def legacy_footprints(group: zarr.Group, spec: GridSpec, times: Sequence[int]) -> Any:
-    """Footprints for a grid committed before footprints were recorded: every committed
-    band and date covers the grid's extent at the time (an anonymous tile that sorts first,
-    so committed pixels keep winning where they are valid, as they did)."""
-    whole = Footprint("", spec.bounds)
-    new = {(band, time_key(np.datetime64(int(t), "s"))): [whole]
-           for band, arr in group.arrays() if arr.ndim == 3 for t in times[:arr.shape[0]]}
-    return merge_footprints({}, new)
-
-
-def footprints(sources: Sequence[SourceInfo]) -> dict[tuple[str, str], list[Footprint]]:
-    """Footprints of written sources by (band, time key)."""
-    out: dict[tuple[str, str], list[Footprint]] = {}
-    for s in sources:
-        out.setdefault((s.band, time_key(s.time)), []).append(
-            Footprint(s.tile_id, s.bounds, s.uri, s.band_index))
-    return out
-
-
-def _jobs(plan: IngestPlan, prepared: Mapping[str, _Prepared]) -> list[Job]:
-    """Group tasks so that each job alone writes its objects (a compacted time block holds
-    several dates: their tasks over one region run in one job, in order)."""
-    groups: dict[tuple[Any, ...], list[JobItem]] = {}
-    for task in plan.tasks:
-        prep = prepared[task.grid]
-        arr = prep.group[task.band]
-        assert isinstance(arr, zarr.Array)
-        tc = (arr.shards or arr.chunks)[0]
-        t_index = prep.index[task.time]
-        key = (task.grid, task.band, t_index // tc, task.row0, task.col0)
-        groups.setdefault(key, []).append(
-            JobItem(task, t_index, prep.committed(task.band, task.time)))
-    return [Job(grid=k[0], band=k[1], items=tuple(v)) for k, v in groups.items()]
-
-
-def _execute(
-    handle: StoreHandle,
-    plan: IngestPlan,
-    manifest: Manifest,
-    existing: Mapping[str, GridSpec],
-    lock: WriterLock,
-    *,
-    workers: int | None,
-    scheduler: str | Any | None,
-    storage_options: Mapping[str, Any] | None,
-    source_storage_options: Mapping[str, Any] | None,
-    inner_chunk: int | None,
-    quiet: bool,
-    t0: float,
-    recovered: tuple[str, ...],
-) -> IngestReport:
-    before = handle.counters.snapshot()["bytes_written"]
-    root = open_root(handle.store, write=True)
-    journal = Journal(journal_writer(handle))
-    prepared = {name: _prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk,
-                                    journal)
-                for name in plan.grids}
-    root = open_root(handle.store, write=True)
-    names = sorted(set(grid_names(root)) | set(plan.grids))
-    jobs = _jobs(plan, prepared)
-    itemsize = {i: np.dtype(s.dtype).itemsize for i, s in enumerate(plan.sources)}
-    raw_total = sum(t.npixels * itemsize[t.sources[0]] for t in plan.tasks)
-    bar = progress(total=raw_total, desc="ingest", unit="B", quiet=quiet, unit_scale=True)
-    remaining: dict[int, int] = {}
-    for t in plan.tasks:
-        for i in t.sources:
-            remaining[i] = remaining.get(i, 0) + 1
-    n_sources = len(remaining)
-
-    def on_done(job: Job) -> None:
-        for it in job.items:
-            bar.update(it.task.npixels * itemsize[it.task.sources[0]])
-            for i in it.task.sources:
-                remaining[i] -= 1
-        bar.set_postfix_str(f"sources {sum(v == 0 for v in remaining.values())}/{n_sources}")
-
-    with bar:
-        pixels = run_jobs(
-            jobs, plan=plan, handle=handle, workers=workers or _config.default_workers(),
-            scheduler=scheduler, storage_options=storage_options,
-            source_storage_options=source_storage_options, on_done=on_done,
-        )
-    # Commit: metadata last (a reader sees the new dates and the grown grids only now), with
-    # each grid's spec and the footprints of the sources written in the same PUT of its
-    # document; then the manifest, then the objects a relayout superseded.
-    lock.check()
-    grid_of = {i: t.grid for t in plan.tasks for i in t.sources}
-    attrs: dict[str, dict[str, Any]] = {"": root_attrs(names)}
-    for g, gp in plan.grids.items():
-        written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
-        attrs[g] = {**grid_attrs(gp.spec),
-                    FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
-    commit(handle.store, list(plan.grids), attrs=attrs)
-    for i, g in grid_of.items():
-        s = plan.sources[i]
-        manifest.record(f"{g}/{s.key}", s)
-    manifest.save(handle)
-    journal.finish(handle.store)
-    report = IngestReport(
-        store=handle.url,
-        sources_written=len(grid_of),
-        sources_skipped=len(plan.skipped),
-        grids=tuple(plan.grids),
-        tasks=len(plan.tasks),
-        pixels=pixels,
-        bytes_written=handle.counters.snapshot()["bytes_written"] - before,
-        seconds=_time.perf_counter() - t0,
-        skipped=tuple(s.uri for s in plan.skipped),
-        raw_bytes=raw_total,
-        recovered=recovered,
-    )
-    logger.info("%s", report)
-    return report

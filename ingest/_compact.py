@@ -14,7 +14,6 @@ store's writer lock throughout, like an ingest.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time as _time
 from collections.abc import Mapping
@@ -218,7 +217,3 @@ def _compact_locked(handle: Any, lock: Any, time_chunk: int, workers: int | None
             journal.finish(handle.store)
     return tuple(f"{g}/{k}" for g, k, _ in todo), objects_before, objects_after
 
-
-def blocks_needed(n_times: int, time_chunk: int) -> int:
-    """Objects per spatial chunk for ``n_times`` dates at ``time_chunk`` (pure)."""
-    return math.ceil(n_times / time_chunk)

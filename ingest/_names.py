@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
+from parcelzarr import _sentinel2 as s2
+from parcelzarr._dates import parse_time
 from parcelzarr.errors import InvalidSourceError
 
 __all__ = ["LAYER_NAME", "RESERVED_NAMES", "S2Name", "boa_offset", "check_layer_name",
@@ -19,7 +21,7 @@ LAYER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 #: as some file systems do); names starting with ``parcelzarr`` are reserved as well.
 RESERVED_NAMES = frozenset({"time", "x", "y", "spatial_ref", "inside"})
 
-_BAND = r"B0[1-9]|B1[0-2]|B8A|SCL|AOT|WVP|TCI"
+_BAND = s2.BAND_PATTERN
 _FILE = re.compile(
     rf"^(?:L2A_)?(?P<tile>T\d{{2}}[A-Z]{{3}})_(?P<date>\d{{8}}T\d{{6}})_(?P<band>{_BAND})"
     r"(?:_(?P<res>\d{2})m)?$"
@@ -28,8 +30,6 @@ _BARE_BAND = re.compile(rf"^(?P<band>{_BAND})(?:_(?P<res>\d{{2}})m)?$")
 _TILE = re.compile(r"(?:^|_)T?(?P<tile>\d{2}[A-Z]{3})(?:_|$)")
 _DATE = re.compile(r"(?:^|_)(?P<date>\d{8}(?:T\d{6})?)(?:_|$)")
 _BASELINE = re.compile(r"_N(?P<baseline>\d{4})_")
-# Processing baseline 04.00 (from 2022-01-25) added BOA_ADD_OFFSET = -1000 to L2A products.
-_OFFSET_SINCE = datetime(2022, 1, 25)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ def check_layer_name(name: object, *, what: str = "layer name") -> str:
 
 
 def _parse_date(text: str) -> datetime:
-    fmt = "%Y%m%dT%H%M%S" if "T" in text else "%Y%m%d"
-    return datetime.strptime(text, fmt)
+    when = parse_time(text)  # the basic ISO form of the names: 20240615T165849 or 20240615
+    assert when is not None
+    return when
 
 
 def parse_s2_name(path: str) -> S2Name | None:
@@ -106,11 +107,6 @@ def parse_s2_name(path: str) -> S2Name | None:
 
 
 def boa_offset(name: S2Name) -> int:
-    """BOA_ADD_OFFSET in DN for an L2A band: -1000 from baseline 04.00, else 0."""
-    if name.band in ("SCL", "TCI", "AOT", "WVP"):
-        return 0
-    if name.baseline is not None:
-        return -1000 if int(name.baseline) >= 400 else 0
-    if name.time is not None:
-        return -1000 if name.time >= _OFFSET_SINCE else 0
-    return 0
+    """BOA_ADD_OFFSET in DN for an L2A band: -1000 from baseline 04.00, else 0
+    (:func:`parcelzarr._sentinel2.boa_offset`)."""
+    return s2.boa_offset(name.band, baseline=name.baseline, time=name.time)

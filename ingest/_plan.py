@@ -72,10 +72,6 @@ class IngestPlan:
     tasks: tuple[RegionTask, ...]
     skipped: tuple[SourceInfo, ...]
 
-    @property
-    def total_pixels(self) -> int:
-        return sum(t.npixels for t in self.tasks)
-
 
 def _source_grid(src: SourceInfo, chunk: int) -> GridSpec:
     rx, ry = src.res

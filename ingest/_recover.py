@@ -31,12 +31,10 @@ from typing import Any
 import numpy as np
 import zarr
 from parcelzarr.stores import StoreHandle
-from zarr.core.group import GroupMetadata
-from zarr.core.metadata.v3 import ArrayV3Metadata
-from zarr.core.sync import sync
 
 from parcelzarr._commit import Tree, doc_json, group_document, write_metadata
 from parcelzarr._layout import ROOT_ATTR, open_root
+from parcelzarr._zarr_compat import ArrayV3Metadata, GroupMetadata, sync
 
 from ._relayout import (
     RELAYOUT_KEY,

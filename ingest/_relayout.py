@@ -19,7 +19,6 @@ starts it afresh), after it the old ones (step 4 is finished).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -29,12 +28,13 @@ from functools import partial
 from typing import Any
 
 import zarr
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr import AsyncArray
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
+from parcelzarr._concurrency import gather_bounded
 from parcelzarr._layout import commit, other_separator
+from parcelzarr._zarr_compat import sync
 
 __all__ = [
     "RELAYOUT_KEY",
@@ -52,7 +52,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RELAYOUT_KEY = "parcelzarr-relayout.json"
-_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -124,13 +123,7 @@ def key_of(path: str, sep: str, coords: Iterable[int]) -> str:
 
 
 async def _gather(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
-    sem = asyncio.Semaphore(_CONCURRENCY)
-
-    async def one(job: Callable[[], Awaitable[Any]]) -> None:
-        async with sem:
-            await job()
-
-    await asyncio.gather(*(one(j) for j in jobs))
+    await gather_bounded(jobs)
 
 
 def delete_keys(store: Any, keys: Sequence[str]) -> None:
@@ -173,7 +166,7 @@ class Journal:
     """The relayout journal of one write: the arrays whose objects are being written anew.
 
     ``writer`` stores a record (or deletes it, given None); see
-    :func:`parcelzarr.ingest._recover.journal_writer`.
+    :func:`parcelzarr._ingest._recover.journal_writer`.
     """
 
     def __init__(self, writer: Callable[[Mapping[str, Any] | None], None]) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
-from parcelzarr.stores import StoreHandle, open_store_handle, redact
+from parcelzarr.stores import StoreHandle, open_store_handle
+from parcelzarr.stores._azure import redact
 from rasterio.errors import RasterioIOError
 
 from parcelzarr import _config
@@ -23,8 +24,9 @@ from parcelzarr._footprint import Footprint
 from parcelzarr._grid import GridSpec
 from parcelzarr.errors import InvalidSourceError
 
+from ._expand import fetch_source
 from ._plan import IngestPlan, RegionTask
-from ._sources import SourceInfo, fetch_source
+from ._sources import SourceInfo
 from ._write import write_region
 
 __all__ = ["Job", "JobItem", "run_jobs"]

@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from parcelzarr.stores import filesystem_for, parse_location
+from parcelzarr.stores import parse_location
+from parcelzarr.stores._open import filesystem_for
 
+from parcelzarr import _sentinel2 as s2
+from parcelzarr._dates import parse_time
 from parcelzarr.errors import InvalidSourceError
 
 __all__ = ["StacAsset", "asset_scaling", "is_stac_path", "parse_stac", "stac_sources"]
 
-_ASSET = re.compile(r"^(B0[1-9]|B1[0-2]|B8A|SCL|AOT|WVP)$")
+_ASSET = re.compile(rf"^({s2.STAC_ASSET_PATTERN})$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def parse_stac(doc: Mapping[str, Any], base: str,
         raw = props.get("datetime") or props.get("start_datetime")
         if not raw:
             raise InvalidSourceError(f"STAC item {item.get('id')!r} in {base} has no datetime")
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00")).replace(tzinfo=None)
+        when = parse_time(str(raw))
+        assert when is not None
         tile = props.get("s2:mgrs_tile")
         baseline = props.get("s2:processing_baseline")
         for key, asset in sorted(item.get("assets", {}).items()):

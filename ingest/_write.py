@@ -32,8 +32,10 @@ from parcelzarr._footprint import (
 from parcelzarr._grid import GridSpec
 from parcelzarr.errors import IngestConflictError
 
+from ._expand import fetch_source
+from ._inspect import has_dataset_mask, north_up
 from ._plan import RegionTask
-from ._sources import SourceInfo, fetch_source, has_dataset_mask, north_up
+from ._sources import SourceInfo
 
 __all__ = ["read_region", "write_region"]
 

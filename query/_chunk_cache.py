@@ -10,15 +10,18 @@ copied out of the chunks, so values are the stored values bit for bit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from zarr import AsyncArray
+
+from parcelzarr._concurrency import gather_bounded
+from parcelzarr._grid import Tiles
 
 __all__ = ["ChunkCache", "ChunkKey", "read_window"]
 
@@ -46,12 +49,17 @@ class ChunkCache:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be at least 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
-        self.nbytes = 0
         #: Chunk lookups served from the cache, and those that had to be fetched.
         self.hits = 0
         self.misses = 0
-        self._blocks: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
+        self._blocks: LRUCache[ChunkKey, np.ndarray] = LRUCache(
+            maxsize=max(1, self.max_bytes), getsizeof=_nbytes)
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded bytes held."""
+        return int(self._blocks.currsize)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -66,11 +74,10 @@ class ChunkCache:
     def get(self, key: ChunkKey) -> np.ndarray | None:
         """The cached chunk (now most recently used), or None; counts a hit or a miss."""
         with self._lock:
-            block = self._blocks.get(key)
+            block = self._blocks.get(key)  # marks it most recently used
             if block is None:
                 self.misses += 1
                 return None
-            self._blocks.move_to_end(key)
             self.hits += 1
             return block
 
@@ -81,17 +88,10 @@ class ChunkCache:
             return
         block.setflags(write=False)
         with self._lock:
-            old = self._blocks.pop(key, None)
-            if old is not None:
-                self.nbytes -= int(old.nbytes)
-            while self._blocks and self.nbytes + size > self.max_bytes:
-                _, evicted = self._blocks.popitem(last=False)
-                self.nbytes -= int(evicted.nbytes)
-            self._blocks[key] = block
-            self.nbytes += size
+            self._blocks[key] = block  # evicts least recently used chunks to fit
 
     def keys(self) -> list[ChunkKey]:
-        """The keys held, least recently used first."""
+        """The keys held."""
         with self._lock:
             return list(self._blocks)
 
@@ -99,15 +99,21 @@ class ChunkCache:
         """Drop every chunk (the hit and miss counts are kept)."""
         with self._lock:
             self._blocks.clear()
-            self.nbytes = 0
+
+
+def _nbytes(block: np.ndarray) -> int:
+    return int(block.nbytes)
+
+
+def _tiles(arr: AsyncArray[Any]) -> Tiles:
+    return Tiles((arr.shape[1], arr.shape[2]), (arr.chunks[1], arr.chunks[2]))
 
 
 def _chunk_region(arr: AsyncArray[Any], tb: int, cy: int, cx: int) -> tuple[slice, ...]:
     """The exact region of chunk ``(tb, cy, cx)``, clipped to the array's shape."""
-    ct, ch, cw = arr.chunks
-    return (slice(tb * ct, min(arr.shape[0], (tb + 1) * ct)),
-            slice(cy * ch, min(arr.shape[1], (cy + 1) * ch)),
-            slice(cx * cw, min(arr.shape[2], (cx + 1) * cw)))
+    ct = arr.chunks[0]
+    y0, y1, x0, x1 = _tiles(arr).chunk_window(cy, cx)
+    return (slice(tb * ct, min(arr.shape[0], (tb + 1) * ct)), slice(y0, y1), slice(x0, x1))
 
 
 async def read_window(
@@ -147,9 +153,8 @@ async def read_window(
     have: dict[ChunkKey, np.ndarray] = {}
     missing: list[ChunkKey] = []
     for band, arr in arrays.items():
-        ct, ch, cw = arr.chunks
-        rows = range(r0 // ch, (r1 - 1) // ch + 1)
-        cols = range(c0 // cw, (c1 - 1) // cw + 1)
+        ct = arr.chunks[0]
+        rows, cols = _tiles(arr).chunk_span(window)
         blocks = []
         for tb in np.unique(times // ct):
             pos = np.flatnonzero(times // ct == tb)
@@ -165,15 +170,13 @@ async def read_window(
                     else:
                         have[key] = got
 
-    sem = asyncio.Semaphore(max(1, concurrency))
-
     async def fetch(key: ChunkKey) -> np.ndarray:
         arr = arrays[key[1]]
-        async with sem:
-            return np.asarray(await arr.getitem(_chunk_region(arr, *key[2:])))
+        return np.asarray(await arr.getitem(_chunk_region(arr, *key[2:])))
 
     if missing:
-        fetched = await asyncio.gather(*(fetch(k) for k in missing))
+        fetched = await gather_bounded([partial(fetch, k) for k in missing],
+                                       limit=max(1, concurrency))
         for key, block in zip(missing, fetched, strict=True):
             have[key] = block
             cache.put(key, block)
@@ -182,18 +185,18 @@ async def read_window(
 
     out: dict[str, np.ndarray] = {}
     for band, arr in arrays.items():
-        ct, ch, cw = arr.chunks
+        tiles = _tiles(arr)
         rows, cols, blocks = plan[band]
         first = have[(grid, band, blocks[0][0], rows[0], cols[0])]
         result = np.empty((times.size, r1 - r0, c1 - c0), dtype=first.dtype)
         for tb, pos, local in blocks:
             for cy in rows:
-                ya, yb = max(r0, cy * ch), min(r1, (cy + 1) * ch)
                 for cx in cols:
-                    xa, xb = max(c0, cx * cw), min(c1, (cx + 1) * cw)
+                    ya, yb, xa, xb = tiles.overlap(window, cy, cx)
+                    by, bx = tiles.chunk_window(cy, cx)[::2]
                     block = have[(grid, band, tb, cy, cx)]
                     result[pos, ya - r0:yb - r0, xa - c0:xb - c0] = block[
-                        local, ya - cy * ch:yb - cy * ch, xa - cx * cw:xb - cx * cw]
+                        local, ya - by:yb - by, xa - bx:xb - bx]
         out[band] = result
     return out
 

@@ -26,7 +26,7 @@ def stat_frame(pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetime
     """Rows of the parcels ``subset`` for one band and date: the statistics ``names`` of
     ``res`` and each parcel's ``status``."""
     data: dict[str, Any] = {
-        pset.ids.name: pset.ids.to_numpy()[subset],
+        str(pset.ids.name): pset.ids.to_numpy()[subset],
         "band": band,
         "time": np.full(subset.size, when),
         "_order": subset,

@@ -9,10 +9,10 @@ import numpy as np
 import xarray as xr
 import zarr
 from parcelzarr.stores import StoreHandle
-from zarr.core.sync import sync
 
 from parcelzarr._catalogue import Catalogue, GridInfo, band_array
 from parcelzarr._footprint import FOOTPRINT_ATTR, covered_mask
+from parcelzarr._zarr_compat import sync
 
 __all__ = ["grid_dataset", "store_info"]
 

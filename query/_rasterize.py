@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -18,11 +22,33 @@ from ._coverage import coverage_cells
 __all__ = ["MAX_PARCEL_SIDE", "ChunkLabels", "clip_to_grid", "label_chunk", "outside_pixels",
            "too_large"]
 
-# rasterio emits this spuriously when several threads rasterize at once (its GDAL error
-# handler sees another thread's state); the burned rasters are identical to serial runs
-# (checked chunk by chunk), so the message is noise for these in-memory rasters only.
-warnings.filterwarnings("ignore", message="Dataset has no geotransform",
-                        category=NotGeoreferencedWarning, module="rasterio")
+# rasterio emits "Dataset has no geotransform" spuriously when several threads rasterize at
+# once (its GDAL error handler sees another thread's state); the burned rasters are identical
+# to serial runs (checked chunk by chunk), so the message is noise for these in-memory rasters.
+# It is silenced only while a rasterization runs. `warnings.catch_warnings` cannot do that
+# across threads (each exit restores a snapshot of the global filter list, so concurrent
+# uses undo each other), hence one filter shared by reference count.
+_quiet_lock = threading.Lock()
+_quiet: list[Any] = []  # [users, the filter entry]
+
+
+@contextmanager
+def _no_geotransform_noise() -> Iterator[None]:
+    with _quiet_lock:
+        if not _quiet:
+            warnings.filterwarnings("ignore", message="Dataset has no geotransform",
+                                    category=NotGeoreferencedWarning, module="rasterio")
+            _quiet[:] = [0, warnings.filters[0]]
+        _quiet[0] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet[0] -= 1
+            if _quiet[0] == 0:
+                with suppress(ValueError):  # a caller's own catch_warnings may have dropped it
+                    cast(list[Any], warnings.filters).remove(_quiet[1])
+                _quiet.clear()
 
 
 @dataclass(frozen=True)
@@ -43,10 +69,11 @@ class ChunkLabels:
 
 def _burn(geoms: np.ndarray, labels: np.ndarray, transform: Affine, shape: tuple[int, int],
           all_touched: bool) -> np.ndarray:
-    return rasterize(
-        zip(geoms, labels.tolist(), strict=True), out_shape=shape, transform=transform,
-        fill=0, all_touched=all_touched, dtype="int32",
-    ).ravel()
+    with _no_geotransform_noise():
+        return rasterize(
+            zip(geoms, labels.tolist(), strict=True), out_shape=shape, transform=transform,
+            fill=0, all_touched=all_touched, dtype="int32",
+        ).ravel()
 
 
 def label_chunk(

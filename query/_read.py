@@ -9,11 +9,11 @@ import shapely
 import xarray as xr
 import zarr
 from rasterio.features import geometry_mask
-from zarr.core.sync import sync
 
 from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue, band_array
 from parcelzarr._footprint import covered_mask
+from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import DateNotFoundError, GeometryError, plain
 
 from ._assign import assign
@@ -54,7 +54,7 @@ def read_parcel(root: zarr.Group, catalogue: Catalogue, pset: ParcelSet, *,
     if r1 <= r0 or c1 <= c0:
         raise GeometryError("the parcel covers no pixel of the store")
 
-    arrays = {b: band_array(root, grid_name, b)._async_array for b in band_list}
+    arrays = {b: band_array(root, grid_name, b).async_array for b in band_list}
     data = sync(read_window(arrays, grid=grid_name, times=t_idx, window=(r0, r1, c0, c1),
                             cache=cache, concurrency=_config.default_concurrency()))
     blocks = [data[b] for b in band_list]

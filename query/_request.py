@@ -19,6 +19,7 @@ import numpy as np
 
 from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue
+from parcelzarr._sentinel2 import DEFAULT_MASK_CLASSES
 from parcelzarr.errors import BandNotFoundError, DateNotFoundError, ReflectanceWarning, plain
 
 from ._expr import Expression, parse_expression
@@ -29,9 +30,6 @@ from ._stats import StatSpec, parse_stats
 
 __all__ = ["DEFAULT_MASK_CLASSES", "Output", "ZonalRequest", "select_dates", "zonal_request"]
 
-#: SCL classes masked by ``mask="scl"``: no data, saturated/defective, cloud shadow, cloud
-#: medium and high probability, thin cirrus.
-DEFAULT_MASK_CLASSES = (0, 1, 3, 8, 9, 10)
 
 logger = logging.getLogger(__name__)
 

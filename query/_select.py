@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 import numpy as np
 
+from parcelzarr._dates import parse_time
 from parcelzarr.errors import BandNotFoundError
 
 __all__ = ["TimeSelection", "describe_times", "normalise_bands", "select_times"]
@@ -41,7 +42,7 @@ def _bound(value: object, *, end: bool) -> np.datetime64 | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return np.datetime64(value.replace(tzinfo=None), "s")
+        return np.datetime64(parse_time(value), "s")
     if isinstance(value, date):
         value = value.isoformat()
     if isinstance(value, np.datetime64):
@@ -57,7 +58,7 @@ def _bound(value: object, *, end: bool) -> np.datetime64 | None:
     if _PERIOD.match(text):
         return _period(text)[1 if end else 0]
     try:
-        return np.datetime64(text.replace("Z", ""), "s")
+        return np.datetime64(parse_time(text), "s")
     except ValueError:
         raise ValueError(f"cannot read time {text!r}: {_FORMS}") from None
 

@@ -18,11 +18,11 @@ import pandas as pd
 import shapely
 import zarr
 from parcelzarr.stores import StoreHandle
-from zarr.core.sync import sync
 
 from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue, GridInfo, band_array
 from parcelzarr._progress import progress
+from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import BandNotFoundError
 
 from ._area import areal_scale, row_areas
@@ -80,7 +80,7 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
             status[a.subset[big]] = "too large"
         plan = plan_chunks(geoms, info.spec, all_touched=request.all_touched,
                            coverage=request.coverage)
-        arrays = {b: band_array(root, a.grid, b)._async_array
+        arrays = {b: band_array(root, a.grid, b).async_array
                   for o in a.outputs for b in o.inputs}
         n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
         mask = (None if request.mask_band is None
@@ -165,7 +165,7 @@ def _mask_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, band: s
         ox = (s.x0 - m.x0) / s.res_x
         if all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1:
             tmap = np.array([_index_of(g.times, t) for t in info.times], dtype=np.int64)
-            return MaskSource(band_array(root, g.name, band)._async_array, round(f),
+            return MaskSource(band_array(root, g.name, band).async_array, round(f),
                               (round(oy), round(ox)), tmap, classes)
     raise BandNotFoundError(
         f"no {band} grid of {s.crs.to_string()} aligns with grid {info.name}: the mask "

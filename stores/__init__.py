@@ -8,25 +8,12 @@ for tests and notebooks. Every store retries transient errors and counts its I/O
 (ingest, compaction) hold the store's writer lock (:func:`writer_lock`): one at a time.
 """
 
-from ._azure import AZURITE_ACCOUNT, AZURITE_KEY, azure_options, check_option_names, redact
-from ._errors import storage_error
-from ._lock import LOCK_NAME, WriterLock, writer_lock
-from ._open import (
-    DEFAULT_READ_TRANSPORT,
-    StoreHandle,
-    Transport,
-    choose_transport,
-    filesystem_for,
-    open_store_handle,
-)
-from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
+from ._lock import WriterLock, writer_lock
+from ._open import StoreHandle, Transport, open_store_handle
+from ._retry import IOCounters, ResilientStore, RetryPolicy
 from ._url import Location, parse_location
 
 __all__ = [
-    "AZURITE_ACCOUNT",
-    "AZURITE_KEY",
-    "DEFAULT_READ_TRANSPORT",
-    "LOCK_NAME",
     "IOCounters",
     "Location",
     "ResilientStore",
@@ -34,14 +21,7 @@ __all__ = [
     "StoreHandle",
     "Transport",
     "WriterLock",
-    "azure_options",
-    "check_option_names",
-    "choose_transport",
-    "filesystem_for",
-    "is_transient",
     "open_store_handle",
     "parse_location",
-    "redact",
-    "storage_error",
     "writer_lock",
 ]

@@ -11,7 +11,9 @@ case that zarr handles (a fill value), so ``FileNotFoundError`` is left alone, a
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
+import re
 
 from parcelzarr.errors import (
     ParcelzarrError,
@@ -23,7 +25,7 @@ from parcelzarr.errors import (
 
 from ._azure import redact
 
-__all__ = ["describe", "one_line", "storage_error", "translate", "unwrap"]
+__all__ = ["describe", "is_transient", "one_line", "storage_error", "translate", "unwrap"]
 
 _FULL = {_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG}
 _DENIED_NAMES = {"PermissionDeniedError", "UnauthenticatedError", "ClientAuthenticationError"}
@@ -89,12 +91,52 @@ def translate(exc: BaseException, *, store: str, what: str, write: bool) -> Exce
     return None
 
 
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+_OBSTORE_TRANSIENT = re.compile(
+    r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
+    r"|timed out|timeout|incomplete|broken pipe|server busy|body error|error decoding response"
+    r"|end of file|deadline has elapsed",
+    re.IGNORECASE,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a storage error worth retrying."""
+    exc = unwrap(exc)
+    if isinstance(exc, ParcelzarrError):  # already final (e.g. retries exhausted)
+        return False
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return False
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status in _TRANSIENT_STATUS
+    name = type(exc).__name__
+    if name == "GenericError" and type(exc).__module__.startswith("obstore"):
+        # obstore reports HTTP and connection failures as GenericError with the cause in text
+        text = str(exc).split("Debug source", 1)[0]
+        return bool(_OBSTORE_TRANSIENT.search(text))
+    # azure-core and aiohttp transport errors, matched by name so neither is a hard import.
+    return name in {
+        "ServiceRequestError",
+        "ServiceResponseError",
+        "ServiceRequestTimeoutError",
+        "ServiceResponseTimeoutError",
+        "ClientConnectionError",
+        "ClientOSError",
+        "ServerDisconnectedError",
+        "ClientPayloadError",
+        "IncompleteReadError",
+    }
+
+
 def storage_error(exc: BaseException, *, where: str, what: str) -> Exception | None:
     """The parcelzarr error for a failed read of ``where`` through a client that retried on
     its own (source listings and downloads): :class:`StoreUnreachableError` for transient
     failures, else :func:`translate`'s answer (None: let ``exc`` propagate)."""
-    from ._retry import is_transient
-
     if is_transient(exc):
         return StoreUnreachableError(
             f"cannot reach {where} ({what}: {describe(unwrap(exc))}): check the network and "

@@ -21,13 +21,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from zarr.core.sync import sync
-
 from parcelzarr import _config
+from parcelzarr._zarr_compat import sync
 from parcelzarr.errors import StoreLockedError
 
 from ._azure import redact
 from ._errors import translate
+from ._open import azure_filesystem
 from ._retry import RetryPolicy
 
 __all__ = ["LOCK_NAME", "WriterLock", "writer_lock"]
@@ -220,9 +220,8 @@ def writer_lock(handle: Any, storage_options: Mapping[str, Any] | None = None, *
         return _FileLock(handle.url, location.path, wait)
     if location.protocol == "memory":
         return _MemoryLock(handle.url, wait)
-    from ._open import azure_filesystem
 
-    fs = getattr(getattr(handle.store, "_store", None), "fs", None)
+    fs = getattr(handle.store.inner, "fs", None)
     if fs is None or not hasattr(fs, "service_client"):
         fs = azure_filesystem(storage_options)
     container, _, prefix = location.path.strip("/").partition("/")

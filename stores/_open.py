@@ -13,17 +13,17 @@ from typing import Any, Literal
 
 import fsspec
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import _get_loop, sync
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from parcelzarr import _config
+from parcelzarr._zarr_compat import sync, zarr_loop, zarr_loop_if_running
 from parcelzarr.errors import CredentialsError, ParcelzarrError, StoreUnreachableError
 
 from ._azure import azure_options, check_option_names, redact
-from ._errors import describe
+from ._errors import describe, is_transient
 from ._obstore import obstore_store
-from ._retry import IOCounters, ResilientStore, RetryPolicy, is_transient
+from ._retry import IOCounters, ResilientStore, RetryPolicy
 from ._url import Location, parse_location
 
 Transport = Literal["adlfs", "obstore"]
@@ -98,7 +98,7 @@ def azure_filesystem(storage_options: Mapping[str, Any] | None) -> Any:
     options.setdefault("use_listings_cache", False)
     # Bind the filesystem to zarr's event loop, where all of its requests run.
     fs = fsspec.filesystem(
-        "az", asynchronous=True, skip_instance_cache=True, loop=_get_loop(),
+        "az", asynchronous=True, skip_instance_cache=True, loop=zarr_loop(),
         **azure_options(options),
     )
     _track(fs)
@@ -179,10 +179,7 @@ def _cancel_pending() -> None:
     """End requests still running on zarr's loop at exit (e.g. the other chunks of an ingest
     that failed) quietly instead of leaving them to be destroyed pending: give them 2 s to
     finish (after a failure the store's circuit breaker fails them at once), then cancel."""
-    import zarr.core.sync as zsync
-
-    loop = zsync.loop[0]
-    if loop is None or loop.is_closed() or not loop.is_running():
+    if zarr_loop_if_running() is None:
         return
 
     async def cancel() -> None:
@@ -251,7 +248,7 @@ class StoreHandle:
         if self._closed:
             return
         self._closed = True
-        fs = getattr(self.store._store, "fs", None)
+        fs = getattr(self.store.inner, "fs", None)
         if fs is not None:
             _close_fs(fs)
 

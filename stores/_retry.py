@@ -20,68 +20,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
 from parcelzarr import _config
-from parcelzarr.errors import ParcelzarrError, StoreUnreachableError
+from parcelzarr._concurrency import gather_bounded
+from parcelzarr.errors import StoreUnreachableError
 
-from ._errors import describe, translate, unwrap
+from ._errors import describe, is_transient, translate, unwrap
 
-__all__ = ["IOCounters", "ResilientStore", "RetryPolicy", "is_transient"]
+__all__ = ["IOCounters", "ResilientStore", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_OBSTORE_TRANSIENT = re.compile(
-    r"\b(408|429|500|502|503|504)\b|error sending request|connection (?:reset|closed|refused)"
-    r"|timed out|timeout|incomplete|broken pipe|server busy|body error|error decoding response"
-    r"|end of file|deadline has elapsed",
-    re.IGNORECASE,
-)
-#: Concurrent deletes when a directory is removed key by key (blob storage).
-_DELETE_CONCURRENCY = 32
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is a storage error worth retrying."""
-    exc = unwrap(exc)
-    if isinstance(exc, ParcelzarrError):  # already final (e.g. retries exhausted)
-        return False
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-        return False
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
-        return True
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status in _TRANSIENT_STATUS
-    name = type(exc).__name__
-    if name == "GenericError" and type(exc).__module__.startswith("obstore"):
-        # obstore reports HTTP and connection failures as GenericError with the cause in text
-        text = str(exc).split("Debug source", 1)[0]
-        return bool(_OBSTORE_TRANSIENT.search(text))
-    # azure-core and aiohttp transport errors, matched by name so neither is a hard import.
-    return name in {
-        "ServiceRequestError",
-        "ServiceResponseError",
-        "ServiceRequestTimeoutError",
-        "ServiceResponseTimeoutError",
-        "ClientConnectionError",
-        "ClientOSError",
-        "ServerDisconnectedError",
-        "ClientPayloadError",
-        "IncompleteReadError",
-    }
 
 
 async def _hedged(
@@ -300,6 +261,11 @@ class ResilientStore(WrapperStore[Store]):
         self._latencies = _Latencies()
         self._trip: tuple[float, str] | None = None  # when and why the store was given up
 
+    @property
+    def inner(self) -> Store:
+        """The wrapped store (whose requests this one retries and counts)."""
+        return self._store
+
     def _with_store(self, store: Store) -> ResilientStore:
         return type(self)(store, policy=self.policy, counters=self.counters, label=self.label)
 
@@ -382,7 +348,7 @@ class ResilientStore(WrapperStore[Store]):
         await self._run(key, lambda: self._store.set_if_not_exists(key, value), write=True)
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
-        await asyncio.gather(*(self.set(key, value) for key, value in values))
+        await gather_bounded([partial(self.set, key, value) for key, value in values])
 
     async def delete(self, key: str) -> None:
         await self._run(key, lambda: self._store.delete(key), write=True)
@@ -418,13 +384,7 @@ class ResilientStore(WrapperStore[Store]):
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         keys = [key async for key in self.list_prefix(prefix)]
-        sem = asyncio.Semaphore(_DELETE_CONCURRENCY)
-
-        async def delete(key: str) -> None:
-            async with sem:
-                await self.delete(key)
-
-        await asyncio.gather(*(delete(key) for key in keys))
+        await gather_bounded([partial(self.delete, key) for key in keys])
 
     def __getattr__(self, name: str) -> Any:  # e.g. FsspecStore.fs, LocalStore.root
         if name == "_store":

@@ -46,10 +46,6 @@ class Location:
         """Azure container name (first path component)."""
         return self.path.split("/", 1)[0]
 
-    def child(self, name: str) -> Location:
-        """The location of ``name`` below this one."""
-        return Location(self.protocol, f"{self.path.rstrip('/')}/{name.lstrip('/')}")
-
     def __str__(self) -> str:
         return self.url
 

@@ -27,7 +27,7 @@ from azure.storage.blob import (
     ResourceTypes,
     generate_account_sas,
 )
-from parcelzarr.stores import AZURITE_ACCOUNT, AZURITE_KEY
+from parcelzarr.stores._azure import AZURITE_ACCOUNT, AZURITE_KEY
 
 from parcelzarr.testing import Azurite
 

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import shapely
 from click.testing import CliRunner
-from parcelzarr.stores import AZURITE_ACCOUNT, AZURITE_KEY, open_store_handle
+from parcelzarr.stores import open_store_handle
+from parcelzarr.stores._azure import AZURITE_ACCOUNT, AZURITE_KEY
 from rasterstats import zonal_stats
 
 import parcelzarr as pz
@@ -201,8 +202,9 @@ def test_ingest_survives_ten_percent_503s_on_every_request(
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_listing_and_directory_delete_are_retried(
         azurite: Azurite, proxy: LatencyProxy, container: str, transport: str) -> None:
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.buffer import default_buffer_prototype
+
+    from parcelzarr._zarr_compat import sync
 
     opts = azurite.storage_options(proxy.endpoint) | {"transport": transport}
     with open_store_handle(f"az://{container}/dir-{transport}", opts) as handle:
@@ -411,8 +413,9 @@ def test_refused_credentials_give_one_typed_line(
     runner = CliRunner()
     with open_store_handle(stored.rsplit("/", 1)[0] + "/sources",
                            azurite.storage_options()) as handle:  # an az:// source blob
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
+        from zarr.buffer import default_buffer_prototype
+
+        from parcelzarr._zarr_compat import sync
 
         sync(handle.store.set(scene.name, default_buffer_prototype().buffer.from_bytes(
             scene.read_bytes())))

@@ -6,8 +6,9 @@ from datetime import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parcelzarr.ingest import SourceInfo, plan_ingest
-from parcelzarr.ingest._grow import chunk_shift
+from parcelzarr._ingest._grow import chunk_shift
+from parcelzarr._ingest._plan import plan_ingest
+from parcelzarr._ingest._sources import SourceInfo
 from pyproj import CRS
 
 from parcelzarr._grid import GridSpec

@@ -16,10 +16,10 @@ import pytest
 import rasterio
 import xarray as xr
 from click.testing import CliRunner
-from parcelzarr.ingest import parse_time
 from rasterio.transform import Affine
 
 import parcelzarr as pz
+from parcelzarr._dates import parse_time
 from parcelzarr.cli import main
 
 from ._rasters import CRS, ORIGIN, SHARED_DATA, scene_data, write_tif

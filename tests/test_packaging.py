@@ -21,9 +21,12 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_only_parcelzarr_is_importable(tmp_path: Path) -> None:
-    ok = _run("import parcelzarr, parcelzarr.ingest, parcelzarr.query, parcelzarr.stores;"
-              "print(parcelzarr.ingest.ingest is parcelzarr.ingest.ingest)", tmp_path)
+    ok = _run("import inspect, parcelzarr as pz, parcelzarr.query, parcelzarr.stores;"
+              "print(inspect.isfunction(pz.ingest), inspect.isfunction(pz.compact),"
+              " type(pz.ingest) is type(len), pz.ingest.__module__)", tmp_path)
     assert ok.returncode == 0, ok.stderr
+    # plain functions (not a module whose class was swapped to make it callable)
+    assert ok.stdout.split() == ["True", "True", "False", "parcelzarr._ingest._api"]
     for bare in ("query", "ingest", "stores"):
         res = _run(f"import {bare}", tmp_path)
         assert res.returncode != 0
@@ -50,6 +53,8 @@ def test_wheel_has_no_bare_top_level_packages(tmp_path: Path) -> None:
     tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
     assert tops == {"parcelzarr"}
     assert "parcelzarr/query/_engine.py" in names
+    assert "parcelzarr/_ingest/_api.py" in names
+    assert "parcelzarr/py.typed" in names
     assert "parcelzarr/stores/_retry.py" in names
     assert not any(n.endswith(".zarr") or "/demo.zarr/" in n for n in names)
 

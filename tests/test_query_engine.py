@@ -23,10 +23,10 @@ from parcelzarr.query._plan import plan_chunks
 from parcelzarr.query._stats import parse_stats
 from parcelzarr.stores import ResilientStore
 from rasterio.features import geometry_mask
-from zarr.core.sync import sync
 
 import parcelzarr as pz
 from parcelzarr._grid import GridSpec
+from parcelzarr._zarr_compat import sync
 
 from ._rasters import CRS, make_scene, scene_data, write_tif
 from ._rasters import make_parcels as make_parcels
@@ -79,7 +79,7 @@ def test_time_compacted_chunks_read_once_per_spatial_chunk() -> None:
         store.counters.reset()
         plan = plan_chunks(geoms, spec)
         layers = [Layer("B04", i, ("B04",)) for i in range(t)]
-        job = GridJob(plan=plan, geoms=geoms, arrays={"B04": arr._async_array},
+        job = GridJob(plan=plan, geoms=geoms, arrays={"B04": arr.async_array},
                       nodata={"B04": 0}, layers=layers, stats=parse_stats(STATS),
                       all_touched=False, concurrency=8)
         results[tchunk] = sync(run_grid(job))
@@ -300,7 +300,7 @@ def test_overlapping_parcels_keep_all_their_pixels(prop_source: tuple[Path, np.n
 
 
 def test_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from parcelzarr.stores import choose_transport
+    from parcelzarr.stores._open import choose_transport
 
     monkeypatch.delenv("PARCELZARR_TRANSPORT", raising=False)
     assert choose_transport(None, read_only=True) == "obstore"

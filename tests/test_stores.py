@@ -6,15 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parcelzarr.stores import (
-    AZURITE_KEY,
-    RetryPolicy,
-    azure_options,
-    is_transient,
-    open_store_handle,
-    parse_location,
-    redact,
-)
+from parcelzarr.stores import RetryPolicy, open_store_handle, parse_location
+from parcelzarr.stores._azure import AZURITE_KEY, azure_options, redact
+from parcelzarr.stores._errors import is_transient
 
 import parcelzarr as pz
 from parcelzarr.errors import CredentialsError, StoreNotFoundError, StoreUnreachableError

@@ -8,8 +8,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import errors, ingest  # `ingest` is the subpackage, callable as pz.ingest(...)
-from .ingest import CompactReport, IngestReport, compact
+from . import errors
+from ._ingest import CompactReport, IngestReport, compact, ingest
 from .query import ParcelStore, QueryReport, open_store
 
 try:

@@ -6,7 +6,7 @@ below becomes visible in one step, when that one document is replaced: that PUT 
 commit. Each grid group's ``zarr.json`` holds a copy of its part (for readers that open one
 grid directly, e.g. ``xr.open_zarr(url, group="utm16n/10m")``); it is written right after the
 root (before it, for a new grid), from the same snapshot; a writer that finds it out of step
-with the root rewrites it from the root (see :mod:`parcelzarr.ingest._recover`).
+with the root rewrites it from the root (see :mod:`parcelzarr._ingest._recover`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
-from zarr.core.sync import sync
-from zarr.storage._common import make_store_path
+from zarr import AsyncGroup
+from zarr.buffer import default_buffer_prototype
+from zarr.storage import StorePath
+
+from ._zarr_compat import ConsolidatedMetadata, GroupMetadata, nest_consolidated, sync
 
 __all__ = ["Tree", "commit", "doc_json", "group_document", "live_tree", "write_metadata"]
 
@@ -31,8 +32,7 @@ Tree = dict[str, Any]
 async def _live_tree(store: Any) -> tuple[Tree, set[str]]:
     """Live metadata by path (groups without their consolidated copy), and the groups that
     had one (committed before)."""
-    store_path = await make_store_path(store, path="")
-    root = await AsyncGroup.open(store_path, zarr_format=3, use_consolidated=False)
+    root = await AsyncGroup.open(StorePath(store, ""), zarr_format=3, use_consolidated=False)
     tree: Tree = {"": root.metadata}
     consolidated: set[str] = set()
     todo = [("", root)]
@@ -73,7 +73,7 @@ def group_document(tree: Mapping[str, Any], path: str) -> GroupMetadata:
         if isinstance(meta, GroupMetadata):
             meta = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata({}))
         members[key[len(prefix):]] = meta
-    ConsolidatedMetadata._flat_to_nested(members)
+    nest_consolidated(members)
     return dataclasses.replace(tree[path], consolidated_metadata=ConsolidatedMetadata(members))
 
 

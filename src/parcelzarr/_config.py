@@ -4,7 +4,7 @@
 variable                          meaning                                                 default
 ================================  ======================================================  =========
 ``PARCELZARR_WORKERS``            threads for ingest and query CPU work                   cores
-``PARCELZARR_CONCURRENCY``        chunk requests in flight during a query                 64
+``PARCELZARR_CONCURRENCY``        storage requests in flight (query chunks, relayouts)    64
 ``PARCELZARR_CACHE_DIR``          where downloaded sources and demo data are cached       see below
 ``PARCELZARR_CHUNK``              chunk edge in pixels for new grids                      256
 ``PARCELZARR_TRANSPORT``          az:// client: ``adlfs`` or ``obstore``                  see below
@@ -77,7 +77,8 @@ def default_workers() -> int:
 
 
 def default_concurrency() -> int:
-    """Chunk requests in flight (``PARCELZARR_CONCURRENCY``, default 64)."""
+    """Storage requests in flight (``PARCELZARR_CONCURRENCY``, default 64): query chunk
+    fetches and every other fan-out (:func:`parcelzarr._concurrency.gather_bounded`)."""
     return _int("PARCELZARR_CONCURRENCY", 64)
 
 

@@ -11,10 +11,11 @@ import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+import numpy as np
 from affine import Affine
 from pyproj import CRS
 
-__all__ = ["GridSpec", "crs_slug", "res_label"]
+__all__ = ["GridSpec", "Tiles", "crs_slug", "res_label"]
 
 _EPS = 1e-6  # fraction of a pixel treated as alignment noise
 
@@ -56,6 +57,55 @@ def _pixel_phase(coord: float, res: float) -> float:
     if frac < _EPS or frac > 1 - _EPS:
         return 0.0
     return frac * res
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """A ``(height, width)`` pixel array cut into ``(chunk_y, chunk_x)`` chunks: the chunk
+    and window arithmetic of grids, arrays and queries in one place (in the spirit of
+    odc-geo's ``GeoboxTiles``). Windows are ``(row0, row1, col0, col1)``, ends exclusive.
+
+    >>> t = Tiles((600, 500), (256, 256))
+    >>> t.counts, t.chunk_window(2, 1)
+    ((3, 2), (512, 600, 256, 500))
+    >>> t.chunk_span((250, 260, 0, 10))
+    (range(0, 2), range(0, 1))
+    """
+
+    shape: tuple[int, int]
+    chunk: tuple[int, int]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """Number of chunk rows and columns (the last ones may be partial)."""
+        return (-(-self.shape[0] // self.chunk[0]), -(-self.shape[1] // self.chunk[1]))
+
+    def chunk_window(self, cy: int, cx: int) -> tuple[int, int, int, int]:
+        """The pixels of chunk ``(cy, cx)``, clipped to the array."""
+        ch, cw = self.chunk
+        return (cy * ch, min(self.shape[0], (cy + 1) * ch),
+                cx * cw, min(self.shape[1], (cx + 1) * cw))
+
+    def chunk_span(self, window: tuple[int, int, int, int]) -> tuple[range, range]:
+        """Chunk rows and columns a non-empty pixel window touches."""
+        r0, r1, c0, c1 = window
+        ch, cw = self.chunk
+        return range(r0 // ch, (r1 - 1) // ch + 1), range(c0 // cw, (c1 - 1) // cw + 1)
+
+    def chunk_spans(self, windows: np.ndarray) -> np.ndarray:
+        """:meth:`chunk_span` of many windows at once: ``(n, 4)`` windows in, ``(n, 4)`` first
+        and last (inclusive) chunk row and column out."""
+        ch, cw = self.chunk
+        w = np.asarray(windows)
+        return np.stack([w[:, 0] // ch, (w[:, 1] - 1) // ch,
+                         w[:, 2] // cw, (w[:, 3] - 1) // cw], axis=1)
+
+    def overlap(self, window: tuple[int, int, int, int], cy: int, cx: int
+                ) -> tuple[int, int, int, int]:
+        """The part of ``window`` inside chunk ``(cy, cx)``, in array pixels."""
+        r0, r1, c0, c1 = window
+        ya, yb, xa, xb = self.chunk_window(cy, cx)
+        return (max(r0, ya), min(r1, yb), max(c0, xa), min(c1, xb))
 
 
 @dataclass(frozen=True)
@@ -117,9 +167,14 @@ class GridSpec:
         )
 
     @property
+    def tiles(self) -> Tiles:
+        """The grid's chunk lattice (chunk and window arithmetic)."""
+        return Tiles(self.shape, (self.chunk_y, self.chunk_x))
+
+    @property
     def chunk_counts(self) -> tuple[int, int]:
         """Number of chunk rows and columns."""
-        return (-(-self.height // self.chunk_y), -(-self.width // self.chunk_x))
+        return self.tiles.counts
 
     def same_lattice(self, other: GridSpec) -> bool:
         """Whether ``other`` has this grid's CRS, resolution, pixel phase and chunk shape."""

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from parcelzarr.errors import ParcelzarrError
-from parcelzarr.stores import check_option_names, redact
+from parcelzarr.stores._azure import check_option_names, redact
 
 __all__ = ["main"]
 
@@ -132,7 +132,7 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
            quiet: bool, wait: float | None, max_growth_px: int | None,
            storage_option: tuple[str, ...]) -> None:
     """Rewrite GeoTIFF SOURCES (paths, az:// URLs, globs, STAC JSON) into the store."""
-    from parcelzarr.ingest import ingest as run
+    from parcelzarr import ingest as run
 
     times = None
     if times_file:
@@ -159,7 +159,7 @@ def ingest(sources: tuple[str, ...], store: str, bands: str | None, band: str | 
 def compact(url: str, time_chunk: int, workers: int | None, quiet: bool, wait: float | None,
             storage_option: tuple[str, ...]) -> None:
     """Rechunk the store at URL along time: a parcel's season in a few requests."""
-    from parcelzarr.ingest import compact as run
+    from parcelzarr import compact as run
 
     report = run(url, time_chunk=time_chunk, storage_options=_options(storage_option),
                  workers=workers, quiet=quiet, lock_timeout=wait)
@@ -269,7 +269,8 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
 
 
 @main.command()
-@click.option("--store", default="stores/demo.zarr", show_default=True, help="Store URL.")
+@click.option("--store", help="Store URL (default: demo.zarr in the cache folder, "
+              "~/.cache/parcelzarr/demo or PARCELZARR_CACHE_DIR; never the source tree).")
 @click.option("--size", default=5490, show_default=True,
               help="Scene edge in 10 m pixels (10980 = a full Sentinel-2 tile).")
 @click.option("--parcels", "n_parcels", default=10_297, show_default=True,
@@ -280,7 +281,7 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Statistics file (default: next to the store).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(store: str, size: int, n_parcels: int, seed: int, data_dir: Path | None,
+def demo(store: str | None, size: int, n_parcels: int, seed: int, data_dir: Path | None,
          out: Path | None, quiet: bool) -> None:
     """Generate a synthetic county, ingest it and compute per-parcel statistics."""
     from parcelzarr.demo import run_demo

@@ -10,7 +10,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from parcelzarr import _config
-from parcelzarr.ingest import IngestReport, ingest
+from parcelzarr._ingest import IngestReport, ingest
 from parcelzarr.query import QueryReport, open_store
 
 from ._parcels import generate_parcels, parcels_bounds_for_area
@@ -35,11 +35,6 @@ class DemoReport:
     query: QueryReport
     out: Path
     tile_bytes: int
-
-    @property
-    def whole_tile_bytes_per_parcel(self) -> int:
-        """What the replaced system downloaded for every parcel (all band files)."""
-        return self.tile_bytes
 
     def summary(self) -> str:
         q = self.query
@@ -80,7 +75,7 @@ def demo_data(
 
 
 def run_demo(
-    store: str | Path = "stores/demo.zarr",
+    store: str | Path | None = None,
     *,
     size: int = 5490,
     n_parcels: int = DEWITT_PARCELS,
@@ -92,9 +87,12 @@ def run_demo(
     """Generate a synthetic county, ingest it into ``store`` and compute per-parcel statistics.
 
     Generated data is cached in ``data_dir`` (default ``$PARCELZARR_CACHE_DIR/demo``); the
-    ingest is idempotent, so a second run only re-runs the query.
+    store defaults to ``demo.zarr`` there too (never the current or the source tree) and the
+    statistics to ``<store>-stats.parquet`` beside it. The ingest is idempotent, so a second
+    run only re-runs the query.
     """
     data_dir = data_dir or _config.cache_dir() / "demo"
+    store = store if store is not None else data_dir / "demo.zarr"
     t0 = time.perf_counter()
     parcels_file, scene = demo_data(data_dir, size=size, n_parcels=n_parcels, seed=seed)
     logger.info("demo data ready in %.1f s: %s", time.perf_counter() - t0, data_dir)

@@ -33,6 +33,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
+from parcelzarr._sentinel2 import BANDS_10M, BOA_ADD_OFFSET, QUANTIFICATION_VALUE
 from parcelzarr.errors import GeometryError
 
 from ._parcels import CropClass
@@ -51,11 +52,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BANDS_10M = ("B02", "B03", "B04", "B08")
 PIXEL_SIZE = 10.0
 BLOCK = 512  # GeoTIFF tile size, and the strip height used for writing
-BOA_ADD_OFFSET = 1000  # DN = reflectance * QUANTIFICATION_VALUE + 1000 (baseline 04.00)
-QUANTIFICATION_VALUE = 10000
 _GENERATOR_VERSION = 1  # bump when the pixels change, so cached scenes are regenerated
 _SIDECAR = "scene.json"
 _GDAL_CACHE_MB = 128
@@ -198,7 +196,7 @@ def _green_cover(classes: np.ndarray, doy: float, shift: np.ndarray | float = 0.
 
 
 def _to_dn(reflectance: np.ndarray) -> np.ndarray:
-    return reflectance * QUANTIFICATION_VALUE + BOA_ADD_OFFSET
+    return reflectance * QUANTIFICATION_VALUE - BOA_ADD_OFFSET  # baseline 04.00
 
 
 def band_levels(crops: np.ndarray, spec: SceneSpec) -> np.ndarray:
@@ -585,7 +583,7 @@ def _write_scene(spec: SceneSpec, parcels: gpd.GeoDataFrame, paths: list[Path]) 
             dst.update_tags(
                 1,
                 BAND=band,
-                BOA_ADD_OFFSET=-BOA_ADD_OFFSET,
+                BOA_ADD_OFFSET=BOA_ADD_OFFSET,
                 QUANTIFICATION_VALUE=QUANTIFICATION_VALUE,
             )
             dst.update_tags(TILE=spec.tile, DATE=spec.date, SYNTHETIC="parcelzarr.demo")

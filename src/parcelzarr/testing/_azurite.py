@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from parcelzarr.errors import ParcelzarrError
-from parcelzarr.stores import AZURITE_ACCOUNT, AZURITE_KEY
+from parcelzarr.stores._azure import AZURITE_ACCOUNT, AZURITE_KEY
 
 __all__ = [
     "ACCOUNT_KEY",
