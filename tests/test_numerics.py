@@ -9,6 +9,7 @@ pandas' partial-string date indexing, pystac, and the ESA product naming convent
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import date, datetime
 
@@ -34,7 +35,7 @@ def _split_and_add(partials: Partials, parcels: np.ndarray, values: np.ndarray,
     """Feed ``(parcels, values)`` to ``partials`` in pieces cut at ``cuts``, each piece sorted
     by parcel as the engine hands a chunk over."""
     bounds = [0, *sorted(c % (parcels.size + 1) for c in cuts), parcels.size]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         order = np.argsort(parcels[a:b], kind="stable")
         w = None if weights is None else weights[a:b][order]
         partials.add_sorted(parcels[a:b][order], values[a:b][order], w)
