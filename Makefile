@@ -11,6 +11,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PIP_EXTRAS ?= test,bench,obstore,stac
 
+# pytest-xdist: one worker per core, a test file per worker (module fixtures stay shared;
+# each worker starts its own Azurite on a free port). `make test PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n auto --dist loadfile
+
 PY   := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 
@@ -38,7 +42,7 @@ demo: install
 	$(VENV)/bin/parcelzarr demo
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 	$(RUFF) check .
 	$(VENV)/bin/mypy src ingest query stores
 

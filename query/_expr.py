@@ -154,7 +154,7 @@ def parse_expression(text: str, available: Mapping[str, object] | None = None) -
     >>> e = parse_expression("(B08 - B04) / (B08 + B04)")
     >>> e.bands
     ('B04', 'B08')
-    >>> float(e({"B04": np.array(0.1), "B08": np.array(0.3)}))
+    >>> float(e({"B04": np.array(0.25), "B08": np.array(0.75)}))
     0.5
     """
     if not isinstance(text, str):

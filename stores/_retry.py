@@ -182,6 +182,14 @@ class IOCounters:
         self.keys: list[str] = []
         self.reset()
 
+    # Picklable (zarr stores must be: Dask ships them to workers); a copy gets its own lock.
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def reset(self) -> None:
         """Set every count to zero."""
         with self._lock:

@@ -1,7 +1,10 @@
 """Smoke test of the benchmark: ``bench/run.py --quick`` end to end on real Azurite and GDAL.
 
-Runs in a subprocess exactly as ``make bench-quick`` does, but writes into a temporary folder
-so the committed results are never overwritten.
+Runs in a subprocess as ``make bench-quick`` does, but writes into a temporary folder so the
+committed results are never overwritten, and at one latency: 20 ms, the one of the verdict.
+Every approach still runs and is checked against its reference; at 0 ms the same approaches
+read the same data into the same rows (the proxy only delays requests), so a second latency
+doubled the time and checked nothing new. The report code loops over whatever latencies ran.
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ REQUIRED = {"approach", "latency_ms", "parcels", "parcels_per_s", "bytes_per_par
 @pytest.mark.timeout(960)
 def test_bench_quick_runs_and_all_approaches_agree(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path),
+         "--latencies", "20"],
         cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = json.loads((tmp_path / "results.json").read_text())
     assert isinstance(records, list)
-    for latency in (0.0, 20.0):
-        names = {r["approach"] for r in records if r["latency_ms"] == latency}
-        assert names == APPROACHES, f"at {latency} ms"
+    assert {r["latency_ms"] for r in records} == {20.0}
+    assert sorted(r["approach"] for r in records) == sorted(APPROACHES)  # each once
     for r in records:
         assert r.keys() >= REQUIRED
         assert r["agrees"], r

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote
@@ -95,6 +96,7 @@ def test_no_secret_leaks_through_cli_paths(azurite: Azurite, az_container: str,
         "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")}
     url = f"az://{az_container}/store.zarr"
     out = tmp_path / "stats.csv"
+    out_adlfs = tmp_path / "stats-adlfs.csv"
     local = tmp_path / "local.zarr"
     runs: list[tuple[str, list[str], dict[str, str], int]] = [
         # happy paths, credentials from the environment and from options
@@ -102,7 +104,7 @@ def test_no_secret_leaks_through_cli_paths(azurite: Azurite, az_container: str,
         ("info", ["info", url], good, 0),
         ("info --json", ["info", url, "--json"], good, 0),
         ("stats", ["stats", url, str(parcels), "--out", str(out), "--quiet"], good, 0),
-        ("stats adlfs", ["stats", url, str(parcels), "--out", str(out), "--quiet",
+        ("stats adlfs", ["stats", url, str(parcels), "--out", str(out_adlfs), "--quiet",
                          "--storage-option", "transport=adlfs"], good, 0),
         ("info option", ["info", url, "--storage-option", f"connection_string={sas_conn}"],
          base, 0),
@@ -110,7 +112,8 @@ def test_no_secret_leaks_through_cli_paths(azurite: Azurite, az_container: str,
          0),
         # failures
         ("403 info", ["info", url], wrong_key, 2),
-        ("403 stats", ["stats", url, str(parcels), "--out", str(out)], wrong_key, 2),
+        ("403 stats", ["stats", url, str(parcels), "--out", str(tmp_path / "403.csv")],
+         wrong_key, 2),
         ("403 ingest", ["ingest", str(scene[0]), "--store", url + "2", "--quiet"], wrong_key,
          2),
         ("403 adlfs", ["info", url, "--storage-option", "transport=adlfs"], wrong_key, 2),
@@ -131,20 +134,29 @@ def test_no_secret_leaks_through_cli_paths(azurite: Azurite, az_container: str,
                             "--storage-option", f"account_name={AZURITE_ACCOUNT}"], base, 2),
         ("no store", ["info", f"az://{az_container}/missing.zarr"], good, 2),
     ]
+    # The two ingests first (the other runs read their stores), then every other run and
+    # the --debug re-run of each failure at once: separate processes, separate outputs.
+    jobs = {(name, False): (args, env) for name, args, env, _ in runs}
+    jobs |= {(name, True): (["--debug", *args], env) for name, args, env, code in runs if code}
+    first = [("ingest", False), ("ingest local", False)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip(first, pool.map(lambda k: _run(*jobs[k], tmp_path), first),
+                        strict=True))
+        rest = [k for k in jobs if k not in done]
+        done |= dict(zip(rest, pool.map(lambda k: _run(*jobs[k], tmp_path), rest),
+                         strict=True))
     texts: dict[str, str] = {}
-    for name, args, env, code in runs:
-        res = _run(args, env, tmp_path)
+    for name, _, _, code in runs:
+        res = done[(name, False)]
         assert res.returncode == code, (name, res.stdout[-500:], res.stderr[-1500:])
         texts[f"{name} stdout"] = res.stdout
         texts[f"{name} stderr"] = res.stderr
         if code:  # the same failure with tracebacks
-            dbg = subprocess.run([sys.executable, "-m", "parcelzarr.cli", "-vv", "--debug",
-                                  *args], env=env, cwd=tmp_path, capture_output=True,
-                                 text=True, timeout=300, check=False)
+            dbg = done[(name, True)]
             assert dbg.returncode != 0
             texts[f"{name} --debug"] = dbg.stdout + dbg.stderr
     files = _tree(tmp_path / "local.zarr") | _tree(cache) | _blobs(azurite, az_container)
-    files[str(out)] = out.read_bytes()
+    files |= {str(p): p.read_bytes() for p in (out, out_adlfs)}
     assert any(k.endswith("zarr.json") for k in files) and len(files) > 20
     assert sum("Traceback" in t for t in texts.values()) >= 5  # the tracebacks were seen
     leaks = _search(texts, files, secrets)

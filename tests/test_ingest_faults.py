@@ -60,6 +60,7 @@ A1 = Src("T16TBK", D1, "B04", 10, (300_000.0, 4_500_000.0), 1)
 A2 = Src("T16TBK", D2, "B04", 10, (300_000.0, 4_500_000.0), 2)
 A3 = Src("T16TBK", D3, "B04", 10, (300_000.0, 4_500_000.0), 3)
 A1_20M = Src("T16TBK", D1, "B05", 20, (300_000.0, 4_500_000.0), 4)
+A1_B08 = Src("T16TBK", D1, "B08", 10, (300_000.0, 4_500_000.0), 9)  # a new band, same grid
 WEST1 = Src("T16TAK", D1, "B04", 10, (299_700.0, 4_499_900.0), 5)  # overlaps A1, same date
 NORTH2 = Src("T16TBL", D2, "B04", 10, (300_100.0, 4_500_300.0), 6)
 EAST3 = Src("T16TCK", D3, "B04", 10, (300_250.0, 4_499_950.0), 7)
@@ -71,9 +72,12 @@ SCENARIOS: dict[str, tuple[list[Step], Step]] = {
     "initial ingest": ([], ("ingest", [A1])),
     "new date": ([("ingest", [A1])], ("ingest", [A2])),
     "new 20 m grid": ([("ingest", [A1])], ("ingest", [A1_20M])),
+    "new band in an existing grid": ([("ingest", [A1])], ("ingest", [A1_B08])),
     "westward growth into a committed date": ([("ingest", [A1])], ("ingest", [WEST1])),
     "northward growth with a new date": ([("ingest", [A1])], ("ingest", [NORTH2])),
     "compaction": ([("ingest", [A1]), ("ingest", [A2]), ("ingest", [A3])], ("compact", 2)),
+    "compaction again after an append": (
+        [("ingest", [A1]), ("ingest", [A2]), ("compact", 2), ("ingest", [A3])], ("compact", 4)),
     "eastward growth into a compacted time block": (
         [("ingest", [A1]), ("ingest", [A2]), ("compact", 4)], ("ingest", [EAST3])),
     # compaction left the "." key separator: the growth moves the objects back to "/"
@@ -85,7 +89,7 @@ SCENARIOS: dict[str, tuple[list[Step], Step]] = {
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("faults")
-    for src in (A1, A2, A3, A1_20M, WEST1, NORTH2, EAST3, WEST3):
+    for src in (A1, A2, A3, A1_20M, A1_B08, WEST1, NORTH2, EAST3, WEST3):
         n = SIZE * 10 // src.res
         write_tif(out / src.name, scene_data((n, n), seed=src.seed), origin=src.origin,
                   res=float(src.res), block=16)

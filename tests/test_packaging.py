@@ -20,6 +20,20 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
+_LOADED = """
+import json, sys
+from pathlib import Path
+import parcelzarr as pz
+root = Path(sys.argv[1])
+by_folder = {f: sorted(n for n, m in list(sys.modules.items())
+                       if getattr(m, "__file__", None)
+                       and Path(m.__file__).resolve().is_relative_to(root / f))
+             for f in ("ingest", "query", "stores")}
+print(json.dumps({"folders": by_folder, "callable": [callable(pz.ingest), callable(pz.compact),
+                                                     callable(pz.open_store)]}))
+"""
+
+
 def test_only_parcelzarr_is_importable(tmp_path: Path) -> None:
     ok = _run("import inspect, parcelzarr as pz, parcelzarr.query, parcelzarr.stores;"
               "print(inspect.isfunction(pz.ingest), inspect.isfunction(pz.compact),"
@@ -27,6 +41,15 @@ def test_only_parcelzarr_is_importable(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     # plain functions (not a module whose class was swapped to make it callable)
     assert ok.stdout.split() == ["True", "True", "False", "parcelzarr._ingest._api"]
+    ok = subprocess.run([sys.executable, "-c", _LOADED, str(ROOT)], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+    loaded = json.loads(ok.stdout)
+    assert loaded["callable"] == [True, True, True]  # pz.ingest(...), pz.compact(...)
+    for folder, names in loaded["folders"].items():
+        # `import parcelzarr` loads each top-level folder, only as part of parcelzarr
+        assert names, f"nothing of {folder}/ was imported"
+        assert all(n.startswith("parcelzarr.") for n in names), (folder, names)
     for bare in ("query", "ingest", "stores"):
         res = _run(f"import {bare}", tmp_path)
         assert res.returncode != 0

@@ -222,11 +222,18 @@ class LatencyProxy:
 
     Examples
     --------
+    adlfs reads a blob in two requests, its properties then its bytes (the example starts
+    Azurite, so the doctest run skips it)
+
+    >>> import adlfs
+    >>> from parcelzarr.testing import Azurite, LatencyProxy
     >>> with Azurite() as az, LatencyProxy(az.blob_endpoint, delay_ms=20) as proxy:
+    ...     az.create_container("demo")
     ...     fs = adlfs.AzureBlobFileSystem(**az.storage_options(proxy.endpoint))
+    ...     fs.pipe("demo/blob", b"x")
     ...     proxy.reset_counters()
-    ...     fs.cat("container/blob")
-    ...     proxy.snapshot().requests
+    ...     (fs.cat("demo/blob"), proxy.snapshot().requests)  # doctest: +SKIP
+    (b'x', 2)
     """
 
     def __init__(self, upstream: str, *, delay_ms: float = 0.0, timeout_s: float = 10.0) -> None:
