@@ -40,12 +40,13 @@ from parcelzarr._progress import progress
 from parcelzarr.errors import StoreLockedError
 
 from ._fingerprint import resolve_fingerprints
-from ._grow import grow_grid
+from ._grow import chunk_shift, grow_grid
 from ._manifest import Manifest
 from ._names import check_layer_name
 from ._plan import BandSpec, IngestPlan, grid_name_of, plan_ingest
 from ._recover import committed_root, journal_writer, recover, rollback
 from ._relayout import RELAYOUT_KEY, Journal
+from ._retire import collect, finish, mark_in_place, unmark_in_place
 from ._run import Job, JobItem, run_jobs
 from ._sources import SourceInfo, discover_sources
 
@@ -379,7 +380,15 @@ def ingest(
             # Plan again from the committed state as it is now, under the lock.
             plan, manifest, grids = _plan(handle, srcs, hashes, chunk, limit, force)
             if not plan.tasks:
+                collect(handle)
                 return _nothing_to_do(handle, plan, t0, undone)
+            # Superseded objects past their grace, or of grids about to be relaid out, go
+            # now; a write into committed dates makes queries wait for its commit.
+            collect(handle, clobbered=[f"{g}/" for g, gp in plan.grids.items()
+                                       if g in grids and gp.spec != grids[g]])
+            in_place = _writes_committed_dates(handle, plan, grids)
+            if in_place:
+                mark_in_place(handle)
             try:
                 return _execute(handle, plan, manifest, grids, lock, workers=workers,
                                 scheduler=scheduler, storage_options=storage_options,
@@ -387,6 +396,8 @@ def ingest(
                                 quiet=quiet, t0=t0, recovered=undone)
             except Exception:
                 rollback(handle, lock)
+                if in_place:
+                    unmark_in_place(handle, lock)
                 raise
 
 
@@ -414,9 +425,33 @@ def _finish_cleanup(handle: StoreHandle,
         return ()
     try:
         with writer_lock(handle, storage_options, wait=0):
-            return tuple(recover(handle))
+            undone = tuple(recover(handle))
+            collect(handle)
+            return undone
     except StoreLockedError:
         return ()
+
+
+def _writes_committed_dates(handle: StoreHandle, plan: IngestPlan,
+                            existing: Mapping[str, GridSpec]) -> bool:
+    """Whether ``plan`` writes into the objects of a date some band already holds (in
+    place; a grid whose growth moves its chunk keys gets new objects instead)."""
+    root = committed_root(handle)
+    if root is None:
+        return False
+    names = {g for g in grid_names(root) if g in existing and chunk_shift(
+        existing[g], plan.grids[g].spec if g in plan.grids else existing[g]) == (0, 0)}
+    for g in {t.grid for t in plan.tasks} & names:
+        group = root[g]
+        assert isinstance(group, zarr.Group)
+        if "time" not in group:
+            continue
+        times = set(_time_values(group))
+        if any(t.grid == g and t.band in group
+               and int(np.datetime64(t.time, "s").astype(np.int64)) in times
+               for t in plan.tasks):
+            return True
+    return False
 
 
 def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
@@ -520,12 +555,14 @@ def _execute(
         written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
         attrs[g] = {**grid_attrs(gp.spec),
                     FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
-    commit(handle.store, list(plan.grids), attrs=attrs)
+    grace = _config.snapshot_grace()
+    version = commit(handle.store, list(plan.grids), attrs=attrs,
+                     invalidate_previous=bool(journal.paths) and grace <= 0)
     for i, g in grid_of.items():
         s = plan.sources[i]
         manifest.record(f"{g}/{s.key}", s)
     manifest.save(handle)
-    journal.finish(handle.store)
+    finish(handle, journal, version, grace)
     report = IngestReport(
         store=handle.url,
         sources_written=len(grid_of),

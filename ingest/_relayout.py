@@ -196,9 +196,13 @@ class Journal:
             keys = [k for k, _ in chunk_keys(store, path, sep)]
             delete_keys(store, keys)
             deleted += len(keys)
+        self.forget()
+        return deleted
+
+    def forget(self) -> None:
+        """Delete the journal (its arrays' old objects are deleted or retired)."""
         self._write(None)
         self.paths = []
-        return deleted
 
 
 def parse_chunk_key(path: str, key: str) -> tuple[str, tuple[int, ...]] | None:
