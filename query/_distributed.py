@@ -21,6 +21,7 @@ import shapely
 from parcelzarr.errors import ParcelzarrError
 
 from ._parcels import load_parcels
+from ._snapshot import same_version
 
 if TYPE_CHECKING:
     from ._store import ParcelStore
@@ -52,12 +53,14 @@ def spatial_order(store: ParcelStore, geoms_by_grid: dict[str, np.ndarray],
 
 
 def _run_part(url: str, storage_options: dict[str, Any] | None, part: gpd.GeoDataFrame,
-              id_column: str, kwargs: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+              id_column: str, kwargs: dict[str, Any],
+              ) -> tuple[pd.DataFrame, dict[str, Any], int]:
     from ._store import open_store
 
     with open_store(url, storage_options=storage_options) as store:
         df = store.zonal_stats(part, id_column=id_column, **kwargs)
-    return df, dict(df.attrs.get("parcelzarr", {}))
+        version = store._pin.snapshot.version  # the version that call read
+    return df, dict(df.attrs.get("parcelzarr", {})), version
 
 
 def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
@@ -103,6 +106,7 @@ def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
     finally:
         if own:
             client.close()
+    same_version(store._pin.snapshot.version, [r[2] for r in results])
     df = pd.concat([r[0] for r in results], ignore_index=True)
     pos = pd.Series(np.arange(n), index=pset.ids.to_numpy())
     df["_pos"] = pos.loc[df[name].to_numpy()].to_numpy()

@@ -28,7 +28,7 @@ from parcelzarr._footprint import (
     windows_of,
 )
 from parcelzarr._grid import GridSpec
-from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec, open_root
+from parcelzarr._layout import GRID_ATTR, ROOT_ATTR, band_info, grid_spec
 from parcelzarr._progress import progress
 from parcelzarr.errors import (
     BandNotFoundError,
@@ -48,6 +48,7 @@ from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
 from ._rasterize import outside_pixels, too_large
 from ._select import TimeSelection, describe_times, normalise_bands, select_times
+from ._snapshot import Pin, pinned, read_root, root_group
 from ._stats import DEFAULT_STATS, parse_stats
 
 __all__ = ["DEFAULT_MASK_CLASSES", "GridInfo", "ParcelStore", "QueryReport", "open_store"]
@@ -198,17 +199,29 @@ class ParcelStore:
             raise ValueError(f"read_cache_mb must be at least 0, got {mb!r}")
         self.read_cache = ChunkCache(max_bytes=int(mb * 1e6))
         try:
-            root = open_root(handle.store)
+            raw, snap = read_root(handle)
+            root = root_group(handle, raw)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise StoreNotFoundError(
                 f"no parcelzarr store at {handle.url}: create one with `parcelzarr ingest SOURCE "
                 f"--store {handle.url}`"
             ) from exc
+        self._load(root)
+        # Each call reads one committed version, re-loading the catalogue when it changed.
+        self._pin = Pin(handle, raw, snap, self._load)
+        self.last_report: QueryReport | None = None
+        #: Options the store was opened with (handed to Dask workers; never printed).
+        self.storage_options: dict[str, Any] | None = None
+        self._expressions: dict[str, Expression] = {}
+
+    def _load(self, root: zarr.Group) -> None:
+        """Build the catalogue (grids, bands, dates) from a committed root group."""
+        handle = self._handle
+        self.read_cache.clear()
         meta = root.attrs.get(ROOT_ATTR)
         if not isinstance(meta, Mapping) or not meta:
             raise StoreNotFoundError(f"{handle.url} is a Zarr group but not a parcelzarr store")
-        self._root = root
-        self.grids: dict[str, GridInfo] = {}
+        grids: dict[str, GridInfo] = {}
         names = meta.get("grids", [])
         for name in names if isinstance(names, list) else []:
             name = str(name)
@@ -223,12 +236,10 @@ class ParcelStore:
                 [], dtype="datetime64[s]")
             fps = {b: footprints_of(group.attrs, b) for b in bands}
             known = {b: v for b, v in fps.items() if v is not None}
-            self.grids[name] = GridInfo(name, grid_spec(group), bands, t,
-                                        known if len(known) == len(fps) else None)
-        self.last_report: QueryReport | None = None
-        #: Options the store was opened with (handed to Dask workers; never printed).
-        self.storage_options: dict[str, Any] | None = None
-        self._expressions: dict[str, Expression] = {}
+            grids[name] = GridInfo(name, grid_spec(group), bands, t,
+                                   known if len(known) == len(fps) else None)
+        self._root = root
+        self.grids: dict[str, GridInfo] = grids
 
     # -- catalogue -----------------------------------------------------------------------
     @property
@@ -266,6 +277,7 @@ class ParcelStore:
         return arr
 
     # -- xarray --------------------------------------------------------------------------
+    @pinned
     def to_xarray(self, grid: str | None = None) -> xr.Dataset:
         """One grid as a lazy (dask), georeferenced :class:`xarray.Dataset`.
 
@@ -299,6 +311,7 @@ class ParcelStore:
         return ds
 
     # -- queries -------------------------------------------------------------------------
+    @pinned
     def zonal_stats(
         self,
         parcels: Any,
@@ -730,6 +743,7 @@ class ParcelStore:
                                           status=why))
         return frames
 
+    @pinned
     def read(
         self,
         geometry: Any,
@@ -813,6 +827,7 @@ class ParcelStore:
         )
         return ds.rio.write_crs(info.spec.crs).rio.write_transform(transform)
 
+    @pinned
     def info(self, *, sizes: bool = True) -> dict[str, Any]:
         """Grids, bands, dates, tiles, chunking and sizes, as a JSON-friendly dict.
 
