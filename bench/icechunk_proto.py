@@ -128,20 +128,23 @@ def _azure(endpoint: str, container: str, data: np.ndarray) -> dict[str, Any]:
     cfg = {"account_name": ACCOUNT, "account_key": KEY, "endpoint": endpoint,
            "allow_http": "true"}
     out: dict[str, Any] = {}
-    plain = ObjectStore(AzureStore(container, prefix="plain.zarr", **cfg))
+    run = f"run{int(time.time())}"
+    plain = ObjectStore(AzureStore(container, prefix=f"{run}/plain.zarr", **cfg))
     t0 = time.perf_counter()
     _write(plain, data)
     out["azurite_plain_obstore"] = {"write_s": time.perf_counter() - t0,
                                     **_per_chunk(plain, data)}
-    ice_cfg = {"azure_storage_use_emulator": "true", "azure_allow_http": "true",
-               "azure_storage_endpoint": endpoint}
+    # A custom endpoint works as object_store's ``azure_storage_endpoint`` (with
+    # ``azure_allow_http``); ``azure_storage_use_emulator`` alone means 127.0.0.1:10000
+    # unless AZURITE_BLOB_STORAGE_URL says otherwise.
+    ice_cfg = {"azure_storage_endpoint": endpoint, "azure_allow_http": "true"}
     try:
-        storage = icechunk.azure_storage(account=ACCOUNT, container=container, prefix="ice",
+        storage = icechunk.azure_storage(account=ACCOUNT, container=container, prefix=f"{run}/ice",
                                          access_key=KEY, config=ice_cfg)
         store, write_s = _icechunk_store(storage, data)
         out["azurite_icechunk"] = {"write_s": write_s, **_per_chunk(store, data)}
         out["azurite_isolation"] = _icechunk_isolation(icechunk.azure_storage(
-            account=ACCOUNT, container=container, prefix="ice2", access_key=KEY,
+            account=ACCOUNT, container=container, prefix=f"{run}/ice2", access_key=KEY,
             config=ice_cfg), data[:1])
     except Exception as exc:  # the finding is the error itself
         out["azurite_icechunk"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
