@@ -7,6 +7,7 @@ Values are checked against rasterio reads of the source GeoTIFFs.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from parcelzarr.ingest._retire import mark_in_place
 from parcelzarr.stores import open_store_handle
 
 import parcelzarr as pz
-from parcelzarr.errors import StoreChangedError
+from parcelzarr.errors import InvalidSourceError, StoreChangedError
 
 from ._rasters import scene_data, write_tif
+from .test_ingest_growth import _corrupt_middle_block
 
 ORIGIN = (300_000.0, 4_500_000.0)
 SIZE = 192
@@ -139,3 +141,34 @@ def test_rewrite_in_place_makes_queries_wait_then_fail_clearly(
     pz.ingest([str(files[1])], url, chunk_size=64, quiet=True)
     ds = store.read(PARCEL, bands=["B04"], crs="EPSG:32616")
     assert ds.sizes["time"] == 2
+
+
+def test_failed_write_into_a_committed_date_leaves_the_store_readable(
+        tmp_path: Path, files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tile added to a committed date whose middle block is corrupt: the ingest marks the
+    store, fails while writing, rolls back and commits it readable again: a query right
+    after it reads the committed pixels without waiting."""
+    url = str(tmp_path / "store.zarr")
+    pz.ingest([str(files[0])], url, chunk_size=64, quiet=True)
+    (tmp_path / "bad").mkdir()
+    bad = write_tif(tmp_path / "bad" / f"T16TBL_{DATES[0]}_B04_10m.tif",
+                    scene_data((SIZE, SIZE), seed=9), origin=ORIGIN, block=64)
+    _corrupt_middle_block(bad)
+    with pytest.raises(InvalidSourceError):
+        pz.ingest([str(bad)], url, chunk_size=64, quiet=True)
+    # the store was marked (queries waited) and then committed readable again: versions 1
+    # (the first ingest), 2 (the mark), 3 (readable after the roll-back)
+    snap = json.loads((Path(url) / "zarr.json").read_text())["attributes"][
+        "parcelzarr_snapshot"]
+    assert (snap["version"], snap["intact_from"]) == (3, 3)
+    monkeypatch.setenv("PARCELZARR_SNAPSHOT_WAIT", "1")
+    with pz.open_store(url) as store:
+        ds = store.read(shapely.box(*_bounds(files[0])), bands=["B04"], crs="EPSG:32616")
+    got = ds.B04.isel(time=0).values
+    np.testing.assert_array_equal(np.nan_to_num(got, nan=0).astype("uint16"),
+                                  _source(files[0]))
+
+
+def _bounds(path: Path) -> tuple[float, float, float, float]:
+    with rasterio.open(path) as src:
+        return tuple(src.bounds)  # type: ignore[return-value]
