@@ -1,11 +1,11 @@
 """One committed version per query call: the reader's side of :mod:`parcelzarr._snapshot`.
 
-A call (``zonal_stats``, ``read``, ``info``, ``to_xarray``) first reads the root document
-once (one GET). If it is not the version the store object was built from, the catalogue is
-rebuilt from exactly those bytes, so a handle opened long ago reads what is committed now.
-The call then reads only the objects that version's metadata addresses. At its end the root
-is read once more: if the version's objects may have been deleted or changed meanwhile
-(``intact_from`` past it), the call is run again on the newer version, transparently. While a
+A call (``zonal_stats``, ``read``, ``info``, ``to_xarray``) runs on the version the store
+object last saw and reads only the objects that version's metadata addresses. At its end the
+root document is read (one GET): unchanged, the answer is the newest version's, whole.
+Changed, the catalogue is rebuilt from exactly those bytes and the call runs again on that
+version, so a handle opened long ago answers with what is committed now; a re-run is
+accepted if its version's objects stayed intact (``intact_from`` not past it) during it. While a
 writer rewrites committed objects in place, calls wait for its commit, at most
 ``PARCELZARR_SNAPSHOT_WAIT`` seconds, then fail with :class:`StoreChangedError`: a call
 returns one version's values, or nothing.
@@ -90,22 +90,33 @@ class Pin:
 
     def run(self, call: Callable[[], T]) -> T:
         """``call()`` on one committed version, run again if that version's objects may
-        have changed under it."""
+        have changed under it, or if it was not the newest one any more."""
         if getattr(self._local, "inside", False):  # a call made by a pinned call
             return call()
         give_up = time.monotonic() + _config.snapshot_wait()
         delay = 0.05
+        # First on the version last seen (no request): accepted if the root is unchanged at
+        # the end, so the answer is the newest version's. Then on the version the end check
+        # found: accepted if that version's objects stayed intact during the call.
+        with self._cond:
+            raw, snap = self._raw, self.snapshot
+        first = True
         while True:
-            raw, snap = read_root(self._handle)
             if snap.readable:
                 try:
-                    result, ok = self._run_on(raw, snap, call)
+                    result = self._run_on(raw, snap, call)
+                    moved = False
                 except SnapshotMoved:
-                    result, ok = None, False
-                if ok:
-                    return result
-                logger.info("the store changed during the query (version %d superseded); "
-                            "reading the newer version", snap.version)
+                    result, moved = None, True
+                after_raw, after = read_root(self._handle)
+                if not moved and (after_raw == raw if first else snap.survives(after)):
+                    return result  # type: ignore[return-value]
+                if not first:
+                    logger.info("the store changed during the query (version %d "
+                                "superseded); reading the newer version", snap.version)
+                raw, snap, first = after_raw, after, False
+                if snap.readable:
+                    continue
             if time.monotonic() >= give_up:
                 raise StoreChangedError(
                     f"store {self._handle.url} had no version that could be read whole for "
@@ -113,8 +124,10 @@ class Pin:
                     "one was interrupted doing so: re-run it); nothing was returned, retry")
             time.sleep(delay)
             delay = min(2 * delay, 1.0)
+            raw, snap = read_root(self._handle)
+            first = False
 
-    def _run_on(self, raw: bytes, snap: Snapshot, call: Callable[[], T]) -> tuple[Any, bool]:
+    def _run_on(self, raw: bytes, snap: Snapshot, call: Callable[[], T]) -> T:
         with self._cond:
             while raw != self._raw and self._active:
                 self._cond.wait()
@@ -125,14 +138,12 @@ class Pin:
             self._active += 1
         self._local.inside = True
         try:
-            result = call()
+            return call()
         finally:
             self._local.inside = False
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()
-        _, after = read_root(self._handle)
-        return result, snap.survives(after)
 
 
 def pinned(method: Callable[..., T]) -> Callable[..., T]:
