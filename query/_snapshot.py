@@ -35,7 +35,8 @@ from parcelzarr import _config
 from parcelzarr._snapshot import Snapshot, snapshot_of
 from parcelzarr.errors import StoreChangedError, StoreNotFoundError
 
-__all__ = ["Pin", "SnapshotMoved", "pinned", "read_root", "root_group", "same_version"]
+__all__ = ["Pin", "SnapshotMoved", "open_pinned", "pinned", "read_root", "root_group",
+           "same_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,16 @@ def root_group(handle: StoreHandle, raw: bytes) -> zarr.Group:
     if meta.consolidated_metadata is None:
         raise ValueError("the root holds no consolidated (committed) metadata")
     return zarr.Group(AsyncGroup(metadata=meta, store_path=StorePath(handle.store, "")))
+
+
+def open_pinned(handle: StoreHandle) -> tuple[bytes, Snapshot, zarr.Group | None]:
+    """The root document as stored now, its version, and the committed root group it
+    describes (None if there is none: the catalogue then says why, in its own words)."""
+    try:
+        raw, snap = read_root(handle)
+        return raw, snap, root_group(handle, raw)
+    except (FileNotFoundError, ValueError, KeyError):
+        return b"", Snapshot(), None
 
 
 class Pin:
