@@ -10,23 +10,27 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
+import zarr
 from parcelzarr.stores import StoreHandle, open_store_handle, writer_lock
 
 from parcelzarr import _config
 from parcelzarr._dates import parse_time
 from parcelzarr._grid import GridSpec
+from parcelzarr._layout import grid_names
 from parcelzarr.errors import StoreLockedError
 
 from ._discover import discover_sources
 from ._execute import execute
 from ._fingerprint import resolve_fingerprints
+from ._grow import chunk_shift
 from ._manifest import Manifest
 from ._names import check_layer_name
 from ._plan import IngestPlan, grid_name_of, plan_ingest
-from ._prepare import existing_grids
+from ._prepare import existing_grids, time_values
 from ._recover import committed_root, recover, rollback
 from ._relayout import RELAYOUT_KEY
 from ._report import IngestReport
+from ._retire import collect, mark_in_place, unmark_in_place
 from ._sources import SourceInfo
 
 __all__ = ["IngestReport", "ingest"]
@@ -192,7 +196,15 @@ def ingest(
             # Plan again from the committed state as it is now, under the lock.
             plan, manifest, grids = _plan(handle, srcs, hashes, chunk, limit, force)
             if not plan.tasks:
+                collect(handle)
                 return _nothing_to_do(handle, plan, t0, undone)
+            # Superseded objects past their grace, or of grids about to be relaid out, go
+            # now; a write into committed dates makes queries wait for its commit.
+            collect(handle, clobbered=[f"{g}/" for g, gp in plan.grids.items()
+                                       if g in grids and gp.spec != grids[g]])
+            in_place = _writes_committed_dates(handle, plan, grids)
+            if in_place:
+                mark_in_place(handle)
             try:
                 return execute(handle, plan, manifest, grids, lock, workers=workers,
                                 scheduler=scheduler, storage_options=storage_options,
@@ -200,6 +212,8 @@ def ingest(
                                 quiet=quiet, t0=t0, recovered=undone)
             except Exception:
                 rollback(handle, lock)
+                if in_place:
+                    unmark_in_place(handle, lock)
                 raise
 
 
@@ -227,9 +241,33 @@ def _finish_cleanup(handle: StoreHandle,
         return ()
     try:
         with writer_lock(handle, storage_options, wait=0):
-            return tuple(recover(handle))
+            undone = tuple(recover(handle))
+            collect(handle)
+            return undone
     except StoreLockedError:
         return ()
+
+
+def _writes_committed_dates(handle: StoreHandle, plan: IngestPlan,
+                            existing: Mapping[str, GridSpec]) -> bool:
+    """Whether ``plan`` writes into the objects of a date some band already holds (in
+    place; a grid whose growth moves its chunk keys gets new objects instead)."""
+    root = committed_root(handle)
+    if root is None:
+        return False
+    names = {g for g in grid_names(root) if g in existing and chunk_shift(
+        existing[g], plan.grids[g].spec if g in plan.grids else existing[g]) == (0, 0)}
+    for g in {t.grid for t in plan.tasks} & names:
+        group = root[g]
+        assert isinstance(group, zarr.Group)
+        if "time" not in group:
+            continue
+        times = set(time_values(group))
+        if any(t.grid == g and t.band in group
+               and int(np.datetime64(t.time, "s").astype(np.int64)) in times
+               for t in plan.tasks):
+            return True
+    return False
 
 
 def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
@@ -239,5 +277,3 @@ def _nothing_to_do(handle: StoreHandle, plan: IngestPlan, t0: float,
                           recovered=recovered)
     logger.info("%s", report)
     return report
-
-

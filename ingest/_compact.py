@@ -42,6 +42,7 @@ from ._relayout import (
     with_separator,
     write_doc,
 )
+from ._retire import collect, finish
 
 __all__ = ["DEFAULT_TIME_CHUNK", "CompactReport", "compact"]
 
@@ -144,9 +145,9 @@ def compact(
     Notes
     -----
     It holds the store's writer lock: an ingest into the same store waits for it, or fails
-    with ``StoreLockedError``. Readers may keep reading during a compaction; one that opened
-    the store before the swap and reads after the old objects were deleted sees nodata, and
-    must re-open the store.
+    with ``StoreLockedError``. Readers may keep reading during a compaction: each query
+    reads one committed version whole (superseded objects are kept for
+    ``PARCELZARR_SNAPSHOT_GRACE`` seconds; see docs/snapshots.md).
 
     Examples
     --------
@@ -195,6 +196,10 @@ def _compact_locked(handle: Any, lock: Any, time_chunk: int, workers: int | None
             doc = read_doc(handle.store, f"{name}/{key}")
             if doc["chunk_grid"]["configuration"]["chunk_shape"][0] != time_chunk:
                 todo.append((name, key, doc))
+    # Superseded objects of the arrays about to be rewritten must go first (and any past
+    # their grace period).
+    collect(handle, clobbered=[f"{g}/{k}" for g, k, _ in todo])
+    grace = _config.snapshot_grace()
     objects_before = objects_after = 0
     journal = Journal(journal_writer(handle))
     bar = progress(total=None, desc="compact", unit="block", quiet=quiet)
@@ -213,7 +218,7 @@ def _compact_locked(handle: Any, lock: Any, time_chunk: int, workers: int | None
             for change in changes:
                 write_doc(handle.store, change.path, change.doc)
             lock.check()
-            commit(handle.store, [name])
-            journal.finish(handle.store)
+            version = commit(handle.store, [name], invalidate_previous=grace <= 0)
+            finish(handle, journal, version, grace)
     return tuple(f"{g}/{k}" for g, k, _ in todo), objects_before, objects_after
 

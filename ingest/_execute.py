@@ -23,6 +23,7 @@ from ._prepare import footprints, jobs_for, prepare_grid
 from ._recover import journal_writer
 from ._relayout import Journal
 from ._report import IngestReport
+from ._retire import finish
 from ._run import Job, run_jobs
 
 __all__ = ["execute"]
@@ -87,12 +88,14 @@ def execute(
         written = [plan.sources[i] for i, gi in grid_of.items() if gi == g]
         attrs[g] = {**grid_attrs(gp.spec),
                     FOOTPRINT_ATTR: merge_footprints(prepared[g].attrs, footprints(written))}
-    commit(handle.store, list(plan.grids), attrs=attrs)
+    grace = _config.snapshot_grace()
+    version = commit(handle.store, list(plan.grids), attrs=attrs,
+                     invalidate_previous=bool(journal.paths) and grace <= 0)
     for i, g in grid_of.items():
         s = plan.sources[i]
         manifest.record(f"{g}/{s.key}", s)
     manifest.save(handle)
-    journal.finish(handle.store)
+    finish(handle, journal, version, grace)
     report = IngestReport(
         store=handle.url,
         sources_written=len(grid_of),

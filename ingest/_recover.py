@@ -45,6 +45,7 @@ from ._relayout import (
     staged_array,
     write_doc,
 )
+from ._retire import committed_snapshot, retire, retired_keys
 
 __all__ = ["committed_root", "committed_tree", "journal_writer", "recover", "rollback"]
 
@@ -82,7 +83,8 @@ def journal_writer(handle: StoreHandle) -> Any:
     def write(record: Any) -> None:
         if record is None:
             sync(handle.store.delete(RELAYOUT_KEY))
-        else:
+        else:  # with the version its commit follows: recovery tells whether it happened
+            record = {**record, "base_version": committed_snapshot(handle).version}
             handle.write_json(RELAYOUT_KEY, record)
 
     return write
@@ -149,7 +151,7 @@ def _clear_outside(handle: StoreHandle, path: str, doc: Mapping[str, Any],
 
 
 def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
-                undone: list[str]) -> None:
+                undone: list[str], kept: set[tuple[str, str]]) -> None:
     """Bring one committed array's objects and live document back to the commit."""
     committed = doc_json(meta)
     live = _live_doc(handle, path, ArrayV3Metadata)
@@ -165,6 +167,8 @@ def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
         if parsed is None:
             continue
         key_sep, coords = parsed
+        if (path, key_sep) in kept:
+            continue  # superseded, kept for readers of older versions (._retire)
         if key_sep != sep or len(coords) != len(shape) or any(
                 c >= n for c, n in zip(coords, extent, strict=True)):
             stale.append(key)
@@ -189,7 +193,7 @@ def _sync_array(handle: StoreHandle, path: str, meta: Any, journalled: bool,
 
 
 def _walk(handle: StoreHandle, tree: Tree, path: str, journal: set[str],
-          undone: list[str]) -> None:
+          undone: list[str], kept: set[tuple[str, str]]) -> None:
     """Delete live nodes below group ``path`` that are not committed; sync committed ones."""
     for name in _list(handle, path, children=True):
         if name == "zarr.json" or (not path and name.startswith("parcelzarr-")):
@@ -202,9 +206,9 @@ def _walk(handle: StoreHandle, tree: Tree, path: str, journal: set[str],
             if keys:
                 undone.append(f"deleted uncommitted {child} ({len(keys)} object(s))")
         elif isinstance(meta, GroupMetadata):
-            _walk(handle, tree, child, journal, undone)
+            _walk(handle, tree, child, journal, undone, kept)
         else:
-            _sync_array(handle, child, meta, child in journal, undone)
+            _sync_array(handle, child, meta, child in journal, undone, kept)
 
 
 def recover(handle: StoreHandle) -> list[str]:
@@ -222,7 +226,13 @@ def recover(handle: StoreHandle) -> list[str]:
         record = None
     tree = committed_tree(handle)
     _sync_groups(handle, tree, undone)
-    _walk(handle, tree, "", set((record or {}).get("arrays", [])), undone)
+    arrays = [str(p) for p in (record or {}).get("arrays", [])]
+    snap = committed_snapshot(handle)
+    if (record and "base_version" in record and snap.version > int(record["base_version"])
+            and not snap.intact_from >= snap.version):
+        # The relayout was committed, its old objects not yet retired: keep them for readers.
+        retire(handle, [p for p in arrays if p in tree], snap)
+    _walk(handle, tree, "", set(arrays), undone, retired_keys(handle))
     if record is not None:
         journal(None)
     for line in undone:

@@ -9,12 +9,14 @@ lattice), and compaction changes the chunk shape. Both are done the same way:
    them. Nothing readers see is touched.
 3. **commit** (:func:`parcelzarr._layout.commit`): readers switch in one step, together with
    whatever else the write did (an ingest's new data).
-4. **clean**: delete the old separator's objects, then the journal.
+4. **clean**: delete the old separator's objects (grace period 0), or retire them for readers
+   of older versions (:mod:`._retire`), then delete the journal.
 
 Recovery (:mod:`._recover`) needs no more than the journal and the committed metadata: for
 each journalled array, objects under the separator the *committed* document does not use are
-deleted. Before the commit those are the new objects (the relayout is undone, and a re-run
-starts it afresh), after it the old ones (step 4 is finished).
+deleted before the commit (those are the new objects: the relayout is undone, and a re-run
+starts it afresh); after it (the journal's ``base_version`` is older than the committed
+version) the old ones are retired, or deleted if the commit already invalidated them.
 """
 
 from __future__ import annotations
@@ -189,9 +191,13 @@ class Journal:
             keys = [k for k, _ in chunk_keys(store, path, sep)]
             delete_keys(store, keys)
             deleted += len(keys)
+        self.forget()
+        return deleted
+
+    def forget(self) -> None:
+        """Delete the journal (its arrays' old objects are deleted or retired)."""
         self._write(None)
         self.paths = []
-        return deleted
 
 
 def parse_chunk_key(path: str, key: str) -> tuple[str, tuple[int, ...]] | None:

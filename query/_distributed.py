@@ -23,12 +23,14 @@ import shapely
 from parcelzarr.stores import open_store_handle
 
 from parcelzarr._catalogue import Catalogue, open_catalogue
+from parcelzarr._snapshot import snapshot_of
 from parcelzarr.errors import ParcelzarrError
 
 from ._assign import grid_of_parcels
 from ._parcels import ParcelSet, load_parcels
 from ._report import QueryReport
 from ._request import ZonalRequest
+from ._snapshot import same_version
 from ._zonal import run_zonal
 
 __all__ = ["distributed_zonal_stats", "spatial_order"]
@@ -57,13 +59,17 @@ def spatial_order(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray) ->
 
 
 def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: ZonalRequest,
-              part: gpd.GeoDataFrame, id_column: str) -> tuple[pd.DataFrame, QueryReport]:
-    """One partition, in a worker: open the store there and run the request."""
+              part: gpd.GeoDataFrame, id_column: str,
+              version: int | None = None) -> tuple[pd.DataFrame, QueryReport]:
+    """One partition, in a worker: open the store there and run the request (on the
+    driver's ``version``: :class:`SnapshotMoved` if the store is at another one)."""
     t0 = _time.perf_counter()
     handle = open_store_handle(url, storage_options, read_only=True)
     try:
         handle.check_reachable()
         root, catalogue = open_catalogue(handle.store, handle.url)
+        if version is not None:
+            same_version(version, [snapshot_of(root.attrs).version])
         pset = load_parcels(part, id_column=id_column)
         return run_zonal(handle, root, catalogue, request, pset, started=t0)
     finally:
@@ -73,10 +79,11 @@ def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: Zona
 def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
                             catalogue: Catalogue, request: ZonalRequest, pset: ParcelSet, *,
                             scheduler: Any, started: float | None = None,
-                            ) -> tuple[pd.DataFrame, QueryReport]:
+                            version: int | None = None) -> tuple[pd.DataFrame, QueryReport]:
     """``request`` for ``pset`` over a Dask cluster (``scheduler``: a Client or an address),
     on the store at ``url`` whose catalogue is ``catalogue``; the rows in input order and
-    what the whole query cost (``started``: ``time.perf_counter()`` when the call began)."""
+    what the whole query cost (``started``: ``time.perf_counter()`` when the call began).
+    ``version``: the committed version the caller pinned; every worker must read it."""
     from distributed import Client
 
     if url.startswith("memory://"):
@@ -96,7 +103,7 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
                                  crs=pset.crs)
         options = dict(storage_options) if storage_options else None
         futures = [client.submit(_run_part, url, options, request, frame.iloc[np.sort(p)],
-                                 name, pure=False)
+                                 name, version, pure=False)
                    for p in parts]
         results: list[tuple[pd.DataFrame, QueryReport]] = client.gather(futures)
     finally:

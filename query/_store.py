@@ -30,6 +30,7 @@ from ._read import read_parcel
 from ._report import QueryReport
 from ._request import DEFAULT_MASK_CLASSES, zonal_request
 from ._select import TimeSelection
+from ._snapshot import Pin, open_pinned, pinned
 from ._stats import DEFAULT_STATS
 from ._zonal import run_zonal
 
@@ -95,11 +96,21 @@ class ParcelStore:
         if not mb >= 0:
             raise ValueError(f"read_cache_mb must be at least 0, got {mb!r}")
         self.read_cache = ChunkCache(max_bytes=int(mb * 1e6))
-        self._root, self.catalogue = open_catalogue(handle.store, handle.url)
+        raw, snap, root = open_pinned(handle)
+        self._root, self.catalogue = open_catalogue(handle.store, handle.url, root=root)
         self.grids: Mapping[str, GridInfo] = self.catalogue.grids
+        # Each call reads one committed version, re-loading the catalogue when it changed.
+        self._pin = Pin(handle, raw, snap, self._load)
         self.last_report: QueryReport | None = None
         #: Options the store was opened with (handed to Dask workers; never printed).
         self.storage_options: dict[str, Any] | None = None
+
+    def _load(self, root: zarr.Group) -> None:
+        """Switch to the committed version ``root`` (see :mod:`._snapshot`)."""
+        self._root, self.catalogue = open_catalogue(self._handle.store, self._handle.url,
+                                                    root=root)
+        self.grids = self.catalogue.grids
+        self.read_cache.clear()
 
     @property
     def url(self) -> str:
@@ -127,6 +138,7 @@ class ParcelStore:
     def _array(self, grid: str, band: str) -> zarr.Array:
         return band_array(self._root, grid, band)
 
+    @pinned
     def to_xarray(self, grid: str | None = None) -> xr.Dataset:
         """One grid as a lazy (dask), georeferenced :class:`xarray.Dataset`.
 
@@ -139,6 +151,7 @@ class ParcelStore:
         """
         return grid_dataset(self._handle, self.catalogue, grid)
 
+    @pinned
     def zonal_stats(
         self,
         parcels: Any,
@@ -271,13 +284,14 @@ class ParcelStore:
         if scheduler is not None:
             df, report = distributed_zonal_stats(self.url, self.storage_options, self.catalogue,
                                                  request, pset, scheduler=scheduler,
-                                                 started=t0)
+                                                 started=t0, version=self._pin.snapshot.version)
         else:
             df, report = run_zonal(self._handle, self._root, self.catalogue, request, pset,
                                    quiet=quiet, started=t0, deadline_at=deadline_at)
         self.last_report = report
         return df
 
+    @pinned
     def read(
         self,
         geometry: Any,
@@ -303,6 +317,7 @@ class ParcelStore:
         return read_parcel(self._root, self.catalogue, pset, bands=bands, time=time,
                            all_touched=all_touched, cache=self.read_cache)
 
+    @pinned
     def info(self, *, sizes: bool = True) -> dict[str, Any]:
         """Grids, bands, dates, tiles, chunking and sizes, as a JSON-friendly dict.
 

@@ -180,9 +180,10 @@ def band_array(root: zarr.Group, grid: str, band: str) -> zarr.Array:
     return arr
 
 
-def open_catalogue(store: Any, url: str) -> tuple[zarr.Group, Catalogue]:
+def open_catalogue(store: Any, url: str, *,
+                   root: zarr.Group | None = None) -> tuple[zarr.Group, Catalogue]:
     """The committed root group of the parcelzarr store ``store`` (at ``url``, for messages)
-    and its catalogue.
+    and its catalogue (of ``root``, a committed root already read, if given).
 
     Raises
     ------
@@ -190,7 +191,7 @@ def open_catalogue(store: Any, url: str) -> tuple[zarr.Group, Catalogue]:
         ``store`` holds no parcelzarr store.
     """
     try:
-        root = open_root(store)
+        root = open_root(store) if root is None else root
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise StoreNotFoundError(
             f"no parcelzarr store at {url}: create one with `parcelzarr ingest SOURCE "

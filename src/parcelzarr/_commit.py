@@ -21,6 +21,8 @@ from zarr import AsyncGroup
 from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
+from parcelzarr._snapshot import SNAPSHOT_ATTR, next_attr, snapshot_of
+
 from ._zarr_compat import ConsolidatedMetadata, GroupMetadata, nest_consolidated, sync
 
 __all__ = ["Tree", "commit", "doc_json", "group_document", "live_tree", "write_metadata"]
@@ -90,7 +92,8 @@ def write_metadata(store: Any, path: str, meta: Any) -> None:
 
 
 def commit(store: Any, grids: Sequence[str], *,
-           attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+           attrs: Mapping[str, Mapping[str, Any]] | None = None,
+           intact_from: int | None = None, invalidate_previous: bool = False) -> int:
     """Publish the live metadata: the root document is the commit.
 
     Data written before this call stays invisible to readers until the root's ``zarr.json``
@@ -103,11 +106,21 @@ def commit(store: Any, grids: Sequence[str], *,
     are passed as ``attrs`` (group path -> attributes, ``""`` for the root) and written in
     the same documents: a writer never rewrites a committed group document otherwise,
     because those documents *are* the commit record.
+
+    The root also gets the next version (:mod:`parcelzarr._snapshot`): ``intact_from``
+    raises the oldest version readers may still read whole, ``invalidate_previous`` sets it
+    to this commit (the caller deletes what older versions read right after). Returns the
+    new version.
     """
     tree, committed = _read_live(store)
+    root_attrs = tree[""].attributes
+    snap = next_attr(snapshot_of(root_attrs), intact_from=intact_from,
+                     invalidate_previous=invalidate_previous)
+    tree[""] = dataclasses.replace(tree[""], attributes={**root_attrs, SNAPSHOT_ATTR: snap})
     for path, extra in (attrs or {}).items():
         meta = tree[path]
         tree[path] = dataclasses.replace(meta, attributes={**meta.attributes, **extra})
     new = [g for g in grids if g not in committed]
     for path in [*new, "", *(g for g in grids if g in committed)]:
         write_metadata(store, path, group_document(tree, path))
+    return int(snap["version"])

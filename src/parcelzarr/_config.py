@@ -25,6 +25,10 @@ variable                          meaning                                       
 ``PARCELZARR_LOCK_WAIT``          seconds a writer waits for another writer's lock        0
 ``PARCELZARR_LOCK_LEASE``         seconds of an az:// writer lease (15-60), renewed       30
 ``PARCELZARR_MAX_GROWTH_PX``      pixels one source may add to a grid                     1e10
+``PARCELZARR_SNAPSHOT_GRACE``     seconds objects a commit superseded are kept for        3600
+                                  readers still on an older version (0: deleted at once)
+``PARCELZARR_SNAPSHOT_WAIT``      seconds a query waits for a writer rewriting committed  60
+                                  objects in place before ``StoreChangedError``
 ================================  ======================================================  =========
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
 ``transport`` storage option overrides it per store.
@@ -54,8 +58,8 @@ from pathlib import Path
 
 __all__ = ["cache_dir", "connect_timeout", "deadline", "default_chunk", "default_concurrency",
            "default_workers", "hedge_after", "lock_lease_seconds", "lock_wait", "max_growth_px",
-           "read_cache_mb", "read_timeout", "retries", "transport", "unreachable_after",
-           "write_timeout"]
+           "read_cache_mb", "read_timeout", "retries", "snapshot_grace", "snapshot_wait",
+           "transport", "unreachable_after", "write_timeout"]
 
 
 def _int(name: str, default: int, *, least: int = 1) -> int:
@@ -212,3 +216,21 @@ def max_growth_px() -> int:
     mis-georeferenced than meant.
     """
     return int(_float("PARCELZARR_MAX_GROWTH_PX", 1e10, low=1))
+
+
+def snapshot_grace() -> float:
+    """Seconds the objects a commit superseded are kept (``PARCELZARR_SNAPSHOT_GRACE``, 3600).
+
+    Readers that pinned an older version (a query in flight, a handle opened before) keep
+    reading them meanwhile; the next writer after the grace period deletes them. 0 deletes
+    them right after the commit (readers then retry on the new version).
+    """
+    value = _seconds("PARCELZARR_SNAPSHOT_GRACE", 3600.0, zero_ok=True)
+    return 3600.0 if value is None else value
+
+
+def snapshot_wait() -> float:
+    """Seconds a query waits for a writer that rewrites committed objects in place, or for
+    a version it can read whole, before ``StoreChangedError`` (``PARCELZARR_SNAPSHOT_WAIT``,
+    60)."""
+    return _seconds("PARCELZARR_SNAPSHOT_WAIT", 60.0) or 60.0

@@ -19,6 +19,7 @@ __all__ = [
     "ReflectanceWarning",
     "SourceNotFoundError",
     "StoreAccessDeniedError",
+    "StoreChangedError",
     "StoreIOError",
     "StoreLockedError",
     "StoreNotFoundError",
@@ -78,6 +79,12 @@ class StoreWriteError(StoreIOError):
 
 class QueryDeadlineError(ParcelzarrError, TimeoutError):
     """A query did not finish within its ``deadline``."""
+
+
+class StoreChangedError(ParcelzarrError, RuntimeError):
+    """No committed version of the store could be read whole within
+    ``PARCELZARR_SNAPSHOT_WAIT`` (a writer rewrote committed objects in place, or was
+    interrupted doing so): nothing was returned, so no value is wrong; retry later."""
 
 
 class CredentialsError(ParcelzarrError, PermissionError):
