@@ -41,9 +41,11 @@ from parcelzarr.errors import (
 
 from ._area import areal_scale, row_areas
 from ._chunk_cache import ChunkCache, read_window
+from ._composite import check_composite, composite_layers, interval_labels
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
+from ._mask import DEFAULT_MASK_CLASSES, resolve_mask
 from ._parcels import ParcelSet, load_parcels
 from ._plan import plan_chunks
 from ._rasterize import outside_pixels, too_large
@@ -51,10 +53,6 @@ from ._select import TimeSelection, describe_times, normalise_bands, select_time
 from ._stats import DEFAULT_STATS, parse_stats
 
 __all__ = ["DEFAULT_MASK_CLASSES", "GridInfo", "ParcelStore", "QueryReport", "open_store"]
-
-#: SCL classes masked by ``mask="scl"``: no data, saturated/defective, cloud shadow, cloud
-#: medium and high probability, thin cirrus.
-DEFAULT_MASK_CLASSES = (0, 1, 3, 8, 9, 10)
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +313,8 @@ class ParcelStore:
         id_column: str | None = None,
         crs: Any = None,
         layer: str | None = None,
+        interval: str | None = None,
+        composite: str | None = None,
         concurrency: int | None = None,
         scheduler: Any = None,
         quiet: bool = True,
@@ -356,10 +356,13 @@ class ParcelStore:
         mask:
             ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
             ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
-            as ``nodata``. Requires an ``SCL`` band in the store.
+            as ``nodata``. Requires an ``SCL`` band in the store. Any other layer name masks
+            with that layer (a cloud mask such as ``"CLM"``, a QA band), on the same dates;
+            ``mask_classes`` then names its values to exclude.
         mask_classes:
-            SCL classes to exclude (default 0 no data, 1 saturated, 3 cloud shadow, 8/9
-            cloud medium/high probability, 10 thin cirrus).
+            Values of the mask layer to exclude; for SCL by default 0 no data, 1 saturated,
+            3 cloud shadow, 8/9 cloud medium/high probability, 10 thin cirrus; required for
+            other layers (e.g. ``mask="CLM", mask_classes=[1]``).
         id_column:
             Column of ``parcels`` holding the parcel id (default: the index, as ``parcel_id``).
         crs:
@@ -367,6 +370,13 @@ class ParcelStore:
         layer:
             Layer of a multi-layer parcels file (GeoPackage, ...); default: its first layer,
             which must not be empty.
+        interval, composite:
+            Per-interval composites: ``interval`` is a pandas offset alias (``"1MS"`` month
+            starts, ``"W-MON"``, ``"QS"``, ``"10D"``), ``composite`` one of ``"median"``
+            (default), ``"mean"``, ``"max"``, ``"min"``. Each output's dates are grouped by
+            interval; per pixel, the valid observations of the interval (not nodata, not
+            masked) are merged, then the parcel statistics are taken of that composite; ``time``
+            is the interval's start. Indices are composited after being computed per date.
         concurrency:
             Chunk requests in flight (default ``PARCELZARR_CONCURRENCY``, 64).
         scheduler:
@@ -389,7 +399,8 @@ class ParcelStore:
             with no valid pixels get ``count`` 0 and NaN statistics; no parcel fails the batch.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
-        mask_band = self._mask_band(mask)
+        mask_band, classes = resolve_mask(mask, mask_classes, self.bands)
+        interval, composite = check_composite(interval, composite, categorical=categorical)
         outputs = self._outputs(bands, indices, exclude=mask_band)
         dates = self._dates(outputs, time, explicit=bands is not None or bool(indices))
         outputs = [o for o in outputs if any(k[1] == o[0] and v.size for k, v in dates.items())]
@@ -405,7 +416,7 @@ class ParcelStore:
                 self, parcels, scheduler=scheduler, bands=bands, indices=indices, stats=stats,
                 time=time, all_touched=all_touched, weights=weights, categorical=categorical,
                 mask=mask, mask_classes=mask_classes, id_column=id_column, crs=crs,
-                layer=layer, concurrency=concurrency,
+                layer=layer, concurrency=concurrency, interval=interval, composite=composite,
                 **({} if limit is None else {"deadline": limit}),
             )
         if weights not in (None, "coverage"):
@@ -418,8 +429,6 @@ class ParcelStore:
         counters = self._handle.counters
         before = counters.snapshot()
         spec = parse_stats(("count",) if categorical else stats)
-        classes = np.asarray(sorted(set(mask_classes if mask_classes is not None
-                                        else DEFAULT_MASK_CLASSES)), dtype=np.int64)
         pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
 
         frames: list[pd.DataFrame] = []
@@ -434,6 +443,8 @@ class ParcelStore:
                 Layer(name, int(t), needs, self._formula(name, needs, info))
                 for name, needs in group_outputs for t in dates[(grid_name, name)]
             ]
+            if interval is not None and composite is not None:
+                layers = composite_layers(layers, info.times, interval, composite)
             if not layers or subset.size == 0:
                 continue
             geoms = pset.to_crs(info.spec.crs)[subset]
@@ -453,8 +464,9 @@ class ParcelStore:
                 concurrency=concurrency or _config.default_concurrency(),
                 coverage=coverage, categorical=categorical, workers=_config.default_workers(),
                 mask=None if mask_band is None else self._mask_source(info, mask_band, classes),
-                footprints={(b, la.time_index): w for la in layers for b in la.inputs
-                            if (w := info.footprint_windows(b, la.time_index)) is not None},
+                footprints={(b, t): w for la in layers for b in la.inputs
+                            for t in la.time_indices
+                            if (w := info.footprint_windows(b, t)) is not None},
                 row_area=_row_areas(info) if categorical else None,
                 deadline=limit, deadline_at=deadline_at,
             )))
@@ -463,7 +475,7 @@ class ParcelStore:
             for info, subset, layers, job in jobs:
                 results = sync(run_grid(job, on_chunk=bar.update))
                 for lay, res in zip(layers, results, strict=True):
-                    when = info.times[lay.time_index]
+                    when = lay.label if lay.label is not None else info.times[lay.time_index]
                     if categorical:
                         frames.append(self._class_frame(pset, subset, lay.name, when, res))
                     else:
@@ -472,7 +484,7 @@ class ParcelStore:
         if not categorical:
             frames.extend(self._uncovered(pset, assignment, outputs, dates, spec.names,
                                           all_touched=all_touched, coverage=coverage,
-                                          status=status))
+                                          status=status, interval=interval))
         names = (["class", "count", "fraction", "area_m2"] if categorical
                  else [*spec.names, "status"])
         df = _concat(frames, pset, names, integer_counts=not coverage,
@@ -584,17 +596,6 @@ class ParcelStore:
                     "--offset -0.1 for Sentinel-2 L2A DNs",
                     ReflectanceWarning, stacklevel=3)
 
-    def _mask_band(self, mask: bool | str | None) -> str | None:
-        if mask is None or mask is False:
-            return None
-        if mask is True or (isinstance(mask, str) and mask.lower() == "scl"):
-            if "SCL" not in self.bands:
-                raise BandNotFoundError(
-                    "mask='scl' needs the Sentinel-2 scene classification band SCL, which the "
-                    f"store does not hold (bands: {self.bands}); ingest the SCL_20m files")
-            return "SCL"
-        raise ValueError(f"mask={mask!r}: use True or 'scl'")
-
     def _mask_source(self, info: GridInfo, band: str, classes: np.ndarray) -> MaskSource:
         """Where the grid ``info`` reads its mask: the SCL grid of the same CRS, finest first."""
         s = info.spec
@@ -699,7 +700,8 @@ class ParcelStore:
                    outputs: Sequence[tuple[str, tuple[str, ...]]],
                    dates: Mapping[tuple[str, str], np.ndarray],
                    names: Sequence[str], *, all_touched: bool = False,
-                   coverage: bool = False, status: np.ndarray) -> list[pd.DataFrame]:
+                   coverage: bool = False, status: np.ndarray,
+                   interval: str | None = None) -> list[pd.DataFrame]:
         """Rows for parcels outside every grid: count 0, NaN statistics, and their pixels
         (on the first grid holding the output) as ``nodata``; status "outside" unless the
         parcel is unusable ("empty", "invalid geometry", "too large")."""
@@ -716,6 +718,8 @@ class ParcelStore:
                 g.times[dates[(g.name, out_name)]] for g in self.grids.values()
                 if (g.name, out_name) in dates
             ]))
+            if interval is not None:
+                times = np.unique(interval_labels(times, interval))
             grid = next(g for g in self.grids.values() if all(b in g.bands for b in needs))
             geoms = pset.to_crs(grid.spec.crs)[missing]
             beyond = outside_pixels(geoms, grid.spec, all_touched=all_touched,
@@ -923,7 +927,7 @@ def _reads_per_chunk(arrays: Mapping[str, Any], layers: Sequence[Layer]) -> int:
     """Zarr chunks read per spatial chunk: per band, one per time block holding a date."""
     total = 0
     for band, arr in arrays.items():
-        ts = {la.time_index for la in layers if band in la.inputs}
+        ts = {t for la in layers if band in la.inputs for t in la.time_indices}
         total += len({t // arr.chunks[0] for t in ts})
     return total
 
