@@ -6,6 +6,7 @@ from ._expr import Expression, parse_expression
 from ._indices import INDICES, IndexDef
 from ._output import write_stats
 from ._parcels import ParcelSet, load_parcels
+from ._pg_sink import to_postgis
 from ._plan import ChunkPlan, overlap_passes, plan_chunks
 from ._rasterize import ChunkLabels, label_chunk
 from ._select import normalise_bands, select_times
@@ -41,5 +42,6 @@ __all__ = [
     "plan_chunks",
     "run_grid",
     "select_times",
+    "to_postgis",
     "write_stats",
 ]

@@ -1,4 +1,5 @@
-"""Writing zonal statistics: Parquet, GeoParquet (with the parcel geometry) or CSV."""
+"""Writing zonal statistics: Parquet, GeoParquet (with the parcel geometry), CSV or a
+PostgreSQL table (``postgresql://...?table=NAME``)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,33 @@ import geopandas as gpd
 import pandas as pd
 
 from ._parcels import load_parcels
+from ._pg import is_postgres_url
+from ._pg_sink import to_postgis
 
 __all__ = ["write_stats"]
 
 
-def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
+def write_stats(df: pd.DataFrame, out: Path | str, *, parcels: Any = None,
                 id_column: str | None = None, geometry: bool = False,
-                layer: str | None = None) -> Path:
-    """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet`` or ``.csv``).
+                layer: str | None = None) -> Path | str:
+    """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet``, ``.csv`` or a
+    ``postgresql://...?table=NAME`` URL: see :func:`to_postgis`, rows of the same parcel,
+    band and time replaced).
 
     With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
     the id column (``layer``: the parcels file's layer): GeoParquet for ``.parquet``, a WKT
     ``geometry`` column for ``.csv``. ``.geoparquet`` always holds the geometry (a GeoParquet
     file without one would not be GeoParquet).
     """
+    if is_postgres_url(out):
+        assert isinstance(out, str)
+        if geometry:
+            raise ValueError("geometry=True (CLI --geometry) with a PostgreSQL output: the "
+                             "table holds statistics keyed by parcel id; join the parcels' "
+                             "own table on it")
+        to_postgis(df, out)
+        return out
+    out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".geoparquet", ".csv"):
         raise ValueError(f"cannot write {out.name}: the output must end in .parquet, "
