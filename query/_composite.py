@@ -61,7 +61,7 @@ def check_composite(interval: str | None, composite: str | None, *,
     return interval, composite
 
 
-def _offset(interval: str) -> pd.DateOffset:
+def _offset(interval: str) -> pd.offsets.BaseOffset:
     if not isinstance(interval, str):
         raise TypeError(f"interval must be a pandas offset alias such as '1MS', got "
                         f"{type(interval).__name__}")
@@ -71,7 +71,7 @@ def _offset(interval: str) -> pd.DateOffset:
             off = pd.tseries.frequencies.to_offset(interval)
     except ValueError:
         off = None
-    if off is None or not isinstance(off, pd.DateOffset) or off.n <= 0:
+    if off is None or not isinstance(off, pd.offsets.BaseOffset) or off.n <= 0:
         raise ValueError(f"interval={interval!r} is not a time interval: use a pandas offset "
                          "alias such as '1MS' (month starts), 'W-MON', 'QS' or '10D'")
     return off
@@ -84,8 +84,11 @@ def interval_labels(times: np.ndarray, interval: str) -> np.ndarray:
     index = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
     series = pd.Series(np.arange(len(index)), index=index)
     labels = np.empty(len(index), dtype="datetime64[ns]")
-    grouper = pd.Grouper(freq=_offset(interval), origin="epoch", label="left",
-                         closed="left")
+    off = _offset(interval)
+    # fixed-length bins count from 1970-01-01 (calendar ones start on their calendar unit)
+    fixed = isinstance(off, (pd.offsets.Tick, pd.offsets.Day))
+    grouper = pd.Grouper(freq=off, label="left", closed="left",
+                         **({"origin": "epoch"} if fixed else {}))
     for label, group in series.groupby(grouper):
         labels[group.to_numpy()] = np.datetime64(pd.Timestamp(label).to_datetime64(), "ns")
     return labels.astype("datetime64[s]")
