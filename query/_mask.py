@@ -28,9 +28,9 @@ def resolve_mask(mask: bool | str | None, mask_classes: Iterable[int] | None,
     Raises
     ------
     BandNotFoundError
-        The mask layer is not among ``bands`` (the store's).
+        ``mask="scl"`` on a store without an SCL band.
     ValueError
-        ``mask_classes`` without a mask, a layer other than SCL without ``mask_classes``,
+        The mask layer is not among ``bands`` (the store's), ``mask_classes`` without a mask, a layer other than SCL without ``mask_classes``,
         or classes that are not whole numbers.
     TypeError
         ``mask`` is neither a bool, None nor a layer name.
@@ -52,9 +52,9 @@ def resolve_mask(mask: bool | str | None, mask_classes: Iterable[int] | None,
         band = "SCL"
     else:
         assert isinstance(mask, str)  # for mypy: True is SCL
-        if mask not in bands:
-            raise BandNotFoundError(f"mask layer {mask!r} is not in the store; it holds "
-                                    f"{list(bands)}")
+        if mask not in bands:  # a ValueError, as an unknown mask= value always was
+            raise ValueError(f"mask={mask!r}: no such layer in the store; use True, 'scl' or "
+                             f"one of its layers {list(bands)}")
         band = mask
     if mask_classes is None:
         if not scl:
