@@ -30,8 +30,9 @@ def resolve_mask(mask: bool | str | None, mask_classes: Iterable[int] | None,
     BandNotFoundError
         ``mask="scl"`` on a store without an SCL band.
     ValueError
-        The mask layer is not among ``bands`` (the store's), ``mask_classes`` without a mask, a layer other than SCL without ``mask_classes``,
-        or classes that are not whole numbers.
+        The mask layer is not among ``bands`` (the store's), ``mask_classes`` without a
+        mask, a layer other than SCL without ``mask_classes``, or classes that are not whole
+        numbers.
     TypeError
         ``mask`` is neither a bool, None nor a layer name.
     """
