@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from parcelzarr.errors import DatabaseError
 
-__all__ = ["PgTarget", "connect", "is_postgres_url", "parse_pg_url", "quoted_table",
-           "translated"]
+__all__ = ["PgTarget", "connect", "is_postgres_url", "parse_pg_url", "psycopg",
+           "quoted_table", "translated"]
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 #: Query keys parcelzarr reads; every other key is a libpq connection parameter.
@@ -114,9 +114,19 @@ def parse_pg_url(url: str) -> PgTarget:
                     geometry=geometry, shown=shown, _connect=connect)
 
 
+def psycopg() -> Any:
+    """The psycopg module, or an ImportError saying which extra installs it."""
+    try:
+        import psycopg as module
+    except ImportError as exc:
+        raise ImportError("postgresql:// URLs need psycopg: pip install 'parcelzarr[postgis]'"
+                          ) from exc
+    return module
+
+
 def quoted_table(target: PgTarget) -> Any:
     """The table of ``target`` as a psycopg SQL identifier."""
-    from psycopg import sql
+    sql = psycopg().sql
 
     assert target.table is not None
     schema, name = target.table
@@ -132,11 +142,10 @@ def _one_line(exc: BaseException) -> str:
 def translated(target: PgTarget, doing: str) -> Iterator[None]:
     """Turn database driver errors into :class:`DatabaseError` naming ``doing`` and the
     password-free URL."""
-    import psycopg
-
+    error = psycopg().Error
     try:
         yield
-    except psycopg.Error as exc:
+    except error as exc:
         raise DatabaseError(f"{doing} {target.shown}: {_one_line(exc)}") from exc
 
 
@@ -144,10 +153,8 @@ def translated(target: PgTarget, doing: str) -> Iterator[None]:
 def connect(target: PgTarget, doing: str) -> Iterator[Any]:
     """A psycopg connection to ``target`` (libpq fills in what the URL leaves out), in one
     transaction committed on success and rolled back on error."""
-    import psycopg
-
     with translated(target, doing):
-        conn = psycopg.connect(**target._connect)
+        conn = psycopg().connect(**target._connect)
         try:
             with conn.transaction():
                 yield conn

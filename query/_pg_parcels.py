@@ -18,7 +18,7 @@ import shapely
 
 from parcelzarr.errors import GeometryError
 
-from ._pg import PgTarget, connect, parse_pg_url, quoted_table
+from ._pg import PgTarget, connect, parse_pg_url, psycopg, quoted_table
 
 __all__ = ["read_postgis_parcels"]
 
@@ -45,8 +45,7 @@ def read_postgis_parcels(url: str, *, id_column: str | None = None
         No rows, no (or several, without ``?geometry=``) geometry columns, no SRID, or no
         id column (none given, no single-column primary key).
     """
-    from psycopg import sql
-
+    sql = psycopg().sql
     target = parse_pg_url(url)
     with connect(target, "cannot read parcels from") as conn, conn.cursor() as cur:
         cur.execute("SET TRANSACTION READ ONLY")

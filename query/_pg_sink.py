@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._pg import PgTarget, connect, parse_pg_url, quoted_table
+from ._pg import PgTarget, connect, parse_pg_url, psycopg, quoted_table
 
 __all__ = ["to_postgis"]
 
@@ -61,8 +61,7 @@ def to_postgis(df: pd.DataFrame, url: str, *, id_column: str | None = None) -> i
         ``url`` has no ``?table=``, ``df`` lacks the key columns or has columns the
         existing table does not have.
     """
-    from psycopg import sql
-
+    sql = psycopg().sql
     target = parse_pg_url(url)
     if target.table is None:
         raise ValueError(f"{target.shown}: results go to a table: use ?table=NAME, not ?sql=")

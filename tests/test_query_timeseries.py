@@ -238,3 +238,8 @@ def test_cli_composite_with_mask_layer(store: pz.ParcelStore, src: Source,
     bad = CliRunner().invoke(main, ["stats", store.url, str(parcels), "--out", str(out),
                                     "--mask", "CLM", "--mask-classes", "cloud"])
     assert bad.exit_code == 2 and "--mask-classes" in bad.output
+    # --mask alone is still the SCL mask (this store has none: said so)
+    scl = CliRunner().invoke(main, ["stats", store.url, str(parcels), "--out", str(out),
+                                    "--mask", "--quiet"])
+    assert scl.exit_code == 2 and "needs the Sentinel-2 scene classification band SCL" in (
+        scl.output)
