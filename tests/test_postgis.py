@@ -272,3 +272,32 @@ def test_cli_in_and_out_and_no_password_shown(store: pz.ParcelStore,
     assert len(merged) == len(got)
     np.testing.assert_array_equal(merged["count_x"], merged["count_y"])
     np.testing.assert_allclose(merged["mean_x"], merged["mean_y"], rtol=1e-9)
+
+
+def test_throwaway_server_stops_and_leaves_nothing(postgres: PostgresServer) -> None:
+    """A second server gets its own port and directory; stopping it ends the process and
+    removes the cluster, and the session's server is untouched."""
+    with PostgresServer() as other:
+        assert other.port != postgres.port
+        folder = Path(other.socket_dir).parent
+        args = _conn(other)
+        with psycopg.connect(**args) as conn:
+            assert conn.execute("SELECT PostGIS_Version()").fetchone() is not None
+        assert repr(other).count(other.password) == 0
+    assert not folder.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(**args | {"connect_timeout": 3})
+    with psycopg.connect(**_conn(postgres)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_geometry_output_to_a_table_is_refused(postgres: PostgresServer,
+                                               pgenv: dict[str, str]) -> None:
+    from parcelzarr.query import write_stats
+
+    df = pd.DataFrame({"fid": [1], "band": ["NDVI"], "time": [np.datetime64("2016-06-05")],
+                       "count": [3]})
+    with pytest.raises(ValueError, match="--geometry"):
+        write_stats(df, "postgresql:///?table=geo_out", geometry=True, parcels=None)
+    with pytest.raises(ValueError, match=r"\?table=NAME, not \?sql="):
+        pz.to_postgis(df, "postgresql:///?sql=SELECT 1")

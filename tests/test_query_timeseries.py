@@ -243,3 +243,18 @@ def test_cli_composite_with_mask_layer(store: pz.ParcelStore, src: Source,
                                     "--mask", "--quiet"])
     assert scl.exit_code == 2 and "needs the Sentinel-2 scene classification band SCL" in (
         scl.output)
+
+
+def test_composites_with_mask_layer_on_dask(store: pz.ParcelStore, src: Source) -> None:
+    """The Dask path passes the mask layer and the interval through to every partition."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        df = store.zonal_stats(src.parcels, bands=["NDVI"],
+                               stats="count,mean,median,max,nodata", interval="1MS",
+                               composite="max", time="2015-12/2016-06", mask="CLM",
+                               mask_classes=[1], scheduler=client)
+    ref = _composite_ref(src, "max", mask=True, since="2015-12-01", until="2016-07-01")
+    np.testing.assert_array_equal(df["time"].to_numpy(), ref["time"].to_numpy())
+    _check(df, ref, ["count", "mean", "median", "max", "nodata"])
