@@ -10,7 +10,6 @@ duplicates rows and a reader never sees a half-written result.
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -33,6 +32,23 @@ def _sql_type(series: pd.Series) -> str:
     if pd.api.types.is_datetime64_any_dtype(series):
         return "timestamp"
     return "text"
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    """``frame`` as headerless CSV for COPY: NaN and None empty (NULL), floats in their
+    shortest round-trip form, times ISO. Arrow's writer is ~15x faster than pandas'."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed-type object column: as text
+        table = pa.Table.from_pandas(frame.astype({c: str for c in frame.columns
+                                                   if frame[c].dtype == object}),
+                                     preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _existing_columns(cur: Any, target: PgTarget) -> list[str] | None:
@@ -97,15 +113,10 @@ def to_postgis(df: pd.DataFrame, url: str, *, id_column: str | None = None) -> i
         cur.execute(sql.SQL("CREATE TEMP TABLE pz_new ON COMMIT DROP AS "
                             "SELECT {} FROM {} WITH NO DATA").format(
                                 sql.SQL(", ").join(ident), table))
-        buf = io.StringIO()
-        frame = df[columns].copy()
-        for c in columns:
-            if pd.api.types.is_datetime64_any_dtype(frame[c]):
-                frame[c] = pd.to_datetime(frame[c]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
-        frame.to_csv(buf, index=False, header=False, na_rep="")
         with cur.copy(sql.SQL("COPY pz_new ({}) FROM STDIN (FORMAT csv)").format(
                 sql.SQL(", ").join(ident))) as copy:
-            copy.write(buf.getvalue())
+            copy.write(_csv(df[columns]))
+        cur.execute("ANALYZE pz_new")  # row estimates for the delete's join
         match = sql.SQL(" AND ").join(
             sql.SQL("t.{c} = n.{c}").format(c=sql.Identifier(k)) for k in keys)
         cur.execute(sql.SQL("DELETE FROM {} t USING (SELECT DISTINCT {} FROM pz_new) n "
