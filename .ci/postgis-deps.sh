@@ -37,23 +37,30 @@ if command -v apt-get >/dev/null 2>&1; then
         SUDO="none"
     fi
     if [ -n "$bindir" ]; then
-        major="$(basename "$(dirname "$bindir")")"
-        pkgs="postgresql-$major postgresql-$major-postgis-3"
+        pkgs="postgresql-$(basename "$(dirname "$bindir")")-postgis-3"
     else
-        pkgs="postgresql postgis"
+        pkgs="postgresql postgresql-NN-postgis-3 (NN: the server's major version)"
     fi
     if [ "$SUDO" != "none" ]; then
-        echo "postgis-deps: installing $pkgs"
         export DEBIAN_FRONTEND=noninteractive
         $SUDO apt-get update -qq
-        # shellcheck disable=SC2086
-        $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
-        bindir="$(pg_bindir || true)"
+        if [ -z "$bindir" ]; then  # the server first: its major version names PostGIS's package
+            echo "postgis-deps: installing postgresql"
+            $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+            bindir="$(pg_bindir || true)"
+            if [ -z "$bindir" ]; then
+                echo "postgis-deps: apt-get installed postgresql but no initdb/pg_ctl was found" >&2
+                exit 1
+            fi
+        fi
+        pkg="postgresql-$(basename "$(dirname "$bindir")")-postgis-3"
+        echo "postgis-deps: installing $pkg"
+        $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
         if has_postgis "$bindir"; then
             echo "postgis-deps: PostgreSQL ($bindir) and PostGIS installed"
             exit 0
         fi
-        echo "postgis-deps: apt-get installed $pkgs but no initdb/pg_ctl/postgis.control was found" >&2
+        echo "postgis-deps: apt-get installed $pkg but $bindir has no postgis.control" >&2
         exit 1
     fi
     echo "postgis-deps: PostgreSQL server and PostGIS are missing; the PostGIS tests will be" \
