@@ -102,8 +102,12 @@ def parse_pg_url(url: str) -> PgTarget:
              + (f"?table={table}" if table is not None else "?sql=..." if sql else ""))
     if (table is None) == (sql is None):
         raise ValueError(f"{shown}: give exactly one of ?table=NAME or ?sql=SELECT...")
-    if sql is not None and not sql.strip():
-        raise ValueError(f"{shown}: ?sql= is empty")
+    if sql is not None:
+        sql = sql.strip().rstrip(";").strip()
+        if not sql:
+            raise ValueError(f"{shown}: ?sql= is empty")
+        if ";" in sql:  # it runs in a read-only transaction a second statement could end
+            raise ValueError(f"{shown}: ?sql= takes one statement (a SELECT), without ';'")
     connect: dict[str, Any] = dict(query)
     for key, value in (("host", host), ("port", port), ("user", user), ("dbname", database)):
         if value is not None:

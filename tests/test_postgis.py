@@ -146,6 +146,9 @@ def test_parcels_from_a_query(store: pz.ParcelStore, postgres: PostgresServer, l
     with pytest.raises(DatabaseError, match="read-only"):
         store.zonal_stats(f"postgresql:///?sql=DELETE FROM {lulc} RETURNING fid, geom",
                           bands=["NDVI"], id_column="fid")
+    with pytest.raises(ValueError, match="one statement"):
+        store.zonal_stats(f"postgresql:///?sql=SELECT fid, geom FROM {lulc}; COMMIT; "
+                          f"DELETE FROM {lulc}", bands=["NDVI"], id_column="fid")
     with psycopg.connect(**_conn(postgres)) as conn:
         assert conn.execute(f"SELECT count(*) FROM {lulc}").fetchone() == (88,)
 
