@@ -1,47 +1,26 @@
-"""Query: plan which chunks each parcel needs, fetch each once, reduce per parcel."""
+"""Query: plan which chunks each parcel needs, fetch each once, reduce per parcel.
 
-from ._coverage import coverage_cells
-from ._engine import GridJob, Layer, MaskSource, run_grid
-from ._expr import Expression, parse_expression
-from ._indices import INDICES, IndexDef
+Users open a store with :func:`open_store` and call :class:`ParcelStore`'s methods; the
+engine's pieces live in the private modules of this package.
+"""
+
+from parcelzarr._catalogue import BandInfo
+
+from ._indices import INDICES
 from ._output import write_stats
-from ._parcels import ParcelSet, load_parcels
 from ._pg_sink import to_postgis
-from ._plan import ChunkPlan, overlap_passes, plan_chunks
-from ._rasterize import ChunkLabels, label_chunk
-from ._select import normalise_bands, select_times
-from ._stats import DEFAULT_STATS, Partials, StatSpec, exact_stats, parse_stats
+from ._stats import DEFAULT_STATS
 from ._store import DEFAULT_MASK_CLASSES, GridInfo, ParcelStore, QueryReport, open_store
 
 __all__ = [
     "DEFAULT_MASK_CLASSES",
     "DEFAULT_STATS",
     "INDICES",
-    "ChunkLabels",
-    "ChunkPlan",
-    "Expression",
+    "BandInfo",
     "GridInfo",
-    "GridJob",
-    "IndexDef",
-    "Layer",
-    "MaskSource",
-    "ParcelSet",
     "ParcelStore",
-    "Partials",
     "QueryReport",
-    "StatSpec",
-    "coverage_cells",
-    "exact_stats",
-    "label_chunk",
-    "load_parcels",
-    "normalise_bands",
     "open_store",
-    "overlap_passes",
-    "parse_expression",
-    "parse_stats",
-    "plan_chunks",
-    "run_grid",
-    "select_times",
     "to_postgis",
     "write_stats",
 ]

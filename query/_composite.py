@@ -17,18 +17,13 @@ dates keeps the labels of the first).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:  # the engine imports this module
-    from ._engine import Layer
-
-__all__ = ["COMPOSITES", "Composite", "check_composite", "composite_layers",
-           "composite_values", "interval_labels"]
+__all__ = ["COMPOSITES", "Composite", "check_composite", "composite_values",
+           "interval_labels"]
 
 Composite = Literal["median", "mean", "max", "min"]
 #: Pixel-wise composites offered.
@@ -92,24 +87,6 @@ def interval_labels(times: np.ndarray, interval: str) -> np.ndarray:
     for label, group in series.groupby(grouper):
         labels[group.to_numpy()] = np.datetime64(pd.Timestamp(label).to_datetime64(), "ns")
     return labels.astype("datetime64[s]")
-
-
-def composite_layers(layers: Sequence[Layer], times: np.ndarray, interval: str,
-                     composite: str) -> list[Layer]:
-    """One layer per (output, interval) holding that interval's dates, in output then time
-    order; ``label`` is the interval start."""
-    out: list[Layer] = []
-    by_name: dict[str, list[Layer]] = {}
-    for la in layers:
-        by_name.setdefault(la.name, []).append(la)
-    for group in by_name.values():
-        group = sorted(group, key=lambda la: times[la.time_index])
-        labels = interval_labels(times[[la.time_index for la in group]], interval)
-        for label in np.unique(labels):
-            members = [la for la, lab in zip(group, labels, strict=True) if lab == label]
-            out.append(replace(members[0], times=tuple(la.time_index for la in members),
-                               composite=composite, label=label))
-    return out
 
 
 def composite_values(values: np.ndarray, ok: np.ndarray, how: str

@@ -1,105 +1,104 @@
 """Scale-out: the same query partitioned over a Dask distributed cluster.
 
-Parcels are sorted into spatial blocks of chunks on the grid that covers them, and the sorted
-list is cut into contiguous partitions, so that each partition reads a compact set of chunks
-(only chunks on partition edges are read twice). Each partition runs the ordinary
-single-process engine in a worker on a store opened there; the results are concatenated in the
-input order. A parcel's statistics depend only on its own pixels, so the result is identical
-to the single-process run.
+Parcels are sorted into spatial blocks of chunks on the grid that reads them (the local
+query's rule, :func:`._assign.grid_of_parcels`), and the sorted list is cut into contiguous
+partitions, so that each partition reads a compact set of chunks (only chunks on partition
+edges are read twice). Each partition runs the ordinary single-process execution
+(:func:`._zonal.run_zonal`) in a worker on the store opened there, with the same
+:class:`._request.ZonalRequest`; the results are concatenated in the input order. A parcel's
+statistics depend only on its own pixels, so the result is identical to the single-process
+run.
 """
 
 from __future__ import annotations
 
 import time as _time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from parcelzarr.stores import open_store_handle
 
+from parcelzarr._catalogue import Catalogue, open_catalogue
 from parcelzarr.errors import ParcelzarrError
 
-from ._parcels import load_parcels
-
-if TYPE_CHECKING:
-    from ._store import ParcelStore
+from ._assign import grid_of_parcels
+from ._parcels import ParcelSet, load_parcels
+from ._report import QueryReport
+from ._request import ZonalRequest
+from ._zonal import run_zonal
 
 __all__ = ["distributed_zonal_stats", "spatial_order"]
 
 _BLOCK = 8  # chunks per block edge
 
 
-def spatial_order(store: ParcelStore, geoms_by_grid: dict[str, np.ndarray],
-                  grid_of: np.ndarray) -> np.ndarray:
-    """Parcel positions sorted by (grid, block row, block col, chunk row, chunk col)."""
-    n = grid_of.size
-    keys = np.zeros((n, 5), dtype=np.int64)
-    names = sorted(store.grids)
+def spatial_order(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray) -> np.ndarray:
+    """Parcel positions sorted by (grid, block row, block col, chunk row, chunk col);
+    ``grid_of`` names each parcel's grid ("" for none: those go last)."""
+    keys = np.zeros((len(pset), 5), dtype=np.int64)
+    names = sorted(catalogue.grids)
     for gi, name in enumerate(names):
-        sel = np.flatnonzero(grid_of == gi)
+        sel = np.flatnonzero(grid_of == name)
         if sel.size == 0:
             continue
-        s = store.grids[name].spec
-        pts = shapely.point_on_surface(geoms_by_grid[name][sel])
+        s = catalogue.grids[name].spec
+        pts = shapely.point_on_surface(pset.to_crs(s.crs)[sel])
         x = np.nan_to_num(shapely.get_x(pts))
         y = np.nan_to_num(shapely.get_y(pts))
         cy = np.floor((s.y0 - y) / s.res_y / s.chunk_y).astype(np.int64)
         cx = np.floor((x - s.x0) / s.res_x / s.chunk_x).astype(np.int64)
         keys[sel] = np.stack([np.full(sel.size, gi), cy // _BLOCK, cx // _BLOCK, cy, cx], 1)
-    keys[grid_of < 0, 0] = len(names)
+    keys[grid_of == "", 0] = len(names)
     return np.lexsort(keys.T[::-1])
 
 
-def _run_part(url: str, storage_options: dict[str, Any] | None, part: gpd.GeoDataFrame,
-              id_column: str, kwargs: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    from ._store import open_store
+def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: ZonalRequest,
+              part: gpd.GeoDataFrame, id_column: str) -> tuple[pd.DataFrame, QueryReport]:
+    """One partition, in a worker: open the store there and run the request."""
+    t0 = _time.perf_counter()
+    handle = open_store_handle(url, storage_options, read_only=True)
+    try:
+        handle.check_reachable()
+        root, catalogue = open_catalogue(handle.store, handle.url)
+        pset = load_parcels(part, id_column=id_column)
+        return run_zonal(handle, root, catalogue, request, pset, started=t0)
+    finally:
+        handle.close()
 
-    with open_store(url, storage_options=storage_options) as store:
-        df = store.zonal_stats(part, id_column=id_column, **kwargs)
-    return df, dict(df.attrs.get("parcelzarr", {}))
 
-
-def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
-                            id_column: str | None, crs: Any, layer: str | None = None,
-                            **kwargs: Any) -> pd.DataFrame:
-    """:meth:`ParcelStore.zonal_stats` over a Dask cluster (``scheduler``: a Client or an
-    address). Keyword arguments are those of ``zonal_stats``."""
+def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
+                            catalogue: Catalogue, request: ZonalRequest, pset: ParcelSet, *,
+                            scheduler: Any, started: float | None = None,
+                            ) -> tuple[pd.DataFrame, QueryReport]:
+    """``request`` for ``pset`` over a Dask cluster (``scheduler``: a Client or an address),
+    on the store at ``url`` whose catalogue is ``catalogue``; the rows in input order and
+    what the whole query cost (``started``: ``time.perf_counter()`` when the call began)."""
     from distributed import Client
 
-    from ._store import QueryReport
-
-    if store.url.startswith("memory://"):
+    if url.startswith("memory://"):
         raise ParcelzarrError("a memory:// store lives in this process only: use a local "
                               "directory or az:// store with scheduler=")
-    t0 = _time.perf_counter()
+    t0 = _time.perf_counter() if started is None else started
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
-        pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
         name = pset.ids.name
         n = len(pset)
-        # the grid whose bounds hold each parcel's representative point (else -1)
-        names = sorted(store.grids)
-        grid_of = np.full(n, -1, dtype=np.int64)
-        by_grid = {}
-        for gi, g in enumerate(names):
-            geoms = pset.to_crs(store.grids[g].spec.crs)
-            by_grid[g] = geoms
-            left, bottom, right, top = store.grids[g].spec.bounds
-            b = shapely.bounds(geoms)
-            inside = (grid_of < 0) & (b[:, 2] > left) & (b[:, 0] < right) & (
-                b[:, 3] > bottom) & (b[:, 1] < top)
-            grid_of[inside] = gi
-        order = spatial_order(store, by_grid, grid_of)
+        order = spatial_order(catalogue, pset, grid_of_parcels(pset, catalogue,
+                                                               request.outputs))
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         parts = [p for p in np.array_split(order, min(n, 2 * workers)) if p.size]
         frame = gpd.GeoDataFrame({name: pset.ids.to_numpy()}, geometry=pset.geometry,
                                  crs=pset.crs)
-        futures = [client.submit(_run_part, store.url, store.storage_options,
-                                 frame.iloc[np.sort(p)], name, kwargs, pure=False)
+        options = dict(storage_options) if storage_options else None
+        futures = [client.submit(_run_part, url, options, request, frame.iloc[np.sort(p)],
+                                 name, pure=False)
                    for p in parts]
-        results = client.gather(futures)
+        results: list[tuple[pd.DataFrame, QueryReport]] = client.gather(futures)
     finally:
         if own:
             client.close()
@@ -109,13 +108,10 @@ def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
     df = df.sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True)
     reps = [r[1] for r in results]
     report = QueryReport(
-        parcels=n, rows=len(df), chunks=sum(r.get("chunks", 0) for r in reps),
-        requests=sum(r.get("requests", 0) for r in reps),
-        bytes_read=sum(r.get("bytes_read", 0) for r in reps),
-        seconds=_time.perf_counter() - t0,
-        grids=sorted({g for r in reps for g in r.get("grids", [])}),
-        retries=sum(r.get("retries", 0) for r in reps),
+        parcels=n, rows=len(df), chunks=sum(r.chunks for r in reps),
+        requests=sum(r.requests for r in reps), bytes_read=sum(r.bytes_read for r in reps),
+        seconds=_time.perf_counter() - t0, grids=sorted({g for r in reps for g in r.grids}),
+        retries=sum(r.retries for r in reps),
     )
-    store.last_report = report
     df.attrs["parcelzarr"] = report.as_dict()
-    return df
+    return df, report

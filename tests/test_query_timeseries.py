@@ -151,7 +151,7 @@ def test_comparisons_and_where_in_expressions(store: pz.ParcelStore, src: Source
                                   "where(NDVI > 0)", "NDVI if NDVI > 0 else 0",
                                   "(NDVI > 0) < (" * 40 + "NDVI" + ")" * 40])
 def test_unsafe_or_oversized_comparisons_are_refused(text: str) -> None:
-    from parcelzarr.query import parse_expression
+    from parcelzarr.query._expr import parse_expression
 
     with pytest.raises(ValueError, match=r"^expression ") as info:
         parse_expression(text)
