@@ -1,5 +1,6 @@
 # Developer and CI entry points. Works on a fresh clone: `make test` builds everything first.
 #   make install      Python venv (.venv, pinned by constraints.txt) + Azurite (npm ci)
+#                     + PostgreSQL/PostGIS server binaries when missing (.ci/postgis-deps.sh)
 #   make test         pytest + ruff check + mypy
 #   make lint         ruff check + mypy on the package
 #   make demo         run the demo end to end
@@ -9,7 +10,7 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
-PIP_EXTRAS ?= test,bench,obstore,stac
+PIP_EXTRAS ?= test,bench,obstore,stac,postgis
 
 # pytest-xdist: one worker per core, a test file per worker (module fixtures stay shared;
 # each worker starts its own Azurite on a free port). `make test PYTEST_ARGS=` runs serially.
@@ -23,9 +24,12 @@ RUFF := $(VENV)/bin/ruff
 PY_STAMP  := $(VENV)/.parcelzarr-install.stamp
 NPM_STAMP := node_modules/.parcelzarr-npm-ci.stamp
 
-.PHONY: install demo test lint bench bench-quick conformance test-newest-zarr
+.PHONY: install postgis-deps demo test lint bench bench-quick conformance test-newest-zarr
 
-install: $(PY_STAMP) $(NPM_STAMP)
+install: $(PY_STAMP) $(NPM_STAMP) postgis-deps
+
+postgis-deps:
+	bash .ci/postgis-deps.sh
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

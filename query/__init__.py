@@ -8,6 +8,7 @@ from parcelzarr._catalogue import BandInfo
 
 from ._indices import INDICES
 from ._output import write_cube, write_stats
+from ._pg_sink import to_postgis
 from ._stats import DEFAULT_STATS
 from ._store import DEFAULT_MASK_CLASSES, GridInfo, ParcelStore, QueryReport, open_store
 
@@ -20,6 +21,7 @@ __all__ = [
     "ParcelStore",
     "QueryReport",
     "open_store",
+    "to_postgis",
     "write_cube",
     "write_stats",
 ]

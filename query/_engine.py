@@ -29,6 +29,7 @@ from zarr import AsyncArray
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
 from parcelzarr.errors import QueryDeadlineError
 
+from ._composite import composite_values
 from ._mask import MaskCache, MaskSource
 from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
@@ -73,12 +74,22 @@ LayerResult = dict[str, np.ndarray] | ClassCounts
 
 @dataclass(frozen=True)
 class Layer:
-    """One output layer: a band (or derived index) at one time index of the grid."""
+    """One output layer: a band (or derived index) at one time index of the grid, or a
+    pixel-wise ``composite`` of its values at the time indices ``times`` (labelled
+    ``label``; see :mod:`._composite`)."""
 
     name: str
     time_index: int
     inputs: tuple[str, ...]
     formula: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
+    times: tuple[int, ...] = ()
+    composite: str | None = None
+    label: np.datetime64 | None = None
+
+    @property
+    def time_indices(self) -> tuple[int, ...]:
+        """Every time index the layer reads."""
+        return self.times or (self.time_index,)
 
 
 @dataclass
@@ -171,26 +182,14 @@ class _Reducer:
                 if job.categorical and job.row_area is not None else None)
         out: list[Prepared] = []
         for layer in job.layers:
-            if layer.formula is None:
-                band = layer.inputs[0]
-                v = data[(band, layer.time_index)].ravel()[pix]
-                ok = valid_mask(v, job.nodata[band])
+            if layer.composite is None:
+                v, ok = self._observe(layer, layer.time_index, data, masks, pix,
+                                      (r0, r1, c0, c1))
             else:
-                inputs = {b: data[(b, layer.time_index)].ravel()[pix] for b in layer.inputs}
-                ok = np.ones(pix.shape, dtype=bool)
-                for b, arr in inputs.items():
-                    ok &= valid_mask(arr, job.nodata[b])
-                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    v = np.asarray(layer.formula(inputs), dtype=np.float64)
-                ok &= np.isfinite(v)
-            for b in layer.inputs:
-                cov = _covered(job.footprints.get((b, layer.time_index)), pix,
-                               (r0, r1, c0, c1))
-                if cov is not None:
-                    ok &= cov
-            bad = masks.get(layer.time_index)
-            if bad is not None:
-                ok &= ~bad.ravel()[pix]
+                obs = [self._observe(layer, t, data, masks, pix, (r0, r1, c0, c1))
+                       for t in layer.times]
+                v, ok = composite_values(np.stack([o[0] for o in obs]),
+                                         np.stack([o[1] for o in obs]), layer.composite)
             if ok.all():
                 out.append(Prepared(par, v, w, par[:0], None if w is None else w[:0], area))
             else:
@@ -198,6 +197,33 @@ class _Reducer:
                                     None if w is None else w[~ok],
                                     None if area is None else area[ok]))
         return k, out
+
+    def _observe(self, layer: Layer, t: int, data: Mapping[Key, np.ndarray],
+                 masks: Mapping[int, np.ndarray], pix: np.ndarray,
+                 window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``layer``'s values at time index ``t`` on the pixels ``pix`` of a chunk, and which
+        are valid (not nodata, covered by a source, finite, not masked)."""
+        job = self.job
+        if layer.formula is None:
+            band = layer.inputs[0]
+            v = data[(band, t)].ravel()[pix]
+            ok = valid_mask(v, job.nodata[band])
+        else:
+            inputs = {b: data[(b, t)].ravel()[pix] for b in layer.inputs}
+            ok = np.ones(pix.shape, dtype=bool)
+            for b, arr in inputs.items():
+                ok &= valid_mask(arr, job.nodata[b])
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                v = np.asarray(layer.formula(inputs), dtype=np.float64)
+            ok &= np.isfinite(v)
+        for b in layer.inputs:
+            cov = _covered(job.footprints.get((b, t)), pix, window)
+            if cov is not None:
+                ok &= cov
+        bad = masks.get(t)
+        if bad is not None:
+            ok &= ~bad.ravel()[pix]
+        return v, ok
 
     def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
         """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
@@ -327,7 +353,8 @@ async def _run_grid(
 ) -> list[LayerResult]:
     plan = job.plan
     reducer = _Reducer(job)
-    needed = sorted({(b, layer.time_index) for layer in job.layers for b in layer.inputs})
+    needed = sorted({(b, t) for layer in job.layers for b in layer.inputs
+                     for t in layer.time_indices})
     # per band: the time blocks to read (one zarr chunk along time each) and dates in them
     reads: list[tuple[str, int, int, list[int]]] = []
     for band in sorted({b for b, _ in needed}):

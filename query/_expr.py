@@ -1,8 +1,12 @@
 """Band math: a safe parser for expressions over band names (pure, no ``eval``).
 
 An expression such as ``"(B08 - B04) / (B08 + B04)"`` is parsed with :mod:`ast` and only
-numbers, band names, ``+ - * / **``, unary minus and a few numpy functions (each called with
-exactly its number of arguments) are accepted; it is evaluated per pixel on reflectance arrays.
+numbers, band names, ``+ - * / **``, unary minus, comparisons (``< <= > >= == !=``, chained
+as in Python), ``and``/``or``/``not`` and a few numpy functions (each called with exactly its
+number of arguments, among them ``where(cond, a, b)``) are accepted; it is evaluated per pixel
+on reflectance arrays. A comparison is 1.0 where true and 0.0 where false (so the mean of
+``B08 > 0.2`` over a parcel is the fraction of its pixels above 0.2); ``where`` picks ``a``
+where ``cond`` is non-zero, else ``b``.
 Expressions are bounded in length, nesting depth and size, so that no input can exhaust the
 parser, the stack or memory.
 """
@@ -34,7 +38,17 @@ _BINOPS: dict[type[ast.operator], Callable[[np.ndarray, np.ndarray], np.ndarray]
 _FUNCS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
     "sqrt": (np.sqrt, 1), "abs": (np.abs, 1), "log": (np.log, 1), "exp": (np.exp, 1),
     "minimum": (np.minimum, 2), "maximum": (np.maximum, 2),
+    "where": (lambda c, a, b: _where(c, a, b), 3),
 }
+_CMPOPS: dict[type[ast.cmpop], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
+    ast.Eq: np.equal, ast.NotEq: np.not_equal,
+}
+
+
+def _where(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a`` where ``cond`` is non-zero, else ``b`` (NaN conditions pick ``a``: NaN != 0)."""
+    return np.asarray(np.where(np.asarray(cond) != 0, a, b))
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,25 @@ def _eval(node: ast.AST, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
     if isinstance(node, ast.UnaryOp):
         v = _eval(node.operand, env)
+        if isinstance(node.op, ast.Not):
+            return (v == 0).astype(np.float64)
         return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.Compare):  # a < b < c: (a < b) and (b < c), as in Python
+        left = _eval(node.left, env)
+        result: np.ndarray | None = None
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = _eval(comp, env)
+            step = _CMPOPS[type(op)](left, right)
+            result = step if result is None else np.logical_and(result, step)
+            left = right
+        return np.asarray(result, dtype=np.float64)
+    if isinstance(node, ast.BoolOp):
+        truth = [_eval(v, env) != 0 for v in node.values]
+        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        out = truth[0]
+        for t in truth[1:]:
+            out = combine(out, t)
+        return np.asarray(out, dtype=np.float64)
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         raise TypeError(f"unchecked node {type(node).__name__}")  # _check rejects it first
     func, nargs = _FUNCS[node.func.id]
@@ -80,7 +112,8 @@ def _shape(tree: ast.AST, text: str) -> None:
     nodes = 0
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, (ast.expr_context, ast.operator, ast.unaryop)):
+        if isinstance(node, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop,
+                             ast.boolop)):
             continue
         nodes += 1
         if depth > MAX_DEPTH:
@@ -96,7 +129,8 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
     def bad(what: str) -> ValueError:
         return ValueError(
             f"expression {_shown(text)}: {what} is not allowed; use band names, numbers, "
-            f"+ - * / **, and {', '.join(f'{f}({_arity(n)})' for f, (_, n) in _FUNCS.items())}"
+            "+ - * / **, < <= > >= == !=, and or not, and "
+            f"{', '.join(f'{f}({_arity(n)})' for f, (_, n) in _FUNCS.items())}"
         )
 
     if isinstance(node, ast.Constant):
@@ -118,9 +152,18 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
         _check(node.left, text, names)
         _check(node.right, text, names)
     elif isinstance(node, ast.UnaryOp):
-        if not isinstance(node.op, (ast.USub, ast.UAdd)):
+        if not isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
             raise bad(f"operator {type(node.op).__name__}")
         _check(node.operand, text, names)
+    elif isinstance(node, ast.Compare):
+        for op in node.ops:
+            if type(op) not in _CMPOPS:
+                raise bad(f"comparison {type(op).__name__}")
+        for operand in (node.left, *node.comparators):
+            _check(operand, text, names)
+    elif isinstance(node, ast.BoolOp):
+        for operand in node.values:
+            _check(operand, text, names)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords:
             raise bad("this call")
@@ -134,7 +177,7 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
 
 
 def _arity(n: int) -> str:
-    return "x" if n == 1 else "x, y"
+    return {1: "x", 2: "x, y"}.get(n, "cond, a, b")
 
 
 def parse_expression(text: str, available: Mapping[str, object] | None = None) -> Expression:
@@ -144,10 +187,11 @@ def parse_expression(text: str, available: Mapping[str, object] | None = None) -
     ------
     ValueError
         Syntax errors; anything other than numbers (finite as float64), band names,
-        arithmetic and the allowed functions called with exactly their arguments
-        (``sqrt(x)``, ``abs(x)``, ``log(x)``, ``exp(x)``, ``minimum(x, y)``,
-        ``maximum(x, y)``); expressions longer than :data:`MAX_LENGTH` characters, nested
-        deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_NODES` terms.
+        arithmetic, comparisons, ``and``/``or``/``not`` and the allowed functions called
+        with exactly their arguments (``sqrt(x)``, ``abs(x)``, ``log(x)``, ``exp(x)``,
+        ``minimum(x, y)``, ``maximum(x, y)``, ``where(cond, a, b)``); expressions longer
+        than :data:`MAX_LENGTH` characters, nested deeper than :data:`MAX_DEPTH` or with
+        more than :data:`MAX_NODES` terms.
 
     Examples
     --------
@@ -156,6 +200,9 @@ def parse_expression(text: str, available: Mapping[str, object] | None = None) -
     ('B04', 'B08')
     >>> float(e({"B04": np.array(0.25), "B08": np.array(0.75)}))
     0.5
+    >>> w = parse_expression("where(B08 > 0.2, B08, 0)")
+    >>> w({"B08": np.array([0.1, 0.3])}).tolist()
+    [0.0, 0.3]
     """
     if not isinstance(text, str):
         raise TypeError(f"an expression must be a string, got {type(text).__name__}")

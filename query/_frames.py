@@ -12,6 +12,7 @@ import pandas as pd
 from parcelzarr._catalogue import Catalogue
 
 from ._assign import Assignment
+from ._composite import interval_labels
 from ._engine import ClassCounts
 from ._parcels import ParcelSet
 from ._rasterize import outside_pixels, too_large
@@ -74,6 +75,8 @@ def uncovered_frames(pset: ParcelSet, catalogue: Catalogue, assignment: Sequence
             g.times[dates[(g.name, out.name)]] for g in catalogue.grids.values()
             if (g.name, out.name) in dates
         ]))
+        if request.interval is not None:  # composites: one row per interval
+            times = np.unique(interval_labels(times, request.interval))
         grid = catalogue.holding(out.inputs)[0]
         geoms = pset.to_crs(grid.spec.crs)[missing]
         beyond = outside_pixels(geoms, grid.spec, all_touched=request.all_touched,

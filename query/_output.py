@@ -1,5 +1,6 @@
 """Writing zonal statistics: Parquet, GeoParquet 1.1 (with the parcel geometry and a bbox
-covering column) or CSV; a vector cube to Zarr or netCDF (xvec's CF encoding)."""
+covering column), CSV or a PostgreSQL table (``postgresql://...?table=NAME``); a vector cube
+to Zarr or netCDF (xvec's CF encoding)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pandas as pd
 import xarray as xr
 
 from ._parcels import load_parcels
+from ._pg import is_postgres_url
+from ._pg_sink import to_postgis
 
 __all__ = ["CUBE_SUFFIXES", "write_cube", "write_stats"]
 
@@ -18,10 +21,12 @@ __all__ = ["CUBE_SUFFIXES", "write_cube", "write_stats"]
 CUBE_SUFFIXES = (".zarr", ".nc")
 
 
-def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
+def write_stats(df: pd.DataFrame, out: Path | str, *, parcels: Any = None,
                 id_column: str | None = None, geometry: bool = False,
-                layer: str | None = None) -> Path:
-    """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet`` or ``.csv``).
+                layer: str | None = None) -> Path | str:
+    """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet``, ``.csv`` or a
+    ``postgresql://...?table=NAME`` URL: see :func:`to_postgis`, rows of the same parcel,
+    band and time replaced).
 
     With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
     the id column (``layer``: the parcels file's layer): GeoParquet for ``.parquet``, a WKT
@@ -30,6 +35,15 @@ def write_stats(df: pd.DataFrame, out: Path, *, parcels: Any = None,
     ``bbox`` covering column (xmin, ymin, xmax, ymax per row), which readers use to skip
     row groups outside a query window.
     """
+    if is_postgres_url(out):
+        assert isinstance(out, str)
+        if geometry:
+            raise ValueError("geometry=True (CLI --geometry) with a PostgreSQL output: the "
+                             "table holds statistics keyed by parcel id; join the parcels' "
+                             "own table on it")
+        to_postgis(df, out)
+        return out
+    out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".geoparquet", ".csv"):
         raise ValueError(f"cannot write {out.name}: the output must end in .parquet, "

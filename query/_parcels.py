@@ -17,6 +17,9 @@ from pyproj.exceptions import CRSError
 
 from parcelzarr.errors import GeometryError, UnknownCRSError, plain
 
+from ._pg import is_postgres_url
+from ._pg_parcels import read_postgis_parcels
+
 __all__ = ["ParcelSet", "load_parcels"]
 
 logger = logging.getLogger(__name__)
@@ -198,8 +201,9 @@ def load_parcels(
     id_column: str | None = None,
     layer: str | None = None,
 ) -> ParcelSet:
-    """Turn a GeoDataFrame, GeoSeries, shapely geometry (or list of them) or a file path into a
-    :class:`ParcelSet`.
+    """Turn a GeoDataFrame, GeoSeries, shapely geometry (or list of them), a file path or a
+    PostGIS URL (``postgresql://...?table=NAME`` or ``?sql=SELECT...``, see
+    :mod:`._pg_parcels`) into a :class:`ParcelSet`.
 
     Invalid geometries are repaired with ``make_valid`` (keeping their polygonal part), with
     one warning giving the count. ``layer`` names the layer of a multi-layer file. Ids come
@@ -219,7 +223,12 @@ def load_parcels(
     """
     if crs is not None:
         crs = _crs(crs, "crs")
-    if isinstance(parcels, (str, os.PathLike)):
+    if is_postgres_url(parcels):
+        if layer is not None:
+            raise TypeError("layer= names a layer of a parcels file; a PostgreSQL URL names "
+                            "its table with ?table=NAME")
+        parcels, id_column = read_postgis_parcels(parcels, id_column=id_column)
+    elif isinstance(parcels, (str, os.PathLike)):
         parcels = _read_file(os.fspath(parcels), layer)
     elif layer is not None:
         raise TypeError("layer= names a layer of a parcels file; parcels given as "

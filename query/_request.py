@@ -22,8 +22,10 @@ from parcelzarr._catalogue import Catalogue
 from parcelzarr._sentinel2 import DEFAULT_MASK_CLASSES
 from parcelzarr.errors import BandNotFoundError, DateNotFoundError, ReflectanceWarning, plain
 
+from ._composite import check_composite
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
+from ._mask_layer import resolve_mask
 from ._ops import check_min_coverage_frac
 from ._select import TimeSelection, describe_times, normalise_bands, select_times
 from ._stats import StatSpec, parse_stats
@@ -62,9 +64,13 @@ class ZonalRequest:
     all_touched: bool = False
     coverage: bool = False
     categorical: bool = False
-    #: The classification band masking pixels (``"SCL"``), or None.
+    #: The layer masking pixels (``"SCL"``, or any layer such as ``"CLM"``), or None.
     mask_band: str | None = None
     mask_classes: tuple[int, ...] = DEFAULT_MASK_CLASSES
+    #: Per-interval composites (:mod:`._composite`): a pandas offset alias and the
+    #: pixel-wise composite, or None.
+    interval: str | None = None
+    composite: str | None = None
     #: Requests in flight (None: ``PARCELZARR_CONCURRENCY`` where the request runs).
     concurrency: int | None = None
     #: Seconds the query may take (None: no limit).
@@ -95,6 +101,8 @@ def zonal_request(
     concurrency: int | None = None,
     deadline: float | None = None,
     min_coverage_frac: float | None = None,
+    interval: str | None = None,
+    composite: str | None = None,
 ) -> ZonalRequest:
     """Check the arguments of :meth:`ParcelStore.zonal_stats` against ``catalogue``.
 
@@ -107,7 +115,8 @@ def zonal_request(
     ValueError
         An argument is out of its range.
     """
-    mask_band = _mask_band(catalogue, mask)
+    mask_band, mask_values = resolve_mask(mask, mask_classes, catalogue.bands)
+    interval, composite = check_composite(interval, composite, categorical=categorical)
     outputs = _outputs(catalogue, bands, indices, exclude=mask_band)
     dates = select_dates(catalogue, outputs, time,
                          explicit=bands is not None or bool(indices))
@@ -122,12 +131,13 @@ def zonal_request(
     if coverage and all_touched:
         raise ValueError("weights='coverage' already takes every touched pixel: drop "
                          "all_touched=True")
-    classes = tuple(sorted({int(c) for c in (mask_classes if mask_classes is not None
-                                             else DEFAULT_MASK_CLASSES)}))
+    classes = (tuple(int(c) for c in mask_values) if mask_band is not None
+               else DEFAULT_MASK_CLASSES)
     return ZonalRequest(
         outputs=tuple(outputs), stats=parse_stats(("count",) if categorical else stats),
         time=time, all_touched=all_touched, coverage=coverage, categorical=categorical,
-        mask_band=mask_band, mask_classes=classes, concurrency=concurrency, deadline=limit,
+        mask_band=mask_band, mask_classes=classes, interval=interval, composite=composite,
+        concurrency=concurrency, deadline=limit,
         min_coverage_frac=check_min_coverage_frac(min_coverage_frac, coverage=coverage))
 
 
@@ -218,15 +228,3 @@ def _warn_unscaled(catalogue: Catalogue, outputs: Iterable[Output]) -> None:
                 "with --scale/--offset (Python scale=, offset=), e.g. --scale 0.0001 "
                 "--offset -0.1 for Sentinel-2 L2A DNs",
                 ReflectanceWarning, stacklevel=4)
-
-
-def _mask_band(catalogue: Catalogue, mask: bool | str | None) -> str | None:
-    if mask is None or mask is False:
-        return None
-    if mask is True or (isinstance(mask, str) and mask.lower() == "scl"):
-        if "SCL" not in catalogue.bands:
-            raise BandNotFoundError(
-                "mask='scl' needs the Sentinel-2 scene classification band SCL, which the "
-                f"store does not hold (bands: {catalogue.bands}); ingest the SCL_20m files")
-        return "SCL"
-    raise ValueError(f"mask={mask!r}: use True or 'scl'")

@@ -168,6 +168,8 @@ class ParcelStore:
         id_column: str | None = None,
         crs: Any = None,
         layer: str | None = None,
+        interval: str | None = None,
+        composite: str | None = None,
         concurrency: int | None = None,
         scheduler: Any = None,
         quiet: bool = True,
@@ -180,7 +182,8 @@ class ParcelStore:
         Parameters
         ----------
         parcels:
-            GeoDataFrame, GeoSeries, shapely geometry (with ``crs``) or a file path; any CRS.
+            GeoDataFrame, GeoSeries, shapely geometry (with ``crs``), a file path or a
+            PostGIS URL (``postgresql://...?table=NAME`` or ``?sql=SELECT...``); any CRS.
         bands:
             Bands to summarise (default: all but the mask band; none when only ``indices``
             are given).
@@ -214,10 +217,13 @@ class ParcelStore:
         mask:
             ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
             ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
-            as ``nodata``. Requires an ``SCL`` band in the store.
+            as ``nodata``. Requires an ``SCL`` band in the store. Any other layer name masks
+            with that layer (a cloud mask such as ``"CLM"``, a QA band), on the same dates;
+            ``mask_classes`` then names its values to exclude.
         mask_classes:
-            SCL classes to exclude (default 0 no data, 1 saturated, 3 cloud shadow, 8/9
-            cloud medium/high probability, 10 thin cirrus).
+            Values of the mask layer to exclude; for SCL by default 0 no data, 1 saturated,
+            3 cloud shadow, 8/9 cloud medium/high probability, 10 thin cirrus; required for
+            other layers (e.g. ``mask="CLM", mask_classes=[1]``).
         id_column:
             Column of ``parcels`` holding the parcel id (default: ``id`` for parcels that
             follow the fiboa schema, else the index, as ``parcel_id``).
@@ -226,6 +232,13 @@ class ParcelStore:
         layer:
             Layer of a multi-layer parcels file (GeoPackage, ...); default: its first layer,
             which must not be empty.
+        interval, composite:
+            Per-interval composites: ``interval`` is a pandas offset alias (``"1MS"`` month
+            starts, ``"W-MON"``, ``"QS"``, ``"10D"``), ``composite`` one of ``"median"``
+            (default), ``"mean"``, ``"max"``, ``"min"``. Each output's dates are grouped by
+            interval; per pixel, the valid observations of the interval (not nodata, not
+            masked) are merged, then the parcel statistics are taken of that composite; ``time``
+            is the interval's start. Indices are composited after being computed per date.
         concurrency:
             Chunk requests in flight (default ``PARCELZARR_CONCURRENCY``, 64).
         scheduler:
@@ -277,7 +290,7 @@ class ParcelStore:
             self.catalogue, bands=bands, indices=indices, stats=stats, time=time,
             all_touched=all_touched, weights=weights, categorical=categorical, mask=mask,
             mask_classes=mask_classes, concurrency=concurrency, deadline=deadline,
-            min_coverage_frac=min_coverage_frac)
+            min_coverage_frac=min_coverage_frac, interval=interval, composite=composite)
         deadline_at = None if request.deadline is None else _time.monotonic() + request.deadline
         t0 = _time.perf_counter()
         pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)

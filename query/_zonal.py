@@ -27,6 +27,7 @@ from parcelzarr.errors import BandNotFoundError
 
 from ._area import areal_scale, row_areas
 from ._assign import assign, parcel_status, warn_if_all_outside
+from ._composite_layers import composite_layers
 from ._engine import ClassCounts, GridJob, Layer, run_grid
 from ._frames import class_frame, concat, stat_frame, uncovered_frames
 from ._indices import INDICES
@@ -71,6 +72,8 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
             Layer(o.name, int(t), o.inputs, _formula(o, info))
             for o in a.outputs for t in dates[(a.grid, o.name)]
         ]
+        if request.interval is not None and request.composite is not None:
+            layers = composite_layers(layers, info.times, request.interval, request.composite)
         if not layers or a.subset.size == 0:
             continue
         geoms = pset.to_crs(info.spec.crs)[a.subset]
@@ -92,8 +95,8 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
             concurrency=request.concurrency or _config.default_concurrency(),
             coverage=request.coverage, categorical=request.categorical,
             workers=_config.default_workers(), mask=mask,
-            footprints={(b, la.time_index): w for la in layers for b in la.inputs
-                        if (w := info.footprint_windows(b, la.time_index)) is not None},
+            footprints={(b, t): w for la in layers for b in la.inputs for t in la.time_indices
+                        if (w := info.footprint_windows(b, t)) is not None},
             row_area=_row_areas(info) if request.categorical else None,
             deadline=request.deadline, deadline_at=deadline_at,
             min_coverage_frac=request.min_coverage_frac,
@@ -104,7 +107,7 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
         for info, subset, layers, job in jobs:
             results = sync(run_grid(job, on_chunk=bar.update))
             for lay, res in zip(layers, results, strict=True):
-                when = info.times[lay.time_index]
+                when = lay.label if lay.label is not None else info.times[lay.time_index]
                 if isinstance(res, ClassCounts):
                     frames.append(class_frame(pset, subset, lay.name, when, res))
                 else:
@@ -193,6 +196,6 @@ def _reads_per_chunk(arrays: Mapping[str, Any], layers: Sequence[Layer]) -> int:
     """Zarr chunks read per spatial chunk: per band, one per time block holding a date."""
     total = 0
     for band, arr in arrays.items():
-        ts = {la.time_index for la in layers if band in la.inputs}
+        ts = {t for la in layers if band in la.inputs for t in la.time_indices}
         total += len({t // arr.chunks[0] for t in ts})
     return total

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from parcelzarr.testing import Azurite, LatencyProxy
+from parcelzarr.testing import (
+    Azurite,
+    LatencyProxy,
+    PostgresNotFoundError,
+    PostgresServer,
+    find_postgres,
+)
 
 StorageOptions = dict[str, Any]
 
@@ -38,6 +44,19 @@ def azurite() -> Iterator[Azurite]:
     """One Azurite blob service for the whole test session (in memory, free port)."""
     with Azurite() as az:
         yield az
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL + PostGIS server for the session (temporary cluster, free
+    port, password authentication). Skipped, with the reason, only when the server binaries
+    or PostGIS are not installed (`make install` installs them on Debian)."""
+    try:
+        find_postgres()
+    except PostgresNotFoundError as exc:
+        pytest.skip(str(exc))
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture

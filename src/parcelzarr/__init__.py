@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import errors
 from ._ingest import CompactReport, IngestReport, compact, ingest
-from .query import ParcelStore, QueryReport, open_store
+from .query import ParcelStore, QueryReport, open_store, to_postgis
 
 try:
     __version__ = version("parcelzarr")
@@ -27,4 +27,5 @@ __all__ = [
     "errors",
     "ingest",
     "open_store",
+    "to_postgis",
 ]

@@ -198,13 +198,17 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("url")
 @click.argument("parcels")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Output file: .parquet, .geoparquet or .csv (--output xarray: .zarr or .nc).")
+@click.option("--out", required=True,
+              help="Output file (.parquet, .geoparquet or .csv; --output xarray: .zarr or .nc) "
+                   "or a PostgreSQL table postgresql://[user@host/db]?table=NAME (rows of the "
+                   "same parcel, band and time replaced; credentials from PG* variables or "
+                   "~/.pgpass).")
 @click.option("--bands", help="Comma-separated bands (default: all).")
 @click.option("--indices", help="Comma-separated indices (ndvi, evi, savi, ndwi) or "
               "expressions over band names, e.g. '(B08 - B04) / (B08 + B04)'.")
 @click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
-@click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
+@click.option("--id-column", help="Parcel id column (default: row index as parcel_id; for "
+              "a PostGIS table its primary key).")
 @click.option("--layer", help="Layer of a multi-layer PARCELS file (default: its first layer).")
 @click.option("--time", "when",
               help="Year (2024), month (2024-05), day, or START/END range of these.")
@@ -215,9 +219,17 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
               help="With --coverage: leave out pixels the parcel covers less than F of.")
 @click.option("--categorical", is_flag=True,
               help="Class counts, fractions and areas per parcel instead of --stats.")
-@click.option("--mask", "scl_mask", is_flag=True,
-              help="Mask clouds, shadows, cirrus and no data with the SCL band.")
-@click.option("--mask-classes", help="Comma-separated SCL classes to mask (default 0,1,3,8,9,10).")
+@click.option("--mask", "mask_layer", is_flag=False, flag_value="scl", metavar="[LAYER]",
+              help="Mask pixels by a layer's classes: alone (or 'scl') the SCL band's clouds, "
+                   "shadows, cirrus and no data; or any layer, e.g. --mask CLM "
+                   "--mask-classes 1.")
+@click.option("--mask-classes", help="Comma-separated values of the mask layer to exclude "
+              "(SCL default 0,1,3,8,9,10; required for other layers).")
+@click.option("--interval", help="Composite each interval's dates pixel by pixel first "
+              "(pandas offset alias: 1MS monthly, W-MON, QS, 10D); time = interval start.")
+@click.option("--composite", type=click.Choice(["median", "mean", "max", "min"]),
+              help="Pixel-wise composite of an --interval's valid observations "
+                   "(default median).")
 @click.option("--geometry", is_flag=True,
               help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
 @click.option("--output", "shape", type=click.Choice(["long", "wide", "xarray"]), default="long",
@@ -229,42 +241,61 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
                    "(default PARCELZARR_DEADLINE: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_storage_option
-def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | None,
+def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | None,
           stat_names: str, id_column: str | None, layer: str | None, when: str | None,
           all_touched: bool,
-          coverage: bool, min_coverage_frac: float | None, categorical: bool, scl_mask: bool,
-          mask_classes: str | None,
+          coverage: bool, min_coverage_frac: float | None, categorical: bool,
+          mask_layer: str | None, mask_classes: str | None,
+          interval: str | None, composite: str | None,
           geometry: bool, shape: str, scheduler: str | None, deadline: float | None,
           quiet: bool, storage_option: tuple[str, ...]) -> None:
-    """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
+    """Per-parcel statistics of the store at URL for PARCELS (a file GeoPandas reads, or
+    postgresql://...?table=NAME or ?sql=SELECT...), written to --out."""
     import pandas as pd
 
     from parcelzarr.query import open_store, write_cube, write_stats
     from parcelzarr.query._cube import Output
+    from parcelzarr.query._pg import is_postgres_url, parse_pg_url
 
     outputs: dict[str, Output] = {"long": "pandas", "wide": "wide", "xarray": "xarray"}
     cube = shape == "xarray"
-    allowed = (".zarr", ".nc") if cube else (".parquet", ".geoparquet", ".csv")
-    if out.suffix.lower() not in allowed:
-        raise click.BadParameter(f"--out must end in {', '.join(allowed)} with --output {shape}",
-                                 param_hint="--out")
-    classes = [int(c) for c in _csv(mask_classes) or []] or None
+    target: Path | str
+    if is_postgres_url(out):
+        if cube:
+            raise click.BadParameter("--output xarray writes a .zarr or .nc cube, not a "
+                                     "PostgreSQL table", param_hint="--out")
+        target = out
+        shown = parse_pg_url(out).shown
+    else:
+        target = Path(out)
+        shown = str(target)
+        allowed = (".zarr", ".nc") if cube else (".parquet", ".geoparquet", ".csv")
+        if target.suffix.lower() not in allowed:
+            raise click.BadParameter(
+                f"--out must end in {', '.join(allowed)} with --output {shape}"
+                + ("" if cube else ", or be postgresql://...?table=NAME"), param_hint="--out")
+    try:
+        classes = [int(c) for c in _csv(mask_classes) or []] or None
+    except ValueError:
+        raise click.BadParameter("expected whole numbers separated by commas, e.g. 1 or 3,8,9",
+                                 param_hint="--mask-classes") from None
     store = open_store(url, storage_options=_options(storage_option))
     df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
                            stats=stat_names,
                            time=when, all_touched=all_touched,
                            weights="coverage" if coverage else None, categorical=categorical,
                            min_coverage_frac=min_coverage_frac,
-                           mask=True if scl_mask else None, mask_classes=classes,
+                           mask=mask_layer, mask_classes=classes, interval=interval,
+                           composite=composite,
                            id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet,
                            deadline=deadline, output=outputs[shape])
     if isinstance(df, pd.DataFrame):
-        write_stats(df, out, parcels=parcels, id_column=id_column, geometry=geometry,
+        write_stats(df, target, parcels=parcels, id_column=id_column, geometry=geometry,
                     layer=layer)
-        click.echo(f"{len(df):,} rows -> {out}")
+        click.echo(f"{len(df):,} rows -> {shown}")
     else:
-        write_cube(df, out)
-        click.echo(f"cube {dict(df.sizes)} -> {out}")
+        write_cube(df, Path(target))
+        click.echo(f"cube {dict(df.sizes)} -> {shown}")
     click.echo(str(store.last_report))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "BandNotFoundError",
     "CredentialsError",
+    "DatabaseError",
     "DateNotFoundError",
     "GeometryError",
     "GridGrowthError",
@@ -120,3 +121,8 @@ def plain(value: object) -> object:
     if callable(item) and getattr(value, "shape", None) == ():
         return item()
     return value
+
+
+class DatabaseError(ParcelzarrError, OSError):
+    """A PostgreSQL/PostGIS database refused a connection or a statement (parcels read from
+    or results written to a ``postgresql://`` URL)."""

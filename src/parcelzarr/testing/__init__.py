@@ -1,4 +1,5 @@
-"""Test and benchmark support: a real Azurite emulator and a latency proxy in front of it.
+"""Test and benchmark support: a real Azurite emulator and a latency proxy in front of it,
+and a throw-away PostgreSQL + PostGIS server (:class:`PostgresServer`).
 
 Shipped inside the package (like ``zarr.testing``) so the test suite, the benchmarks and
 downstream users start Azure-like storage the same way::
@@ -23,6 +24,12 @@ from parcelzarr.testing._azurite import (
     find_azurite,
 )
 from parcelzarr.testing._faults import CrashingStore, FaultPlan, SimulatedCrash, crashing_stores
+from parcelzarr.testing._postgres import (
+    PostgresNotFoundError,
+    PostgresServer,
+    PostgresStartError,
+    find_postgres,
+)
 from parcelzarr.testing._proxy import FaultKind, LatencyProxy, ProxyStats
 
 __all__ = [
@@ -35,8 +42,12 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "LatencyProxy",
+    "PostgresNotFoundError",
+    "PostgresServer",
+    "PostgresStartError",
     "ProxyStats",
     "SimulatedCrash",
     "crashing_stores",
     "find_azurite",
+    "find_postgres",
 ]
