@@ -1,5 +1,6 @@
 """Query: plan which chunks each parcel needs, fetch each once, reduce per parcel."""
 
+from ._cost import CostModel, GridCost, QueryPlan
 from ._coverage import coverage_cells
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
@@ -18,7 +19,9 @@ __all__ = [
     "INDICES",
     "ChunkLabels",
     "ChunkPlan",
+    "CostModel",
     "Expression",
+    "GridCost",
     "GridInfo",
     "GridJob",
     "IndexDef",
@@ -27,6 +30,7 @@ __all__ = [
     "ParcelSet",
     "ParcelStore",
     "Partials",
+    "QueryPlan",
     "QueryReport",
     "StatSpec",
     "coverage_cells",

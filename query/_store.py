@@ -41,6 +41,7 @@ from parcelzarr.errors import (
 
 from ._area import areal_scale, row_areas
 from ._chunk_cache import ChunkCache, read_window
+from ._cost import QueryPlan
 from ._engine import GridJob, Layer, MaskSource, run_grid
 from ._expr import Expression, parse_expression
 from ._indices import INDICES
@@ -489,6 +490,13 @@ class ParcelStore:
         df.attrs["parcelzarr"] = report.as_dict()
         logger.info("zonal_stats: %s", report)
         return df
+
+    def plan(self, parcels: Any, **kwargs: Any) -> QueryPlan:
+        """Dry run of :meth:`zonal_stats` with the same arguments: the chunks, GET requests,
+        bytes, seconds and dollars it will cost, reading no pixel (:class:`QueryPlan`)."""
+        from ._dryrun import plan_query
+
+        return plan_query(self, parcels, **kwargs)
 
     def _outputs(self, bands: str | Iterable[str] | None, indices: Iterable[str] | None, *,
                  exclude: str | None = None) -> list[tuple[str, tuple[str, ...]]]:

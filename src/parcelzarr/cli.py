@@ -251,6 +251,50 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
 
 
 @main.command()
+@click.argument("url")
+@click.argument("parcels")
+@click.option("--bands", help="Comma-separated bands (default: all).")
+@click.option("--indices", help="Comma-separated indices or expressions over band names.")
+@click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
+@click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
+@click.option("--layer", help="Layer of a multi-layer PARCELS file (default: its first layer).")
+@click.option("--time", "when",
+              help="Year (2024), month (2024-05), day, or START/END range of these.")
+@click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
+@click.option("--coverage", is_flag=True, help="Weight pixels by the fraction covered.")
+@click.option("--categorical", is_flag=True, help="Class counts instead of --stats.")
+@click.option("--mask", "scl_mask", is_flag=True, help="Mask with the SCL band.")
+@click.option("--mask-classes", help="Comma-separated SCL classes to mask (default 0,1,3,8,9,10).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_storage_option
+def plan(url: str, parcels: str, bands: str | None, indices: str | None, stat_names: str,
+         id_column: str | None, layer: str | None, when: str | None, all_touched: bool,
+         coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
+         as_json: bool, storage_option: tuple[str, ...]) -> None:
+    """Dry run of `stats`: the grids, chunks, GET requests, bytes, seconds and dollars the
+    query would cost, reading no pixel."""
+    from parcelzarr.query import open_store
+
+    classes = [int(c) for c in _csv(mask_classes) or []] or None
+    store = open_store(url, storage_options=_options(storage_option))
+    result = store.plan(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
+                        stats=stat_names, time=when, all_touched=all_touched,
+                        weights="coverage" if coverage else None, categorical=categorical,
+                        mask=True if scl_mask else None, mask_classes=classes,
+                        id_column=id_column, layer=layer)
+    if as_json:
+        out = result.as_dict()
+        out.pop("model", None)
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(str(result))
+    for g in result.grids:
+        click.echo(f"  grid {g.grid}: {g.parcels:,} parcels, {g.spatial_chunks:,} spatial "
+                   f"chunks, {g.requests:,} requests ({g.objects_written:,} objects written), "
+                   f"{g.bytes_read / 1e6:,.1f} MB")
+
+
+@main.command()
 @click.option("--store", default="stores/demo.zarr", show_default=True, help="Store URL.")
 @click.option("--size", default=5490, show_default=True,
               help="Scene edge in 10 m pixels (10980 = a full Sentinel-2 tile).")
