@@ -12,6 +12,7 @@ from ._rasterize import ChunkLabels, label_chunk
 from ._select import normalise_bands, select_times
 from ._stats import DEFAULT_STATS, Partials, StatSpec, exact_stats, parse_stats
 from ._store import DEFAULT_MASK_CLASSES, GridInfo, ParcelStore, QueryReport, open_store
+from ._stream import StreamReport, hilbert_key, stream_zonal_stats
 
 __all__ = [
     "DEFAULT_MASK_CLASSES",
@@ -33,8 +34,10 @@ __all__ = [
     "QueryPlan",
     "QueryReport",
     "StatSpec",
+    "StreamReport",
     "coverage_cells",
     "exact_stats",
+    "hilbert_key",
     "label_chunk",
     "load_parcels",
     "normalise_bands",
@@ -45,5 +48,6 @@ __all__ = [
     "plan_chunks",
     "run_grid",
     "select_times",
+    "stream_zonal_stats",
     "write_stats",
 ]

@@ -1,0 +1,162 @@
+"""Scale measurements (issue 13): planning 1 M / 10 M parcels, streaming, Dask on a state.
+
+    .venv/bin/python bench/scale.py store                 # the state-sized store (cached)
+    .venv/bin/python bench/scale.py plan --parcels 1000000 [--cell 316]
+    .venv/bin/python bench/scale.py stream --parcels 200000 --batch 20000
+    .venv/bin/python bench/scale.py dask --what county|state|ingest --workers 1|2
+
+The *state store* is a real local parcelzarr store whose single grid (EPSG:32616, 10 m, 256²
+chunks) spans 400 x 600 km, an Illinois-sized extent, with pixels written only in 16 patches of
+1,024² px spread over it (one band, B04, one date): the grid, its lattice and its chunk keys are
+those of a state, while the disk holds 256 chunks. Parcels are generated in code: squares on a
+regular lattice of ``--cell`` metres (default 316 m: 10 ha, the demo county's density), each
+shrunk by 5 m a side (roads), over a square region centred in the store.
+
+Every command prints one JSON line with its figures, ``uptime``'s load and the command, to be
+copied into bench/RESULTS.md (machine: 2 shared cores; timings vary with the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "scale"
+CRS = "EPSG:32616"
+#: The state: 400 km x 600 km (x0, y0 top-left; multiples of 60 m).
+STATE = (200_040.0, 4_700_040.0, 400_000.0, 600_000.0)
+PATCH = 1024  # px per patch edge
+PATCHES = 4  # per side: 16 patches
+
+
+def _load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() \
+        else "?"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def patch_origins() -> list[tuple[float, float]]:
+    """Top-left corners of the written patches: a 4 x 4 lattice over the state, the first and
+    last at its corners (so the grid spans the state)."""
+    x0, y0, w, h = STATE
+    xs = np.linspace(x0, x0 + w - PATCH * 10, PATCHES)
+    ys = np.linspace(y0, y0 - h + PATCH * 10, PATCHES)
+    return [(round(x / 60) * 60.0, round(y / 60) * 60.0) for y in ys for x in xs]
+
+
+def make_state_store(url: str | None = None) -> str:
+    """Write the patches as GeoTIFFs and ingest them (cached)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    import parcelzarr as pz
+
+    url = url or str(CACHE / "state.zarr")
+    if Path(url).exists():
+        return url
+    tifs = CACHE / "patches"
+    tifs.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (x, y) in enumerate(patch_origins()):
+        p = tifs / f"patch{i:02d}.tif"
+        data = rng.integers(1, 10_000, size=(PATCH, PATCH), dtype=np.uint16)
+        with rasterio.open(p, "w", driver="GTiff", width=PATCH, height=PATCH, count=1,
+                           dtype="uint16", crs=CRS, transform=from_origin(x, y, 10, 10),
+                           nodata=0, tiled=True, blockxsize=256, blockysize=256) as dst:
+            dst.write(data, 1)
+        paths.append(str(p))
+    pz.ingest(paths, url, band="B04", time="2024-06-15", quiet=True)
+    return url
+
+
+def lattice_parcels(n: int, cell: float, *, centre: tuple[float, float] | None = None,
+                    box: tuple[float, float, float, float] | None = None) -> Any:
+    """``n`` squares on a ``cell``-metre lattice (row-major), centred on ``centre`` or filling
+    ``box`` (xmin, ymin, xmax, ymax) row by row; each shrunk by 5 m a side."""
+    import geopandas as gpd
+    import shapely
+
+    if box is None:
+        x0s, y0s, w, h = STATE
+        cx, cy = centre or (x0s + w / 2, y0s - h / 2)
+        side = int(np.ceil(np.sqrt(n)))
+        box = (cx - side * cell / 2, cy - side * cell / 2, cx + side * cell / 2,
+               cy + side * cell / 2)
+    ncol = int((box[2] - box[0]) // cell)
+    k = np.arange(n)
+    xmin = box[0] + (k % ncol) * cell + 5
+    ymax = box[3] - (k // ncol) * cell - 5
+    geoms = shapely.box(xmin, ymax - cell + 10, xmin + cell - 10, ymax)
+    return gpd.GeoDataFrame({"parcel_id": k}, geometry=geoms, crs=CRS)
+
+
+def patch_parcels(cell: float = 316.0) -> Any:
+    """Parcels over every written patch (the lattice of ``cell`` inside each patch)."""
+    import pandas as pd
+
+    frames = []
+    per_side = int(PATCH * 10 // cell)
+    for x, y in patch_origins():
+        frames.append(lattice_parcels(per_side * per_side, cell,
+                                      box=(x, y - PATCH * 10, x + PATCH * 10, y)))
+    out = pd.concat(frames, ignore_index=True)
+    out["parcel_id"] = np.arange(len(out))
+    return out
+
+
+def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
+    import parcelzarr as pz
+
+    url = make_state_store()
+    t0 = time.perf_counter()
+    parcels = lattice_parcels(args.parcels, args.cell)
+    t_gen = time.perf_counter() - t0
+    store = pz.open_store(url)
+    t0 = time.perf_counter()
+    plan = store.plan(parcels, id_column="parcel_id", bands=["B04"], stats="mean")
+    wall = time.perf_counter() - t0
+    return {"what": "plan", "parcels": args.parcels, "cell_m": args.cell,
+            "plan_s": round(wall, 2), "generate_s": round(t_gen, 2),
+            "peak_rss_mb": round(_peak_mb()), "spatial_chunks": plan.grids[0].spatial_chunks,
+            "requests": plan.requests, "bytes_read": plan.bytes_read,
+            "bytes_exact": plan.bytes_exact, "objects_written": plan.grids[0].objects_written,
+            "estimated_query_s": round(plan.seconds, 1),
+            "get_cost_usd": round(plan.get_cost_usd, 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("store")
+    p = sub.add_parser("plan")
+    p.add_argument("--parcels", type=int, default=1_000_000)
+    p.add_argument("--cell", type=float, default=316.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if args.cmd == "store":
+        out: dict[str, Any] = {"what": "store", "url": make_state_store()}
+    else:
+        out = {"plan": cmd_plan}[args.cmd](args)
+    out["load"] = _load()
+    out["command"] = "bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
