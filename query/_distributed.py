@@ -1,8 +1,9 @@
 """Scale-out: the same query partitioned over a Dask distributed cluster.
 
-Parcels are sorted into spatial blocks of chunks on the grid that covers them, and the sorted
-list is cut into contiguous partitions, so that each partition reads a compact set of chunks
-(only chunks on partition edges are read twice). Each partition runs the ordinary
+Parcels are grouped into spatial blocks aligned to the chunk lattice of the grid that covers
+them, one task per block, blocks sized from the plan to about ``PARCELZARR_TASK_SECONDS`` of work
+(:mod:`._blocks`): no block edge cuts a chunk, so a chunk is read by two tasks only where a
+parcel straddles a block edge. Each partition runs the ordinary
 single-process engine in a worker on a store opened there; the results are concatenated in the
 input order. A parcel's statistics depend only on its own pixels, so the result is identical
 to the single-process run.
@@ -10,6 +11,7 @@ to the single-process run.
 
 from __future__ import annotations
 
+import logging
 import time as _time
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +20,10 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from parcelzarr import _config
 from parcelzarr.errors import ParcelzarrError
 
+from ._blocks import partition_parcels
 from ._parcels import load_parcels
 
 if TYPE_CHECKING:
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["distributed_zonal_stats", "spatial_order"]
 
 _BLOCK = 8  # chunks per block edge
+
+logger = logging.getLogger(__name__)
 
 
 def spatial_order(store: ParcelStore, geoms_by_grid: dict[str, np.ndarray],
@@ -49,6 +55,19 @@ def spatial_order(store: ParcelStore, geoms_by_grid: dict[str, np.ndarray],
         keys[sel] = np.stack([np.full(sel.size, gi), cy // _BLOCK, cx // _BLOCK, cy, cx], 1)
     keys[grid_of < 0, 0] = len(names)
     return np.lexsort(keys.T[::-1])
+
+
+def _task_parts(store: ParcelStore, by_grid: dict[str, np.ndarray], grid_of: np.ndarray, *,
+                min_tasks: int) -> list[np.ndarray]:
+    """Lattice-aligned blocks sized to ``PARCELZARR_TASK_SECONDS`` of work each
+    (:mod:`._blocks`); a spatial chunk costs ``PARCELZARR_CHUNK_SECONDS`` per band and date."""
+    specs = {g: store.grids[g].spec for g in store.grids}
+    per_chunk = {g: _config.chunk_seconds() * max(1, len(info.bands)) * max(1, info.times.size)
+                 for g, info in store.grids.items()}
+    parts, edges = partition_parcels(specs, by_grid, grid_of, seconds_per_chunk=per_chunk,
+                                     target_s=_config.task_seconds(), min_tasks=min_tasks)
+    logger.info("dask: %d tasks (block edges in chunks: %s)", len(parts), edges)
+    return parts
 
 
 def _run_part(url: str, storage_options: dict[str, Any] | None, part: gpd.GeoDataFrame,
@@ -91,9 +110,8 @@ def distributed_zonal_stats(store: ParcelStore, parcels: Any, *, scheduler: Any,
             inside = (grid_of < 0) & (b[:, 2] > left) & (b[:, 0] < right) & (
                 b[:, 3] > bottom) & (b[:, 1] < top)
             grid_of[inside] = gi
-        order = spatial_order(store, by_grid, grid_of)
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        parts = [p for p in np.array_split(order, min(n, 2 * workers)) if p.size]
+        parts = _task_parts(store, by_grid, grid_of, min_tasks=2 * workers)
         frame = gpd.GeoDataFrame({name: pset.ids.to_numpy()}, geometry=pset.geometry,
                                  crs=pset.crs)
         futures = [client.submit(_run_part, store.url, store.storage_options,

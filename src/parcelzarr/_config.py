@@ -31,6 +31,7 @@ variable                          meaning                                       
                                   ``plan``'s time estimate
 ``PARCELZARR_GET_PRICE``          USD per 10,000 read operations, for ``plan``            0.004
 ``PARCELZARR_EGRESS_PRICE``       USD per GB read out of the store's region, for ``plan`` 0
+``PARCELZARR_TASK_SECONDS``       work per Dask query task (sizes the spatial blocks)     30
 ================================  ======================================================  =========
 ``plan``'s defaults are measurements and a published price (docs/scale.md): 2.4 ms of CPU per
 band chunk (the county's 784 band chunks in ~1.9 s of CPU, bench/RESULTS.md), 1,000 GETs/s (obstore
@@ -67,7 +68,8 @@ from pathlib import Path
 __all__ = ["cache_dir", "chunk_seconds", "connect_timeout", "deadline", "default_chunk",
            "default_concurrency", "default_workers", "egress_price", "get_price", "hedge_after",
            "lock_lease_seconds", "lock_wait", "max_growth_px", "read_cache_mb", "read_timeout",
-           "requests_per_s", "retries", "transport", "unreachable_after", "write_timeout"]
+           "requests_per_s", "retries", "task_seconds", "transport", "unreachable_after",
+           "write_timeout"]
 
 
 def _int(name: str, default: int, *, least: int = 1) -> int:
@@ -247,3 +249,9 @@ def egress_price() -> float:
     """USD per GB read out of the store's region (``PARCELZARR_EGRESS_PRICE``, 0: a query run
     in the store's region pays no egress)."""
     return _float("PARCELZARR_EGRESS_PRICE", 0.0, low=0.0)
+
+
+def task_seconds() -> float:
+    """Seconds of work per Dask query task (``PARCELZARR_TASK_SECONDS``, 30): blocks of the
+    chunk lattice are sized to it, so a state is thousands of tasks, not millions."""
+    return _float("PARCELZARR_TASK_SECONDS", 30.0, low=1e-3)
