@@ -138,6 +138,96 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
             "get_cost_usd": round(plan.get_cost_usd, 4)}
 
 
+def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[str, Any]:
+    """One query on one process, then on a LocalCluster of ``workers`` processes."""
+    from distributed import Client, LocalCluster
+    from parcelzarr.query._blocks import chunk_ranges, chunk_reads, partition_parcels
+
+    import parcelzarr as pz
+    from parcelzarr import _config
+
+    store = pz.open_store(url)
+    t0 = time.perf_counter()
+    single = store.zonal_stats(parcels, id_column="parcel_id", bands=bands, stats="mean")
+    t_single = time.perf_counter() - t0
+    one = store.last_report
+    assert one is not None
+    # the partition the Dask path will make (pure; the same call as query/_distributed.py)
+    name = next(iter(store.grids))
+    info = store.grids[name]
+    geoms = parcels.geometry.to_numpy()
+    grid_of = np.zeros(len(parcels), dtype=np.int64)
+    t0 = time.perf_counter()
+    parts, edges = partition_parcels(
+        {name: info.spec}, {name: geoms}, grid_of,
+        seconds_per_chunk={name: _config.chunk_seconds() * len(info.bands) * info.times.size},
+        target_s=_config.task_seconds(), min_tasks=2 * workers)
+    t_part = time.perf_counter() - t0
+    r = chunk_ranges(__import__("shapely").bounds(geoms), info.spec)
+    total, distinct = chunk_reads(parts, r, info.spec.chunk_counts[1])
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        # warm workers: imports are a one-off cost of a long-lived cluster, not of a query
+        client.run(lambda: __import__("parcelzarr.query"))
+        t0 = time.perf_counter()
+        df = store.zonal_stats(parcels, id_column="parcel_id", bands=bands, stats="mean",
+                               scheduler=client)
+        t_dask = time.perf_counter() - t0
+        rep = store.last_report
+    assert rep is not None
+    same = bool(np.allclose(df["mean"].to_numpy(), single["mean"].to_numpy(), equal_nan=True))
+    return {"workers": workers, "parcels": len(parcels), "tasks": len(parts),
+            "block_edge_chunks": edges[name], "partition_s": round(t_part, 3),
+            "single_process_s": round(t_single, 2), "dask_s": round(t_dask, 2),
+            "speedup_vs_single": round(t_single / t_dask, 2),
+            "requests_single": one.requests, "requests_dask": rep.requests,
+            "bytes_single": one.bytes_read, "bytes_dask": rep.bytes_read,
+            "bytes_read_twice_frac": round(rep.bytes_read / max(1, one.bytes_read) - 1, 4),
+            "spatial_chunk_reads_planned": total, "distinct_spatial_chunks": distinct,
+            "identical": same}
+
+
+def cmd_dask(args: argparse.Namespace) -> dict[str, Any]:
+    import geopandas as gpd
+
+    if args.what == "state":
+        url = make_state_store()
+        parcels = patch_parcels()
+        out = _dask_query(url, parcels, args.workers, ["B04"])
+    elif args.what == "county":
+        url = str(CACHE / "county.zarr")
+        src = Path.home() / ".cache/parcelzarr/demo/parcels-10297-5490-0.parquet"
+        parcels = gpd.read_parquet(src).to_crs(CRS)[["parcel_id", "geometry"]]
+        out = _dask_query(url, parcels, args.workers, ["B02", "B03", "B04", "B08"])
+    else:  # ingest of the 16 patch tiles
+        from distributed import Client, LocalCluster
+
+        import parcelzarr as pz
+
+        make_state_store()
+        tifs = sorted(str(p) for p in (CACHE / "patches").glob("*.tif"))
+        base = CACHE / f"ingest-{args.workers}"
+        import shutil
+
+        for d in ("single", "dask"):
+            shutil.rmtree(base / d, ignore_errors=True)
+        t0 = time.perf_counter()
+        one = pz.ingest(tifs, str(base / "single"), band="B04", time="2024-06-15", quiet=True,
+                        workers=1)
+        t_single = time.perf_counter() - t0
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster):
+            t0 = time.perf_counter()
+            rep = pz.ingest(tifs, str(base / "dask"), band="B04", time="2024-06-15",
+                            quiet=True, scheduler=cluster.scheduler_address)
+            t_dask = time.perf_counter() - t0
+        out = {"workers": args.workers, "tiles": len(tifs), "tasks": rep.tasks,
+               "single_process_1_thread_s": round(t_single, 2), "dask_s": round(t_dask, 2),
+               "speedup_vs_single": round(t_single / t_dask, 2),
+               "bytes_written_single": one.bytes_written, "bytes_written_dask": rep.bytes_written}
+    return {"what": f"dask-{args.what}", **out}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,13 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan")
     p.add_argument("--parcels", type=int, default=1_000_000)
     p.add_argument("--cell", type=float, default=316.0)
+    p = sub.add_parser("dask")
+    p.add_argument("--what", choices=["county", "state", "ingest"], default="state")
+    p.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.cmd == "store":
         out: dict[str, Any] = {"what": "store", "url": make_state_store()}
     else:
-        out = {"plan": cmd_plan}[args.cmd](args)
+        out = {"plan": cmd_plan, "dask": cmd_dask}[args.cmd](args)
     out["load"] = _load()
     out["command"] = "bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(out))

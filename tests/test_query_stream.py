@@ -132,3 +132,25 @@ def test_stream_peak_memory_is_set_by_the_batch(store: str, tmp_path: Path) -> N
     b = pd.read_parquet(tmp_path / "whole-big.parquet").sort_values(["parcel_id", "band"])
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_stats_cli_batch_size_streams(store: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from parcelzarr.cli import main
+
+    parcels = make_parcels(n=50)
+    path = tmp_path / "p.parquet"
+    parcels.to_parquet(path)
+    out = tmp_path / "o.parquet"
+    res = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(out),
+                                    "--batch-size", "9", "--stats", "count,mean", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "batches" in res.output
+    got = pd.read_parquet(out).sort_values(["parcel_id", "band"]).reset_index(drop=True)
+    want = pz.open_store(store).zonal_stats(parcels, stats="count,mean")
+    want = want.sort_values(["parcel_id", "band"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    bad = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(tmp_path / "o.csv"),
+                                    "--batch-size", "9"])
+    assert bad.exit_code != 0 and "--batch-size" in bad.output

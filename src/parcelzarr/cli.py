@@ -219,6 +219,9 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--geometry", is_flag=True,
               help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
 @click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Stream a GeoParquet PARCELS file in spatial batches of N parcels, in "
+                   "memory set by N (output: Parquet, one row group per batch).")
 @click.option("--deadline", type=float, metavar="SECONDS",
               help="Fail (never a partial result) if the query takes longer "
                    "(default PARCELZARR_DEADLINE: none).")
@@ -228,8 +231,8 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
           stat_names: str, id_column: str | None, layer: str | None, when: str | None,
           all_touched: bool,
           coverage: bool, categorical: bool, scl_mask: bool, mask_classes: str | None,
-          geometry: bool, scheduler: str | None, deadline: float | None, quiet: bool,
-          storage_option: tuple[str, ...]) -> None:
+          geometry: bool, scheduler: str | None, batch_size: int | None,
+          deadline: float | None, quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for the PARCELS file, written to --out."""
     from parcelzarr.query import open_store, write_stats
 
@@ -238,6 +241,22 @@ def stats(url: str, parcels: str, out: Path, bands: str | None, indices: str | N
                                  param_hint="--out")
     classes = [int(c) for c in _csv(mask_classes) or []] or None
     store = open_store(url, storage_options=_options(storage_option))
+    if batch_size is not None:
+        from parcelzarr.query import stream_zonal_stats
+
+        if out.suffix.lower() not in (".parquet", ".geoparquet") or geometry or scheduler:
+            raise click.BadParameter("--batch-size writes Parquet (--out *.parquet), without "
+                                     "--geometry or --scheduler", param_hint="--batch-size")
+        rep = stream_zonal_stats(store, parcels, out, batch_size=batch_size, bands=_csv(bands),
+                                 indices=_top_level_csv(indices), stats=stat_names, time=when,
+                                 all_touched=all_touched,
+                                 weights="coverage" if coverage else None,
+                                 categorical=categorical, mask=True if scl_mask else None,
+                                 mask_classes=classes, id_column=id_column, quiet=quiet,
+                                 deadline=deadline)
+        click.echo(f"{rep.rows:,} rows -> {out}")
+        click.echo(str(rep))
+        return
     df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
                            stats=stat_names,
                            time=when, all_touched=all_touched,
