@@ -137,3 +137,18 @@ def test_plan_rejects_a_bad_price(monkeypatch: pytest.MonkeyPatch, county: tuple
     monkeypatch.setenv("PARCELZARR_GET_PRICE", "cheap")
     with pytest.raises(ValueError, match="PARCELZARR_GET_PRICE"):
         pz.open_store(url).plan(str(parcels))
+
+
+def test_plan_predicts_a_sharded_store(tmp_path: Path) -> None:
+    from ._rasters import make_parcels, make_scene
+
+    paths = make_scene(tmp_path / "scene", bands=("B04",))
+    url = str(tmp_path / "s.zarr")
+    pz.ingest([str(p) for p in paths], url, quiet=True, inner_chunk=128)
+    store = pz.open_store(url)
+    parcels = make_parcels(n=80)
+    plan = store.plan(parcels, stats="mean")
+    store.zonal_stats(parcels, stats="mean")
+    rep = store.last_report
+    assert rep is not None and rep.requests > 0
+    assert _close(plan.requests, rep.requests) and _close(plan.bytes_read, rep.bytes_read)
