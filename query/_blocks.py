@@ -11,8 +11,6 @@ tasks, a county a handful.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import shapely
 
@@ -53,24 +51,27 @@ def block_edge(ranges: np.ndarray, n_cols: int, *, seconds_per_chunk: float, tar
     """Block edge in chunks so a task holds about ``target_s`` seconds of work:
     ``seconds_per_chunk`` is the cost of one spatial chunk (all its bands and dates).
 
-    The needed chunks' density over their bounding box sets how many chunks a block of a given
-    edge holds; the edge is then halved while fewer than ``min_tasks`` blocks hold parcels.
+    The largest power of two whose blocks hold, on average over the blocks with parcels, at
+    most ``target_s`` of needed chunks (counted, so clustered parcels get the blocks their
+    clusters need), and that still gives ``min_tasks`` blocks with parcels.
     """
     _, keys = _cells(ranges, n_cols)
     keys = np.unique(keys)
     if keys.size == 0:
         return 1
     cy, cx = keys // n_cols, keys % n_cols
-    box = float((cy.max() - cy.min() + 1) * (cx.max() - cx.min() + 1))
-    density = keys.size / box
     per_task = max(1.0, target_s / max(seconds_per_chunk, 1e-12))
-    edge = max(1, int(math.sqrt(per_task / density)))
     first = ranges[ranges[:, 0] >= 0]
-    while edge > 1:
-        blocks = np.unique((first[:, 0] // edge) * (n_cols // edge + 1) + first[:, 2] // edge)
-        if blocks.size >= min_tasks:
+    span = int(max(cy.max() - cy.min(), cx.max() - cx.min())) + 1
+    edge = 1
+    while edge < span:
+        e = edge * 2
+        width = n_cols // e + 1
+        _, counts = np.unique((cy // e) * width + cx // e, return_counts=True)
+        starts = np.unique((first[:, 0] // e) * width + first[:, 2] // e)
+        if counts.mean() > per_task or starts.size < min_tasks:
             break
-        edge //= 2
+        edge = e
     return edge
 
 
