@@ -166,6 +166,11 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
     t_part = time.perf_counter() - t0
     r = chunk_ranges(__import__("shapely").bounds(geoms), info.spec)
     total, distinct = chunk_reads(parts, r, info.spec.chunk_counts[1])
+    # the partition before issue 13: the spatial order cut into 2 x workers contiguous runs
+    from parcelzarr.query._distributed import spatial_order
+
+    old = np.array_split(spatial_order(store, {name: geoms}, grid_of), 2 * workers)
+    old_total, _ = chunk_reads([p for p in old if p.size], r, info.spec.chunk_counts[1])
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         # warm workers: imports are a one-off cost of a long-lived cluster, not of a query
@@ -191,6 +196,7 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
             "bytes_single": one.bytes_read, "bytes_dask": rep.bytes_read,
             "bytes_read_twice_frac": round(rep.bytes_read / max(1, one.bytes_read) - 1, 4),
             "spatial_chunk_reads_planned": total, "distinct_spatial_chunks": distinct,
+            "spatial_chunk_reads_before_issue13": old_total,
             "identical": same}
 
 
