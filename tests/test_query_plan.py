@@ -152,3 +152,27 @@ def test_plan_predicts_a_sharded_store(tmp_path: Path) -> None:
     rep = store.last_report
     assert rep is not None and rep.requests > 0
     assert _close(plan.requests, rep.requests) and _close(plan.bytes_read, rep.bytes_read)
+
+
+def test_plan_predicts_a_masked_query(tmp_path: Path) -> None:
+    """SCL at 20 m masking a 10 m band: the mask's chunks are GETs too."""
+    import numpy as np
+
+    from ._rasters import make_parcels, scene_data, write_tif
+
+    shape = (200, 240)
+    scl = np.random.default_rng(5).choice([4, 5, 8, 9, 3, 10], size=(100, 110)).astype("uint8")
+    src = [write_tif(tmp_path / "T16TCK_20240615T165849_B04_10m.tif", scene_data(shape, 1)),
+           write_tif(tmp_path / "T16TCK_20240615T165849_SCL_20m.tif", scl, res=20.0,
+                     nodata=None)]
+    url = str(tmp_path / "s.zarr")
+    pz.ingest([str(p) for p in src], url, quiet=True, chunk_size=64)
+    store = pz.open_store(url)
+    parcels = make_parcels(shape, n=25)
+    plan = store.plan(parcels, bands=["B04"], stats="mean", mask=True)
+    store.zonal_stats(parcels, bands=["B04"], stats="mean", mask=True)
+    rep = store.last_report
+    assert rep is not None and rep.requests > rep.chunks  # mask chunks were read
+    assert plan.chunks == rep.chunks
+    assert _close(plan.requests, rep.requests), (plan.requests, rep.requests)
+    assert _close(plan.bytes_read, rep.bytes_read), (plan.bytes_read, rep.bytes_read)
