@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
-from pyproj import CRS
-
-from parcelzarr._grid import GridSpec
 from parcelzarr.query._blocks import (
     block_edge,
     block_parts,
@@ -14,6 +11,9 @@ from parcelzarr.query._blocks import (
     chunk_reads,
     partition_parcels,
 )
+from pyproj import CRS
+
+from parcelzarr._grid import GridSpec
 
 # a 100 x 100 chunk lattice of 256 px at 10 m (256 x 256 km: a state-sized grid)
 SPEC = GridSpec(crs_wkt=CRS.from_epsg(32616).to_wkt(), x0=300_000.0, y0=4_700_000.0, res_x=10.0,

@@ -103,7 +103,7 @@ _CHILD = textwrap.dedent("""
 
 def test_stream_peak_memory_is_set_by_the_batch(store: str, tmp_path: Path) -> None:
     """Streaming 60,000 parcels in batches of 4,000 peaks (RSS) within the budget of
-    streaming one batch's worth (4,000 parcels) plus 25 MB, while the same query on the whole
+    streaming one batch's worth (4,000 parcels) plus 20 MB, while the same query on the whole
     file at once needs more than that budget; both give the same rows."""
     n = 60_000
     side = int(np.ceil(np.sqrt(n)))
@@ -124,7 +124,7 @@ def test_stream_peak_memory_is_set_by_the_batch(store: str, tmp_path: Path) -> N
                              capture_output=True, text=True, check=True)
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    budget = run("stream", small)["peak"] + 25
+    budget = run("stream", small)["peak"] + 20
     streamed, whole = run("stream", big), run("whole", big)
     assert whole["peak"] > budget, (whole, budget)  # the file does not fit the budget at once
     assert streamed["peak"] <= budget, (streamed, budget)
