@@ -23,7 +23,7 @@ import time as _time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +32,13 @@ import shapely
 
 from parcelzarr.errors import GeometryError
 
-if TYPE_CHECKING:
-    from ._store import ParcelStore
+
+class _Store(Protocol):
+    """What streaming needs of a :class:`~parcelzarr.query.ParcelStore`."""
+
+    last_report: Any
+
+    def zonal_stats(self, parcels: Any, **kwargs: Any) -> Any: ...
 
 __all__ = ["StreamReport", "hilbert_key", "spatial_batches", "stream_zonal_stats"]
 
@@ -171,7 +176,7 @@ def _batches(path: str, batch_size: int, tmp: Path) -> Iterator[tuple[pa.Table, 
         yield table, crs, geom_col
 
 
-def stream_zonal_stats(store: ParcelStore, parcels: str | Path, out: str | Path, *,
+def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                        batch_size: int = 50_000, id_column: str | None = None,
                        **kwargs: Any) -> StreamReport:
     """:meth:`ParcelStore.zonal_stats` over a GeoParquet parcel file of any size, in bounded
