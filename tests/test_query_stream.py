@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from parcelzarr.query import hilbert_key, stream_zonal_stats
+from parcelzarr.query import stream_zonal_stats
+from parcelzarr.query._stream import hilbert_key
 
 import parcelzarr as pz
 from parcelzarr.errors import GeometryError
