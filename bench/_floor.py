@@ -3,9 +3,9 @@
 Fetch every chunk covering the parcels once (one request per chunk, band and time block,
 ``PARCELZARR_CONCURRENCY`` in flight, as the engine), decode it (zarr), label every parcel's
 pixels once per strip of chunk rows (one GDAL burn of all the strip's parcels for the centre
-rule, :func:`parcelzarr.query.coverage_cells` for coverage weights), and reduce each band and
-date with ``np.bincount`` into count, sum and sum of squares. Strips are fetched ahead while
-earlier strips are reduced in ``PARCELZARR_WORKERS`` threads.
+rule, :func:`parcelzarr.query._coverage.coverage_cells` for coverage weights), and reduce each
+band and date with ``np.bincount`` into count, sum and sum of squares. Strips are fetched ahead
+while earlier strips are reduced in ``PARCELZARR_WORKERS`` threads.
 
 Not what parcelzarr does, and not a product: overlapping parcels are not kept apart (the last
 burned wins), there are no footprints, masks, medians or reports. It is the bound the engine is
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import shapely
 from affine import Affine
-from parcelzarr.query import coverage_cells, plan_chunks
+from parcelzarr.query._coverage import coverage_cells
+from parcelzarr.query._plan import plan_chunks
 from rasterio.features import rasterize
 from zarr.core.sync import sync
 

@@ -53,7 +53,8 @@ def _parcels(data_dir: Path, size: int, n: int) -> Path:
 
 def _covering_bytes(url: str, options: dict[str, Any], parcels: Path) -> tuple[int, int]:
     """(compressed bytes, objects) of the chunks that cover the parcels, all bands."""
-    from parcelzarr.query import load_parcels, plan_chunks
+    from parcelzarr.query._parcels import load_parcels
+    from parcelzarr.query._plan import plan_chunks
     from zarr.core.sync import sync
 
     import parcelzarr as pz

@@ -168,8 +168,11 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
     total, distinct = chunk_reads(parts, r, info.spec.chunk_counts[1])
     # the partition before issue 13: the spatial order cut into 2 x workers contiguous runs
     from parcelzarr.query._distributed import spatial_order
+    from parcelzarr.query._parcels import load_parcels
 
-    old = np.array_split(spatial_order(store, {name: geoms}, grid_of), 2 * workers)
+    pset = load_parcels(parcels, id_column="parcel_id")
+    old = np.array_split(spatial_order(store.catalogue, pset,
+                                       np.full(len(pset), name, dtype=object)), 2 * workers)
     old_total, _ = chunk_reads([p for p in old if p.size], r, info.spec.chunk_counts[1])
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:

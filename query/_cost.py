@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from parcelzarr import _config
+import parcelzarr._config as _config
 
 __all__ = ["CostModel", "GridCost", "QueryPlan", "estimate"]
 

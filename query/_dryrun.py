@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import time as _time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
+import zarr
 from zarr.core.sync import sync
 
+from parcelzarr import _config
+from parcelzarr._catalogue import Catalogue, band_array
+
+from ._assign import assign
 from ._cost import CostModel, GridCost, QueryPlan, estimate
-from ._engine import Layer, MaskSource
-from ._parcels import load_parcels
+from ._engine import Layer
+from ._mask import MaskSource
+from ._parcels import ParcelSet
 from ._plan import ChunkPlan, plan_chunks
 from ._rasterize import too_large
-from ._select import TimeSelection
-from ._stats import DEFAULT_STATS, parse_stats
-
-if TYPE_CHECKING:
-    from ._store import ParcelStore
+from ._request import ZonalRequest, select_dates
+from ._zonal import _mask_source
 
 __all__ = ["SIZE_SAMPLE", "chunk_keys", "mask_keys", "plan_query"]
 
@@ -109,74 +112,43 @@ def _bytes(store: Any, keys: Sequence[str], concurrency: int) -> tuple[int, bool
     return round(float(arr.sum()) * scale), False, round(float((arr > 0).sum()) * scale)
 
 
-def plan_query(
-    store: ParcelStore,
-    parcels: Any,
-    *,
-    bands: str | Iterable[str] | None = None,
-    indices: Iterable[str] | None = None,
-    stats: str | Iterable[str] = DEFAULT_STATS,
-    time: TimeSelection = None,
-    all_touched: bool = False,
-    weights: Literal["coverage"] | None = None,
-    categorical: bool = False,
-    mask: bool | str | None = None,
-    mask_classes: Iterable[int] | None = None,
-    id_column: str | None = None,
-    crs: Any = None,
-    layer: str | None = None,
-    concurrency: int | None = None,
-    model: CostModel | None = None,
-) -> QueryPlan:
-    """The dry run of ``store.zonal_stats(parcels, **same arguments)`` (see the module doc)."""
-    from parcelzarr import _config
-
-    from ._store import DEFAULT_MASK_CLASSES
-
-    t0 = _time.perf_counter()
-    if weights not in (None, "coverage"):
-        raise ValueError(f"weights={weights!r}: use None or 'coverage'")
-    coverage = weights == "coverage"
-    if coverage and all_touched:
-        raise ValueError("weights='coverage' already takes every touched pixel: drop "
-                         "all_touched=True")
-    parse_stats(("count",) if categorical else stats)  # the same errors as the query
-    mask_band = store._mask_band(mask)
-    outputs = store._outputs(bands, indices, exclude=mask_band)
-    dates = store._dates(outputs, time, explicit=bands is not None or bool(indices))
-    outputs = [o for o in outputs if any(k[1] == o[0] and v.size for k, v in dates.items())]
-    classes = np.asarray(sorted(set(mask_classes if mask_classes is not None
-                                    else DEFAULT_MASK_CLASSES)), dtype=np.int64)
-    pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
-    handle_store = store._handle.store
-    conc = concurrency or _config.default_concurrency()
+def plan_query(store: Any, root: zarr.Group, catalogue: Catalogue, request: ZonalRequest,
+               pset: ParcelSet, *, started: float | None = None,
+               model: CostModel | None = None) -> QueryPlan:
+    """The dry run of ``request`` over ``pset`` (see the module doc): the same dates, grid
+    assignment, plans and mask as :func:`._zonal.run_zonal`, no pixel read. ``store`` is the
+    zarr store whose objects are sized; ``started`` when the call began."""
+    t0 = _time.perf_counter() if started is None else started
+    dates = select_dates(catalogue, request.outputs, request.time)
+    classes = np.asarray(request.mask_classes, dtype=np.int64)
+    conc = request.concurrency or _config.default_concurrency()
     grids: list[GridCost] = []
     all_keys: list[str] = []
     per_grid: list[tuple[str, int, int, int, int, int]] = []
-    for grid_name, group_outputs, subset in store._assign(pset, outputs):
-        info = store.grids[grid_name]
-        layers = [Layer(name, int(t), needs) for name, needs in group_outputs
-                  for t in dates[(grid_name, name)]]
-        if not layers or subset.size == 0:
+    for a in assign(pset, catalogue, request.outputs):
+        info = catalogue.grids[a.grid]
+        layers = [Layer(o.name, int(t), o.inputs) for o in a.outputs
+                  for t in dates[(a.grid, o.name)]]
+        if not layers or a.subset.size == 0:
             continue
-        geoms = pset.to_crs(info.spec.crs)[subset]
+        geoms = pset.to_crs(info.spec.crs)[a.subset]
         big = too_large(geoms, info.spec)
         if big.any():
             geoms = np.where(big, shapely.Polygon(), geoms)
-        plan = plan_chunks(geoms, info.spec, all_touched=all_touched, coverage=coverage)
-        arrays = {b: store._array(grid_name, b) for _, needs in group_outputs for b in needs}
+        plan = plan_chunks(geoms, info.spec, all_touched=request.all_touched,
+                           coverage=request.coverage)
+        arrays = {b: band_array(root, a.grid, b) for o in a.outputs for b in o.inputs}
         keys = chunk_keys(plan, arrays, layers)
         n_band_chunks = len(keys)
-        if mask_band is not None:
-            keys += sorted(mask_keys(plan, store._mask_source(info, mask_band, classes),
-                                     layers))
-        per_grid.append((grid_name, int(subset.size), plan.n_chunks, n_band_chunks,
+        if request.mask_band is not None:
+            src = _mask_source(root, catalogue, info, request.mask_band, classes)
+            keys += sorted(mask_keys(plan, src, layers))
+        per_grid.append((a.grid, int(a.subset.size), plan.n_chunks, n_band_chunks,
                          len(all_keys), len(all_keys) + len(keys)))
         all_keys += keys
-    # sizes per grid, so each grid's share is reported; sampling is per grid
     bytes_exact = True
     for name, n_par, n_spatial, n_chunks, lo, hi in per_grid:
-        nbytes, exact, written = _bytes(handle_store, all_keys[lo:hi], conc)
+        nbytes, exact, written = _bytes(store, all_keys[lo:hi], conc)
         bytes_exact &= exact
         grids.append(GridCost(grid=name, parcels=n_par, spatial_chunks=n_spatial,
                               chunks=n_chunks, requests=hi - lo, bytes_read=nbytes,

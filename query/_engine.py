@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,19 +29,46 @@ from zarr import AsyncArray
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
 from parcelzarr.errors import QueryDeadlineError
 
+from ._mask import MaskCache, MaskSource
 from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
 
-__all__ = ["GridJob", "Layer", "MaskSource", "run_grid"]
+__all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared", "run_grid"]
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]
-#: One layer of one chunk: valid parcels, values, weights; nodata parcels, weights; the
-#: ground area of each valid pixel (categorical layers only, else None).
-Prepared = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None,
-                 np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One layer of one chunk, ready to reduce."""
+
+    #: Parcels, values and coverage weights (None: unweighted) of the valid pixels.
+    parcels: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray | None
+    #: Parcels and weights of the pixels without data (nodata, masked, not covered).
+    nodata_parcels: np.ndarray
+    nodata_weights: np.ndarray | None
+    #: Ground area (m²) of each valid pixel (categorical layers only, else None).
+    area: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """A categorical layer's result: per (parcel, class) pair the (weighted) pixel count and
+    the ground area they cover; ``parcel`` indexes the job's parcels."""
+
+    parcel: np.ndarray
+    klass: np.ndarray
+    count: np.ndarray
+    area: np.ndarray
+
+
+#: One layer's result: statistic name -> per-parcel values, or a categorical layer's counts.
+LayerResult = dict[str, np.ndarray] | ClassCounts
 
 
 @dataclass(frozen=True)
@@ -52,22 +79,6 @@ class Layer:
     time_index: int
     inputs: tuple[str, ...]
     formula: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class MaskSource:
-    """A classification band (SCL) masking the grid's pixels, possibly on a coarser grid.
-
-    Band pixel ``(r, c)`` reads mask pixel ``((r + offset[0]) // factor, (c + offset[1]) //
-    factor)``; ``time_map[t]`` is the mask's time index for band time ``t`` (-1: no mask that
-    date). Pixels whose class is in ``classes`` are excluded and counted as ``nodata``.
-    """
-
-    array: AsyncArray[Any]
-    factor: int
-    offset: tuple[int, int]
-    time_map: np.ndarray
-    classes: np.ndarray
 
 
 @dataclass
@@ -130,8 +141,7 @@ class _Reducer:
         self.exact: list[dict[str, np.ndarray]] = [
             {name: np.full(n, np.nan) for name in self._exact_names()} for _ in job.layers
         ]
-        self.classes: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [
-            [] for _ in job.layers]
+        self.classes: list[list[ClassCounts]] = [[] for _ in job.layers]
         self._since_flush = 0
 
     def _exact_names(self) -> list[str]:
@@ -178,32 +188,28 @@ class _Reducer:
             if bad is not None:
                 ok &= ~bad.ravel()[pix]
             if ok.all():
-                out.append((par, v, w, par[:0], None if w is None else w[:0], area))
+                out.append(Prepared(par, v, w, par[:0], None if w is None else w[:0], area))
             else:
-                out.append((par[ok], v[ok], None if w is None else w[ok], par[~ok],
-                            None if w is None else w[~ok], None if area is None else area[ok]))
+                out.append(Prepared(par[ok], v[ok], None if w is None else w[ok], par[~ok],
+                                    None if w is None else w[~ok],
+                                    None if area is None else area[ok]))
         return k, out
 
     def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
         """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
         job = self.job
-        for li, (par, v, w, par_bad, w_bad, area) in enumerate(prepared):
+        for li, p in enumerate(prepared):
             if job.categorical:
-                self._add_classes(li, par, v, w, area)
+                self._add_classes(li, p.parcels, p.values, p.weights, p.area)
             else:
-                self.partials[li].add_sorted(par, v, w)
-            self.partials[li].add_nodata(par_bad, w_bad)
+                self.partials[li].add_sorted(p.parcels, p.values, p.weights)
+            self.partials[li].add_nodata(p.nodata_parcels, p.nodata_weights)
             if job.stats.needs_values and not job.categorical:
-                self.values[li].append((par, v, w))
+                self.values[li].append((p.parcels, p.values, p.weights))
         self.remaining[job.plan.parcels_of(k)] -= 1
         self._since_flush += 1
         if job.stats.needs_values and self._since_flush >= 32:
             self.flush()
-
-    def add_chunk(self, k: int, data: Mapping[Key, np.ndarray],
-                  masks: Mapping[int, np.ndarray]) -> None:
-        """:meth:`prepare` then :meth:`accumulate` chunk ``k``."""
-        self.accumulate(*self.prepare(k, data, masks))
 
     def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
                      w: np.ndarray | None, area: np.ndarray | None = None) -> None:
@@ -217,7 +223,7 @@ class _Reducer:
         else:
             area_sum = np.bincount(inv.ravel(), weights=area if w is None else area * w,
                                    minlength=len(pairs))
-        self.classes[li].append((pairs[:, 0], pairs[:, 1], cnt, area_sum))
+        self.classes[li].append(ClassCounts(pairs[:, 0], pairs[:, 1], cnt, area_sum))
         self.partials[li].count += np.bincount(
             par, weights=w, minlength=self.partials[li].count.size
         ).astype(self.partials[li].count.dtype)
@@ -247,14 +253,14 @@ class _Reducer:
             self.values[li] = ([(par[keep], val[keep], None if wts is None else wts[keep])]
                                if keep.any() else [])
 
-    def results(self) -> list[dict[str, np.ndarray]]:
+    def results(self) -> list[LayerResult]:
         if self.job.categorical:
             return [self._class_result(li) for li in range(len(self.job.layers))]
         if self.job.stats.needs_values:
             self.flush(final=True)
         n = len(self.job.geoms)
         ids = np.arange(n)
-        out = []
+        out: list[LayerResult] = []
         for li in range(len(self.job.layers)):
             res = self.partials[li].result(self.job.stats, ids)
             for name, arr in self.exact[li].items():
@@ -263,102 +269,26 @@ class _Reducer:
             out.append({name: res[name] for name in self.job.stats.names})
         return out
 
-    def _class_result(self, li: int) -> dict[str, np.ndarray]:
+    def _class_result(self, li: int) -> ClassCounts:
         parts = self.classes[li]
         if not parts:
-            return {"parcel": np.empty(0, np.int64), "class": np.empty(0, np.int64),
-                    "count": np.empty(0), "area": np.empty(0)}
-        par = np.concatenate([p[0] for p in parts])
-        cls = np.concatenate([p[1] for p in parts])
-        cnt = np.concatenate([p[2] for p in parts])
-        area = np.concatenate([p[3] for p in parts])
+            return ClassCounts(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0),
+                               np.empty(0))
+        par = np.concatenate([p.parcel for p in parts])
+        cls = np.concatenate([p.klass for p in parts])
+        cnt = np.concatenate([p.count for p in parts])
+        area = np.concatenate([p.area for p in parts])
         pairs, inv = np.unique(np.stack([par, cls], axis=1), axis=0, return_inverse=True)
         total = np.bincount(inv.ravel(), weights=cnt, minlength=len(pairs))
         area_total = np.bincount(inv.ravel(), weights=area, minlength=len(pairs))
-        return {"parcel": pairs[:, 0], "class": pairs[:, 1], "count": total,
-                "area": area_total}
-
-
-class _MaskCache:
-    """Mask (SCL) chunks read once each, kept in a small cache walked in spatial order."""
-
-    def __init__(self, src: MaskSource, sem: asyncio.Semaphore, capacity: int) -> None:
-        self.src = src
-        self.sem = sem
-        self.capacity = capacity
-        self.blocks: OrderedDict[tuple[int, int, int], asyncio.Future[np.ndarray]] = (
-            OrderedDict())
-
-    def _block(self, tc: int, cy: int, cx: int) -> asyncio.Future[np.ndarray]:
-        key = (tc, cy, cx)
-        fut = self.blocks.get(key)
-        if fut is not None:
-            self.blocks.move_to_end(key)
-            return fut
-        arr = self.src.array
-        ct, ch, cw = arr.chunks
-        sel = (slice(tc * ct, min(arr.shape[0], (tc + 1) * ct)),
-               slice(cy * ch, min(arr.shape[1], (cy + 1) * ch)),
-               slice(cx * cw, min(arr.shape[2], (cx + 1) * cw)))
-
-        async def get() -> np.ndarray:
-            async with self.sem:
-                return np.asarray(await arr.getitem(sel))
-
-        fut = asyncio.ensure_future(get())
-        self.blocks[key] = fut
-        while len(self.blocks) > self.capacity:
-            self.blocks.popitem(last=False)
-        return fut
-
-    async def window(self, win: tuple[int, int, int, int], times: Sequence[int]
-                     ) -> dict[int, np.ndarray]:
-        """Boolean 'masked' arrays of the band window ``win`` for band time indices ``times``."""
-        src = self.src
-        arr = src.array
-        f = src.factor
-        r0, r1, c0, c1 = win
-        oy, ox = src.offset
-        # mask pixels covering the window
-        mr0, mr1 = (r0 + oy) // f, (r1 - 1 + oy) // f + 1
-        mc0, mc1 = (c0 + ox) // f, (c1 - 1 + ox) // f + 1
-        ct, ch, cw = arr.chunks
-        out: dict[int, np.ndarray] = {}
-        wanted = [(t, int(src.time_map[t])) for t in times if src.time_map[t] >= 0]
-        # clip to the mask's coverage: band pixels beyond it have no mask (they are kept)
-        cr0, cr1 = max(mr0, 0), min(mr1, arr.shape[1])
-        cc0, cc1 = max(mc0, 0), min(mc1, arr.shape[2])
-        if not wanted or cr1 <= cr0 or cc1 <= cc0:
-            return out
-        tcs = sorted({mt // ct for _, mt in wanted})
-        rows = range(cr0 // ch, (cr1 - 1) // ch + 1)
-        cols = range(cc0 // cw, (cc1 - 1) // cw + 1)
-        keys = [(tc, cy, cx) for tc in tcs for cy in rows for cx in cols]
-        blocks = dict(zip(keys, await asyncio.gather(*(self._block(*k) for k in keys)),
-                          strict=True))
-        ys = (np.arange(r0, r1) + oy) // f - mr0
-        xs = (np.arange(c0, c1) + ox) // f - mc0
-        for t, mt in wanted:
-            tc = mt // ct
-            bad = np.zeros((mr1 - mr0, mc1 - mc0), dtype=bool)
-            for cy in rows:
-                for cx in cols:
-                    b = blocks[(tc, cy, cx)][mt - tc * ct]
-                    y0, x0 = cy * ch, cx * cw
-                    ya, yb = max(cr0, y0), min(cr1, y0 + b.shape[0])
-                    xa, xb = max(cc0, x0), min(cc1, x0 + b.shape[1])
-                    bad[ya - mr0:yb - mr0, xa - mc0:xb - mc0] = np.isin(
-                        b[ya - y0:yb - y0, xa - x0:xb - x0], src.classes)
-            out[t] = bad[np.ix_(ys, xs)]
-        return out
+        return ClassCounts(pairs[:, 0], pairs[:, 1], total, area_total)
 
 
 async def run_grid(
     job: GridJob, on_chunk: Callable[[int], None] | None = None
-) -> list[dict[str, np.ndarray]]:
+) -> list[LayerResult]:
     """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
-    (for ``categorical``: ``parcel``, ``class``, ``count`` and ``area`` (m², from
-    ``row_area``) arrays).
+    (for ``categorical``: :class:`ClassCounts`, with ``area`` in m² from ``row_area``).
 
     Raises
     ------
@@ -389,7 +319,7 @@ async def run_grid(
 
 async def _run_grid(
     job: GridJob, on_chunk: Callable[[int], None]
-) -> list[dict[str, np.ndarray]]:
+) -> list[LayerResult]:
     plan = job.plan
     reducer = _Reducer(job)
     needed = sorted({(b, layer.time_index) for layer in job.layers for b in layer.inputs})
@@ -409,7 +339,7 @@ async def _run_grid(
         # band chunk rows 2r and 2r+1 (for a 2x coarser mask) both need mask chunk row r:
         # one row of mask chunks, plus the row being started, plus the fetch window's reach
         n_cols = -(-job.mask.array.shape[2] // job.mask.array.chunks[2])
-        masks = _MaskCache(job.mask, sem, capacity=2 * n_cols + 8)
+        masks = MaskCache(job.mask, sem, capacity=2 * n_cols + 8)
 
     async def get(band: str, t0: int, t1: int, win: tuple[int, int, int, int]) -> np.ndarray:
         r0, r1, c0, c1 = win

@@ -13,8 +13,7 @@ from exactextract import exact_extract
 from exactextract.raster import NumPyRasterSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from parcelzarr.query import coverage_cells
-from parcelzarr.query._coverage import SNAP
+from parcelzarr.query._coverage import SNAP, coverage_cells
 
 from ._rasters import SHARED_DATA
 

@@ -18,7 +18,9 @@ import shapely
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from parcelzarr.query import GridJob, Layer, parse_stats, plan_chunks, run_grid
+from parcelzarr.query._engine import GridJob, Layer, run_grid
+from parcelzarr.query._plan import plan_chunks
+from parcelzarr.query._stats import parse_stats
 from parcelzarr.stores import ResilientStore
 from rasterio.features import geometry_mask
 from zarr.core.sync import sync

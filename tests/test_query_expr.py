@@ -12,7 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from parcelzarr.query import parse_expression
+from parcelzarr.query._expr import parse_expression
 from rasterio.features import geometry_mask
 
 import parcelzarr as pz

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
-from parcelzarr.query import overlap_passes
+from parcelzarr.query._plan import overlap_passes
 from pyproj import CRS
 from rasterio.features import geometry_mask
 
