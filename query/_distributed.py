@@ -1,9 +1,10 @@
 """Scale-out: the same query partitioned over a Dask distributed cluster.
 
-Parcels are sorted into spatial blocks of chunks on the grid that reads them (the local
-query's rule, :func:`._assign.grid_of_parcels`), and the sorted list is cut into contiguous
-partitions, so that each partition reads a compact set of chunks (only chunks on partition
-edges are read twice). Each partition runs the ordinary single-process execution
+Parcels are grouped into blocks of the chunk lattice of the grid that reads them (the local
+query's rule, :func:`._assign.grid_of_parcels`), one task per block, blocks sized from the plan
+to about ``PARCELZARR_TASK_SECONDS`` of work (:mod:`._blocks`): no block edge cuts a chunk, so
+a chunk is read by two tasks only where a parcel straddles a block edge. Each task runs the
+ordinary single-process execution
 (:func:`._zonal.run_zonal`) in a worker on the store opened there, with the same
 :class:`._request.ZonalRequest`; the results are concatenated in the input order. A parcel's
 statistics depend only on its own pixels, so the result is identical to the single-process
@@ -12,6 +13,7 @@ run.
 
 from __future__ import annotations
 
+import logging
 import time as _time
 from collections.abc import Mapping
 from typing import Any
@@ -22,11 +24,13 @@ import pandas as pd
 import shapely
 from parcelzarr.stores import open_store_handle
 
+from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue, open_catalogue
 from parcelzarr._snapshot import snapshot_of
 from parcelzarr.errors import ParcelzarrError
 
 from ._assign import grid_of_parcels
+from ._blocks import partition_parcels
 from ._parcels import ParcelSet, load_parcels
 from ._report import QueryReport
 from ._request import ZonalRequest
@@ -35,7 +39,9 @@ from ._zonal import run_zonal
 
 __all__ = ["distributed_zonal_stats", "spatial_order"]
 
-_BLOCK = 8  # chunks per block edge
+_BLOCK = 8  # chunks per block edge (spatial_order)
+
+logger = logging.getLogger(__name__)
 
 
 def spatial_order(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray) -> np.ndarray:
@@ -56,6 +62,28 @@ def spatial_order(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray) ->
         keys[sel] = np.stack([np.full(sel.size, gi), cy // _BLOCK, cx // _BLOCK, cy, cx], 1)
     keys[grid_of == "", 0] = len(names)
     return np.lexsort(keys.T[::-1])
+
+
+def _task_parts(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray, *,
+                n_outputs: int, min_tasks: int) -> list[np.ndarray]:
+    """Tasks: blocks of each grid's chunk lattice sized to ``PARCELZARR_TASK_SECONDS`` of work
+    (:mod:`._blocks`); a spatial chunk costs ``PARCELZARR_CHUNK_SECONDS`` per output and date
+    of its grid. ``grid_of`` names each parcel's grid ("" for none)."""
+    names = sorted(catalogue.grids)
+    index = np.full(len(pset), -1, dtype=np.int64)
+    by_grid: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        sel = grid_of == name
+        index[sel] = i
+        if sel.any():
+            by_grid[name] = pset.to_crs(catalogue.grids[name].spec.crs)
+    specs = {g: catalogue.grids[g].spec for g in names}
+    per_chunk = {g: _config.chunk_seconds() * max(1, n_outputs)
+                 * max(1, catalogue.grids[g].times.size) for g in names}
+    parts, edges = partition_parcels(specs, by_grid, index, seconds_per_chunk=per_chunk,
+                                     target_s=_config.task_seconds(), min_tasks=min_tasks)
+    logger.info("dask: %d tasks (block edges in chunks: %s)", len(parts), edges)
+    return parts
 
 
 def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: ZonalRequest,
@@ -95,10 +123,9 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
     try:
         name = pset.ids.name
         n = len(pset)
-        order = spatial_order(catalogue, pset, grid_of_parcels(pset, catalogue,
-                                                               request.outputs))
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        parts = [p for p in np.array_split(order, min(n, 2 * workers)) if p.size]
+        parts = _task_parts(catalogue, pset, grid_of_parcels(pset, catalogue, request.outputs),
+                            n_outputs=len(request.outputs), min_tasks=2 * workers)
         frame = gpd.GeoDataFrame({name: pset.ids.to_numpy()}, geometry=pset.geometry,
                                  crs=pset.crs)
         options = dict(storage_options) if storage_options else None

@@ -21,8 +21,10 @@ from parcelzarr import _config
 from parcelzarr._catalogue import GridInfo, band_array, open_catalogue
 
 from ._chunk_cache import ChunkCache
+from ._cost import QueryPlan
 from ._cube import Output, check_output, shape_output
 from ._distributed import distributed_zonal_stats
+from ._dryrun import plan_query
 from ._info import grid_dataset, store_info
 from ._ops import asks_frac
 from ._parcels import load_parcels
@@ -303,6 +305,36 @@ class ParcelStore:
                                    quiet=quiet, started=t0, deadline_at=deadline_at)
         self.last_report = report
         return df
+
+    def plan(
+        self,
+        parcels: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        indices: str | Iterable[str] | None = None,
+        stats: str | Iterable[str] = DEFAULT_STATS,
+        time: TimeSelection = None,
+        all_touched: bool = False,
+        weights: Literal["coverage"] | None = None,
+        categorical: bool = False,
+        mask: bool | str | None = None,
+        mask_classes: Iterable[int] | None = None,
+        id_column: str | None = None,
+        crs: Any = None,
+        layer: str | None = None,
+        concurrency: int | None = None,
+    ) -> QueryPlan:
+        """Dry run of :meth:`zonal_stats` with the same arguments: the chunks, GET requests,
+        bytes, seconds and dollars it will cost, reading no pixel (:class:`QueryPlan`;
+        docs/query.md, docs/scale.md)."""
+        request = zonal_request(
+            self.catalogue, bands=bands, indices=indices, stats=stats, time=time,
+            all_touched=all_touched, weights=weights, categorical=categorical, mask=mask,
+            mask_classes=mask_classes, concurrency=concurrency)
+        t0 = _time.perf_counter()
+        pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
+        return plan_query(self._handle.store, self._root, self.catalogue, request, pset,
+                          started=t0)
 
     @pinned
     def read(

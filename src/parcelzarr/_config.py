@@ -29,7 +29,20 @@ variable                          meaning                                       
                                   readers still on an older version (0: deleted at once)
 ``PARCELZARR_SNAPSHOT_WAIT``      seconds a query waits for a writer rewriting committed  60
                                   objects in place before ``StoreChangedError``
+``PARCELZARR_CHUNK_SECONDS``      CPU seconds to decode and reduce one band chunk, for    0.0024
+                                  ``plan``'s time estimate
+``PARCELZARR_REQUESTS_PER_S``     GET requests one process completes per second, for      1000
+                                  ``plan``'s time estimate
+``PARCELZARR_GET_PRICE``          USD per 10,000 read operations, for ``plan``            0.004
+``PARCELZARR_EGRESS_PRICE``       USD per GB read out of the store's region, for ``plan`` 0
+``PARCELZARR_TASK_SECONDS``       work per Dask query task (sizes the spatial blocks)     30
 ================================  ======================================================  =========
+``plan``'s defaults are measurements and a published price (docs/scale.md): 2.4 ms of CPU per
+band chunk (the county's 784 band chunks in ~1.9 s of CPU, bench/RESULTS.md), 1,000 GETs/s (obstore
+through a 20 ms proxy, 64 in flight: 919-1,515/s, bench/RESULTS.md), and Azure Blob Storage's
+list price for read operations on the Hot tier, LRS, US East (USD 0.004 per 10,000).
+Egress is free within a region; set ``PARCELZARR_EGRESS_PRICE`` when the query runs outside it.
+
 The transport defaults to obstore for reading and adlfs for writing (bench/RESULTS.md); the
 ``transport`` storage option overrides it per store.
 The cache defaults to ``$XDG_CACHE_HOME/parcelzarr`` (``~/.cache/parcelzarr``).
@@ -56,9 +69,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "connect_timeout", "deadline", "default_chunk", "default_concurrency",
-           "default_workers", "hedge_after", "lock_lease_seconds", "lock_wait", "max_growth_px",
-           "read_cache_mb", "read_timeout", "retries", "snapshot_grace", "snapshot_wait",
+__all__ = ["cache_dir", "chunk_seconds", "connect_timeout", "deadline", "default_chunk",
+           "default_concurrency", "default_workers", "egress_price", "get_price", "hedge_after",
+           "lock_lease_seconds", "lock_wait", "max_growth_px", "read_cache_mb", "read_timeout",
+           "requests_per_s", "retries", "snapshot_grace", "snapshot_wait", "task_seconds",
            "transport", "unreachable_after", "write_timeout"]
 
 
@@ -234,3 +248,31 @@ def snapshot_wait() -> float:
     a version it can read whole, before ``StoreChangedError`` (``PARCELZARR_SNAPSHOT_WAIT``,
     60)."""
     return _seconds("PARCELZARR_SNAPSHOT_WAIT", 60.0) or 60.0
+def chunk_seconds() -> float:
+    """CPU seconds to decode, label and reduce one band chunk (``PARCELZARR_CHUNK_SECONDS``,
+    0.0024: the county's 784 band chunks took ~1.9 s of CPU, bench/RESULTS.md)."""
+    return _float("PARCELZARR_CHUNK_SECONDS", 0.0024, low=0.0)
+
+
+def requests_per_s() -> float:
+    """GET requests one process completes per second (``PARCELZARR_REQUESTS_PER_S``, 1000:
+    obstore through a 20 ms proxy with 64 in flight did 919-1,515/s, bench/RESULTS.md)."""
+    return _float("PARCELZARR_REQUESTS_PER_S", 1000.0, low=1e-9)
+
+
+def get_price() -> float:
+    """USD per 10,000 read operations (``PARCELZARR_GET_PRICE``, 0.004: Azure Blob Storage,
+    Hot tier, LRS, US East list price; see docs/scale.md)."""
+    return _float("PARCELZARR_GET_PRICE", 0.004, low=0.0)
+
+
+def egress_price() -> float:
+    """USD per GB read out of the store's region (``PARCELZARR_EGRESS_PRICE``, 0: a query run
+    in the store's region pays no egress)."""
+    return _float("PARCELZARR_EGRESS_PRICE", 0.0, low=0.0)
+
+
+def task_seconds() -> float:
+    """Seconds of work per Dask query task (``PARCELZARR_TASK_SECONDS``, 30): blocks of the
+    chunk lattice are sized to it, so a state is thousands of tasks, not millions."""
+    return _float("PARCELZARR_TASK_SECONDS", 30.0, low=1e-3)

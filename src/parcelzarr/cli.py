@@ -236,6 +236,9 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
               show_default=True, help="long: a row per parcel, band and date; wide: a row per "
               "parcel and date, {band}_{stat} columns; xarray: an xvec vector cube (.zarr/.nc).")
 @click.option("--scheduler", help="Dask distributed scheduler address.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Stream a GeoParquet PARCELS file in spatial batches of N parcels, in "
+                   "memory set by N (output: Parquet, one row group per batch).")
 @click.option("--deadline", type=float, metavar="SECONDS",
               help="Fail (never a partial result) if the query takes longer "
                    "(default PARCELZARR_DEADLINE: none).")
@@ -247,7 +250,8 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
           coverage: bool, min_coverage_frac: float | None, categorical: bool,
           mask_layer: str | None, mask_classes: str | None,
           interval: str | None, composite: str | None,
-          geometry: bool, shape: str, scheduler: str | None, deadline: float | None,
+          geometry: bool, shape: str, scheduler: str | None, batch_size: int | None,
+          deadline: float | None,
           quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for PARCELS (a file GeoPandas reads, or
     postgresql://...?table=NAME or ?sql=SELECT...), written to --out."""
@@ -280,6 +284,23 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
         raise click.BadParameter("expected whole numbers separated by commas, e.g. 1 or 3,8,9",
                                  param_hint="--mask-classes") from None
     store = open_store(url, storage_options=_options(storage_option))
+    if batch_size is not None:
+        from parcelzarr.query import stream_zonal_stats
+
+        if (isinstance(target, str) or target.suffix.lower() not in (".parquet", ".geoparquet")
+                or geometry or scheduler or shape != "long"):
+            raise click.BadParameter("--batch-size writes Parquet (--out *.parquet), without "
+                                     "--geometry or --scheduler", param_hint="--batch-size")
+        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size, bands=_csv(bands),
+                                 indices=_top_level_csv(indices), stats=stat_names, time=when,
+                                 all_touched=all_touched,
+                                 weights="coverage" if coverage else None,
+                                 categorical=categorical, mask=mask_layer,
+                                 mask_classes=classes, id_column=id_column, quiet=quiet,
+                                 deadline=deadline)
+        click.echo(f"{rep.rows:,} rows -> {shown}")
+        click.echo(str(rep))
+        return
     df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
                            stats=stat_names,
                            time=when, all_touched=all_touched,
@@ -300,6 +321,50 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
 
 
 @main.command()
+@click.argument("url")
+@click.argument("parcels")
+@click.option("--bands", help="Comma-separated bands (default: all).")
+@click.option("--indices", help="Comma-separated indices or expressions over band names.")
+@click.option("--stats", "stat_names", default="count,mean,std,min,max,median", show_default=True)
+@click.option("--id-column", help="Parcel id column (default: row index as parcel_id).")
+@click.option("--layer", help="Layer of a multi-layer PARCELS file (default: its first layer).")
+@click.option("--time", "when",
+              help="Year (2024), month (2024-05), day, or START/END range of these.")
+@click.option("--all-touched", is_flag=True, help="Count every pixel a parcel touches.")
+@click.option("--coverage", is_flag=True, help="Weight pixels by the fraction covered.")
+@click.option("--categorical", is_flag=True, help="Class counts instead of --stats.")
+@click.option("--mask", "mask_layer", is_flag=False, flag_value="scl", metavar="[LAYER]",
+              help="Mask by a layer's classes (alone: SCL), as in `stats`.")
+@click.option("--mask-classes", help="Comma-separated values of the mask layer to exclude.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_storage_option
+def plan(url: str, parcels: str, bands: str | None, indices: str | None, stat_names: str,
+         id_column: str | None, layer: str | None, when: str | None, all_touched: bool,
+         coverage: bool, categorical: bool, mask_layer: str | None, mask_classes: str | None,
+         as_json: bool, storage_option: tuple[str, ...]) -> None:
+    """Dry run of `stats`: the grids, chunks, GET requests, bytes, seconds and dollars the
+    query would cost, reading no pixel."""
+    from parcelzarr.query import open_store
+
+    classes = [int(c) for c in _csv(mask_classes) or []] or None
+    store = open_store(url, storage_options=_options(storage_option))
+    result = store.plan(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
+                        stats=stat_names, time=when, all_touched=all_touched,
+                        weights="coverage" if coverage else None, categorical=categorical,
+                        mask=mask_layer, mask_classes=classes,
+                        id_column=id_column, layer=layer)
+    if as_json:
+        out = result.as_dict()
+        out.pop("model", None)
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(str(result))
+    for g in result.grids:
+        click.echo(f"  grid {g.grid}: {g.parcels:,} parcels, {g.spatial_chunks:,} spatial "
+                   f"chunks, {g.requests:,} requests ({g.objects_written:,} objects written), "
+                   f"{g.bytes_read / 1e6:,.1f} MB")
+
+
 @click.option("--store", help="Store URL (default: demo.zarr in the cache folder, "
               "~/.cache/parcelzarr/demo or PARCELZARR_CACHE_DIR; never the source tree).")
 @click.option("--size", default=5490, show_default=True,
