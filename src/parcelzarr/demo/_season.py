@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from parcelzarr import _config
-from parcelzarr.ingest import ingest
+from parcelzarr._ingest import ingest
 
 from ._parcels import generate_parcels
 from ._scene import generate_dates, scene_bounds, season_dates
