@@ -50,7 +50,7 @@ def _hang(url: str, opts: dict[str, Any], parcels: Any, proxy: Any, rate: float)
     proxy.clear_faults()
     costs = store._handle.counters.snapshot()
     return {"clean_s": clean_s, "faulty_s": faulty_s, "hung": proxy.faults_injected,
-            "requests": proxy.requests, "hedges": costs["hedges"], "retries": costs["retries"],
+            "requests": proxy.requests, "hedges": costs.hedges, "retries": costs.retries,
             "identical": bool(clean.equals(faulty))}
 
 

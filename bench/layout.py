@@ -58,8 +58,8 @@ def measure_layout(scene: list[Path], parcels, work: Path, label: str, chunk: in
         before = counters.snapshot()
         store.read(geom, bands=["B04"], crs=parcels.crs)
         after = counters.snapshot()
-        reqs.append(after["get_requests"] - before["get_requests"])
-        byts.append(after["bytes_read"] - before["bytes_read"])
+        reqs.append(after.get_requests - before.get_requests)
+        byts.append(after.bytes_read - before.bytes_read)
     result["requests_per_parcel"] = round(float(np.mean(reqs)), 2)
     result["kB_per_parcel"] = round(float(np.mean(byts)) / 1e3, 1)
     t0 = time.perf_counter()
@@ -98,9 +98,9 @@ def measure_season(parcels, work: Path, size: int, dates: int, sample: int) -> d
             store.read(geom, bands=["B04"], crs=parcels.crs)
         after = counters.snapshot()
         out[f"requests_per_parcel_{phase}"] = round(
-            (after["get_requests"] - before["get_requests"]) / sample, 2)
+            (after.get_requests - before.get_requests) / sample, 2)
         out[f"kB_per_parcel_{phase}"] = round(
-            (after["bytes_read"] - before["bytes_read"]) / sample / 1e3, 1)
+            (after.bytes_read - before.bytes_read) / sample / 1e3, 1)
     return out
 
 

@@ -161,7 +161,7 @@ def compact(
         handle.check_reachable()
         if committed_root(handle) is None:
             raise StoreNotFoundError(f"no parcelzarr store at {handle.url}")
-        before = handle.counters.snapshot()["bytes_written"]
+        before = handle.counters.snapshot().bytes_written
         with writer_lock(handle, storage_options, wait=lock_timeout) as lock:
             try:
                 counts = _compact_locked(handle, lock, time_chunk, workers, quiet)
@@ -171,7 +171,7 @@ def compact(
         report = CompactReport(
             store=handle.url, arrays=counts[0], objects_before=counts[1],
             objects_after=counts[2],
-            bytes_written=handle.counters.snapshot()["bytes_written"] - before,
+            bytes_written=handle.counters.snapshot().bytes_written - before,
             seconds=_time.perf_counter() - t0,
         )
         logger.info("%s", report)

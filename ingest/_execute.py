@@ -47,7 +47,7 @@ def execute(
     t0: float,
     recovered: tuple[str, ...],
 ) -> IngestReport:
-    before = handle.counters.snapshot()["bytes_written"]
+    before = handle.counters.snapshot().bytes_written
     root = open_root(handle.store, write=True)
     journal = Journal(journal_writer(handle))
     prepared = {name: prepare_grid(handle, root, plan, name, existing.get(name), inner_chunk,
@@ -103,7 +103,7 @@ def execute(
         grids=tuple(plan.grids),
         tasks=len(plan.tasks),
         pixels=pixels,
-        bytes_written=handle.counters.snapshot()["bytes_written"] - before,
+        bytes_written=handle.counters.snapshot().bytes_written - before,
         seconds=_time.perf_counter() - t0,
         skipped=tuple(s.uri for s in plan.skipped),
         raw_bytes=raw_total,

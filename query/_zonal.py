@@ -118,13 +118,12 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
                                        status=status))
     df = concat(frames, pset, request.stat_names, integer_counts=not request.coverage,
                 sort=["_order", "band", "time", "class"] if request.categorical else None)
-    after = counters.snapshot()
+    used = counters.snapshot() - before
     report = QueryReport(
         parcels=len(pset), rows=len(df), chunks=n_chunks,
-        requests=after["get_requests"] - before["get_requests"],
-        bytes_read=after["bytes_read"] - before["bytes_read"],
+        requests=used.get_requests, bytes_read=used.bytes_read,
         seconds=_time.perf_counter() - t0, grids=[a.grid for a in assignment],
-        retries=after.get("retries", 0) - before.get("retries", 0),
+        retries=used.retries,
     )
     df.attrs["parcelzarr"] = report.as_dict()
     logger.info("zonal_stats: %s", report)

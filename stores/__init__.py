@@ -10,11 +10,12 @@ for tests and notebooks. Every store retries transient errors and counts its I/O
 
 from ._lock import WriterLock, writer_lock
 from ._open import StoreHandle, Transport, open_store_handle
-from ._retry import IOCounters, ResilientStore, RetryPolicy
+from ._retry import IOCounters, IOSnapshot, ResilientStore, RetryPolicy
 from ._url import Location, parse_location
 
 __all__ = [
     "IOCounters",
+    "IOSnapshot",
     "Location",
     "ResilientStore",
     "RetryPolicy",

@@ -38,7 +38,7 @@ from parcelzarr.errors import StoreUnreachableError
 
 from ._errors import describe, is_transient, translate, unwrap
 
-__all__ = ["IOCounters", "ResilientStore", "RetryPolicy"]
+__all__ = ["IOCounters", "IOSnapshot", "ResilientStore", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -173,6 +173,28 @@ class RetryPolicy:
         ) from last
 
 
+@dataclass(frozen=True, slots=True)
+class IOSnapshot:
+    """The counts of :class:`IOCounters` at one moment; subtract two to get a difference."""
+
+    get_requests: int = 0
+    bytes_read: int = 0
+    set_requests: int = 0
+    bytes_written: int = 0
+    retries: int = 0
+    hedges: int = 0
+
+    def __sub__(self, other: IOSnapshot) -> IOSnapshot:
+        return IOSnapshot(
+            get_requests=self.get_requests - other.get_requests,
+            bytes_read=self.bytes_read - other.bytes_read,
+            set_requests=self.set_requests - other.set_requests,
+            bytes_written=self.bytes_written - other.bytes_written,
+            retries=self.retries - other.retries,
+            hedges=self.hedges - other.hedges,
+        )
+
+
 class IOCounters:
     """Thread-safe counts of store requests and bytes moved."""
 
@@ -221,17 +243,17 @@ class IOCounters:
             self.set_requests += 1
             self.bytes_written += nbytes
 
-    def snapshot(self) -> dict[str, int]:
-        """The counts as a plain dict."""
+    def snapshot(self) -> IOSnapshot:
+        """The counts, read together under the lock."""
         with self._lock:
-            return {
-                "get_requests": self.get_requests,
-                "bytes_read": self.bytes_read,
-                "set_requests": self.set_requests,
-                "bytes_written": self.bytes_written,
-                "retries": self.retries,
-                "hedges": self.hedges,
-            }
+            return IOSnapshot(
+                get_requests=self.get_requests,
+                bytes_read=self.bytes_read,
+                set_requests=self.set_requests,
+                bytes_written=self.bytes_written,
+                retries=self.retries,
+                hedges=self.hedges,
+            )
 
 
 class _Latencies:

@@ -48,9 +48,9 @@ PARCEL = shapely.box(ORIGIN[0] + 300, ORIGIN[1] - 900, ORIGIN[0] + 700, ORIGIN[1
 def _read(url: str, opts: Any, proxy: LatencyProxy) -> tuple[xr.Dataset, int, int]:
     store = pz.open_store(url, storage_options=opts)
     proxy.reset_counters()
-    before = store._handle.counters.snapshot()["bytes_read"]
+    before = store._handle.counters.snapshot().bytes_read
     ds = store.read(PARCEL, bands=["B04"], crs="EPSG:32616")
-    return ds, proxy.requests, store._handle.counters.snapshot()["bytes_read"] - before
+    return ds, proxy.requests, store._handle.counters.snapshot().bytes_read - before
 
 
 def _source_window(path: Path, ds: xr.Dataset) -> np.ndarray:

@@ -43,9 +43,9 @@ def test_plan_predicts_the_demo_county(county: tuple[Path, list[Path]],
     store = pz.open_store(url, storage_options=opts)
     kwargs: dict = ({"bands": BANDS, "indices": ["ndvi"], "stats": "count,mean,std,min,max"}
                     if mode == "demo" else {"bands": ["B04"], "stats": "median,percentile_90"})
-    before = store._handle.counters.snapshot()["get_requests"]
+    before = store._handle.counters.snapshot().get_requests
     plan = store.plan(str(parcels), id_column="parcel_id", **kwargs)
-    assert store._handle.counters.snapshot()["get_requests"] == before  # no pixel read
+    assert store._handle.counters.snapshot().get_requests == before  # no pixel read
     df = store.zonal_stats(str(parcels), id_column="parcel_id", **kwargs)
     rep = store.last_report
     assert rep is not None and len(df) > 0
