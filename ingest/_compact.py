@@ -26,7 +26,8 @@ import zarr
 from parcelzarr.stores import open_store_handle, writer_lock
 
 from parcelzarr import _config
-from parcelzarr._layout import GRID_ATTR, commit, grid_names, other_separator
+from parcelzarr._catalogue import read_catalogue
+from parcelzarr._layout import commit, other_separator
 from parcelzarr._progress import progress
 from parcelzarr.errors import StoreNotFoundError
 
@@ -185,14 +186,8 @@ def _compact_locked(handle: Any, lock: Any, time_chunk: int, workers: int | None
     if root is None:
         raise StoreNotFoundError(f"no parcelzarr store at {handle.url}")
     todo: list[tuple[str, str, dict[str, Any]]] = []
-    for name in grid_names(root):
-        group = root[name]
-        assert isinstance(group, zarr.Group)
-        if GRID_ATTR not in group.attrs:
-            continue
-        for key, arr in group.arrays():
-            if arr.ndim != 3:
-                continue
+    for name, grid in read_catalogue(root).grids.items():
+        for key in grid.bands:
             doc = read_doc(handle.store, f"{name}/{key}")
             if doc["chunk_grid"]["configuration"]["chunk_shape"][0] != time_chunk:
                 todo.append((name, key, doc))

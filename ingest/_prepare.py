@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 from parcelzarr.stores import StoreHandle
 
+from parcelzarr._catalogue import read_catalogue
 from parcelzarr._footprint import (
     FOOTPRINT_ATTR,
     Footprint,
@@ -22,12 +23,8 @@ from parcelzarr._footprint import (
 )
 from parcelzarr._grid import GridSpec
 from parcelzarr._layout import (
-    GRID_ATTR,
-    band_info,
     create_band,
     create_grid,
-    grid_names,
-    grid_spec,
     open_live,
 )
 
@@ -48,22 +45,13 @@ def existing_grids(
     bands: dict[str, dict[str, BandSpec]] = {}
     if root is None:
         return grids, bands
-    for name in grid_names(root):
-        try:
-            group = root[name]
-        except KeyError:
-            continue
-        assert isinstance(group, zarr.Group)
-        if GRID_ATTR not in group.attrs:
-            continue
-        grids[name] = grid_spec(group)
+    for name, grid in read_catalogue(root, skip_missing=True).grids.items():
+        grids[name] = grid.spec
         bands[name] = {}
-        for key, arr in group.arrays():
-            if arr.ndim == 3:
-                info = band_info(arr)
-                scaling = {k: info[k] for k in ("scale_factor", "add_offset")
-                           if info.get(k) is not None}
-                bands[name][key] = BandSpec(str(info["dtype"]), info["nodata"], scaling)
+        for key, info in grid.bands.items():
+            scaling = {k: v for k, v in (("scale_factor", info.scale_factor),
+                                         ("add_offset", info.add_offset)) if v is not None}
+            bands[name][key] = BandSpec(str(info.dtype), info.nodata, scaling)
     return grids, bands
 
 

@@ -154,18 +154,24 @@ def _grid_info(name: str, group: zarr.Group) -> GridInfo:
                     known if len(known) == len(fps) else None)
 
 
-def read_catalogue(root: zarr.Group) -> Catalogue:
+def read_catalogue(root: zarr.Group, *, skip_missing: bool = False) -> Catalogue:
     """The catalogue of the store whose root group is ``root`` (grids the root lists that
-    carry grid attributes).
+    carry grid attributes; with ``skip_missing``, also leaving out grids it lists but the
+    store does not hold, as ingest planning does).
 
     Raises
     ------
     KeyError
-        The root lists a grid the store does not hold.
+        The root lists a grid the store does not hold (unless ``skip_missing``).
     """
     grids: dict[str, GridInfo] = {}
     for name in grid_names(root):
-        group = root[name]
+        try:
+            group = root[name]
+        except KeyError:
+            if skip_missing:
+                continue
+            raise
         assert isinstance(group, zarr.Group)
         if GRID_ATTR not in group.attrs:
             continue
