@@ -27,6 +27,7 @@ import numpy as np
 from zarr import AsyncArray
 
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
+from parcelzarr._grid import Tiles
 from parcelzarr.errors import QueryDeadlineError
 
 from ._composite import composite_values
@@ -370,7 +371,9 @@ async def _run_grid(
     if job.mask is not None:
         # band chunk rows 2r and 2r+1 (for a 2x coarser mask) both need mask chunk row r:
         # one row of mask chunks, plus the row being started, plus the fetch window's reach
-        n_cols = -(-job.mask.array.shape[2] // job.mask.array.chunks[2])
+        mask_arr = job.mask.array
+        n_cols = Tiles((mask_arr.shape[1], mask_arr.shape[2]),
+                       (mask_arr.chunks[1], mask_arr.chunks[2])).counts[1]
         masks = MaskCache(job.mask, sem, capacity=2 * n_cols + 8)
 
     async def get(band: str, t0: int, t1: int, win: tuple[int, int, int, int]) -> np.ndarray:
