@@ -85,7 +85,8 @@ def interval_labels(times: np.ndarray, interval: str) -> np.ndarray:
     grouper = pd.Grouper(freq=off, label="left", closed="left",
                          **({"origin": "epoch"} if fixed else {}))
     for label, group in series.groupby(grouper):
-        labels[group.to_numpy()] = np.datetime64(pd.Timestamp(label).to_datetime64(), "ns")
+        start = pd.Timestamp(label)  # type: ignore[arg-type]  # a bin's start
+        labels[group.to_numpy()] = start.as_unit("ns").to_datetime64()
     return labels.astype("datetime64[s]")
 
 

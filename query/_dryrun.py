@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import shapely
 import zarr
-from zarr.core.sync import sync
 
 from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue, band_array
+from parcelzarr._zarr_compat import sync
 
 from ._assign import assign
 from ._cost import CostModel, GridCost, QueryPlan, estimate

@@ -22,17 +22,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import zarr
 from parcelzarr.stores import StoreHandle
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.group import AsyncGroup, GroupMetadata
-from zarr.core.sync import sync
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 from parcelzarr import _config
 from parcelzarr._snapshot import Snapshot, snapshot_of
+from parcelzarr._zarr_compat import AsyncGroup, GroupMetadata, sync
 from parcelzarr.errors import StoreChangedError, StoreNotFoundError
 
 __all__ = ["Pin", "SnapshotMoved", "open_pinned", "pinned", "read_root", "root_group",
@@ -41,6 +40,8 @@ __all__ = ["Pin", "SnapshotMoved", "open_pinned", "pinned", "read_root", "root_g
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S")
+P = ParamSpec("P")
 
 
 class SnapshotMoved(Exception):  # noqa: N818  (a signal inside a pinned call, never raised out)
@@ -157,11 +158,12 @@ class Pin:
                 self._cond.notify_all()
 
 
-def pinned(method: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a store method so that it runs on one committed version (``self._pin``)."""
+def pinned(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
+    """Decorate a store method so that it runs on one committed version (``self._pin``);
+    the method's signature is kept for type checkers."""
 
     @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-        return self._pin.run(lambda: method(self, *args, **kwargs))
+    def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+        return cast(Any, self)._pin.run(lambda: method(self, *args, **kwargs))
 
     return wrapper

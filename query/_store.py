@@ -10,7 +10,7 @@ from __future__ import annotations
 import time as _time
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import pandas as pd
 import xarray as xr
@@ -152,6 +152,90 @@ class ParcelStore:
         declared nodata are NaN (float) where no ingested source covers the pixel.
         """
         return grid_dataset(self._handle, self.catalogue, grid)
+
+    @overload
+    def zonal_stats(
+        self,
+        /,
+        parcels: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        indices: Iterable[str] | None = None,
+        stats: str | Iterable[str] = DEFAULT_STATS,
+        time: TimeSelection = None,
+        all_touched: bool = False,
+        weights: Literal["coverage"] | None = None,
+        categorical: bool = False,
+        mask: bool | str | None = None,
+        mask_classes: Iterable[int] | None = None,
+        id_column: str | None = None,
+        crs: Any = None,
+        layer: str | None = None,
+        interval: str | None = None,
+        composite: str | None = None,
+        concurrency: int | None = None,
+        scheduler: Any = None,
+        quiet: bool = True,
+        deadline: float | None = None,
+        output: Literal["pandas", "wide"] = "pandas",
+        min_coverage_frac: float | None = None,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def zonal_stats(
+        self,
+        /,
+        parcels: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        indices: Iterable[str] | None = None,
+        stats: str | Iterable[str] = DEFAULT_STATS,
+        time: TimeSelection = None,
+        all_touched: bool = False,
+        weights: Literal["coverage"] | None = None,
+        categorical: bool = False,
+        mask: bool | str | None = None,
+        mask_classes: Iterable[int] | None = None,
+        id_column: str | None = None,
+        crs: Any = None,
+        layer: str | None = None,
+        interval: str | None = None,
+        composite: str | None = None,
+        concurrency: int | None = None,
+        scheduler: Any = None,
+        quiet: bool = True,
+        deadline: float | None = None,
+        output: Literal["xarray"],
+        min_coverage_frac: float | None = None,
+    ) -> xr.Dataset: ...
+
+    @overload
+    def zonal_stats(
+        self,
+        /,
+        parcels: Any,
+        *,
+        bands: str | Iterable[str] | None = None,
+        indices: Iterable[str] | None = None,
+        stats: str | Iterable[str] = DEFAULT_STATS,
+        time: TimeSelection = None,
+        all_touched: bool = False,
+        weights: Literal["coverage"] | None = None,
+        categorical: bool = False,
+        mask: bool | str | None = None,
+        mask_classes: Iterable[int] | None = None,
+        id_column: str | None = None,
+        crs: Any = None,
+        layer: str | None = None,
+        interval: str | None = None,
+        composite: str | None = None,
+        concurrency: int | None = None,
+        scheduler: Any = None,
+        quiet: bool = True,
+        deadline: float | None = None,
+        output: Output = "pandas",
+        min_coverage_frac: float | None = None,
+    ) -> pd.DataFrame | xr.Dataset: ...
 
     @pinned
     def zonal_stats(

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from parcelzarr.ingest._names import boa_offset, parse_s2_name
-from parcelzarr.ingest._stac import parse_stac
+from parcelzarr._ingest._names import boa_offset, parse_s2_name
+from parcelzarr._ingest._stac import parse_stac
 from parcelzarr.query._expr import parse_expression
 from parcelzarr.query._select import select_times
 from parcelzarr.query._stats import Partials, exact_stats, parse_stats, weighted_quantiles

@@ -16,7 +16,7 @@ import pytest
 import rasterio
 import shapely
 import zarr
-from parcelzarr.ingest._retire import mark_in_place
+from parcelzarr._ingest._retire import mark_in_place
 from parcelzarr.stores import open_store_handle
 
 import parcelzarr as pz

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: zarr internals: private modules (``zarr.core``, ``zarr.storage._*``, ``zarr._*``) and the
 #: private attributes the commit and the engine once used directly.
 PRIVATE = re.compile(
-    r"\bzarr\.core\b|\bzarr\.storage\._|\bzarr\._|\bfrom zarr\.core\b|\bmake_store_path\b"
+    r"\bzarr\.core\b|\bzarr\.storage\._|\bzarr\._(?!_)|\bfrom zarr\.core\b|\bmake_store_path\b"
     r"|\._flat_to_nested\b|\._save_metadata\b|\._async_array\b|\b_get_loop\b|\bzsync\b"
 )
 

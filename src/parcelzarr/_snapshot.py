@@ -16,7 +16,7 @@ version, nothing it read was deleted or changed meanwhile and its answer is that
 whole (see :mod:`query._snapshot`).
 
 Objects a commit supersedes (a growth or compaction rewrites arrays under the other chunk-key
-separator, :mod:`parcelzarr.ingest._relayout`) are not deleted at once: they are *retired*
+separator, :mod:`parcelzarr._ingest._relayout`) are not deleted at once: they are *retired*
 in ``parcelzarr-retired.json`` with the commit's time, and a later writer deletes them once
 ``PARCELZARR_SNAPSHOT_GRACE`` seconds have passed, raising ``intact_from`` first. Readers
 still on the older version then retry on the newer one.

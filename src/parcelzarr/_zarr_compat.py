@@ -15,11 +15,12 @@ from collections.abc import Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 from zarr.core import sync as _zsync
-from zarr.core.group import ConsolidatedMetadata, GroupMetadata
+from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 __all__ = [
     "ArrayV3Metadata",
+    "AsyncGroup",
     "ConsolidatedMetadata",
     "GroupMetadata",
     "nest_consolidated",

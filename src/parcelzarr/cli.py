@@ -365,6 +365,7 @@ def plan(url: str, parcels: str, bands: str | None, indices: str | None, stat_na
                    f"{g.bytes_read / 1e6:,.1f} MB")
 
 
+@main.command()
 @click.option("--store", help="Store URL (default: demo.zarr in the cache folder, "
               "~/.cache/parcelzarr/demo or PARCELZARR_CACHE_DIR; never the source tree).")
 @click.option("--size", default=5490, show_default=True,
