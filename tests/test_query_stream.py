@@ -134,7 +134,8 @@ def test_stream_peak_memory_is_set_by_the_batch(store: str, tmp_path: Path) -> N
 
     budget = run("stream", small)["peak"] + 20
     streamed, whole = run("stream", big), run("whole", big)
-    assert whole["peak"] > budget, (whole, streamed, budget)  # the file does not fit the budget at once
+    # the file does not fit the budget at once
+    assert whole["peak"] > budget, (whole, streamed, budget)
     assert streamed["peak"] <= budget, (streamed, budget)
     a = pd.read_parquet(tmp_path / "stream-big.parquet").sort_values(["parcel_id", "band"])
     b = pd.read_parquet(tmp_path / "whole-big.parquet").sort_values(["parcel_id", "band"])
