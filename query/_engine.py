@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import shapely
+import shapely.geometry
 from zarr import AsyncArray
 
 from parcelzarr._footprint import covered_mask, valid_mask, window_covered
@@ -143,9 +145,14 @@ class _Reducer:
     def __init__(self, job: GridJob) -> None:
         n = len(job.geoms)
         self.job = job
-        self.partials = [Partials(n, weighted=job.coverage) for _ in job.layers]
+        extrema = bool({"min", "max", "range"} & set(job.stats.names))
+        self.partials = [Partials(n, weighted=job.coverage, extrema=extrema)
+                         for _ in job.layers]
         #: what is rasterised per chunk: parcels cut to the grid (their pixels unchanged)
         self.burn = clip_to_grid(job.geoms, job.plan.spec)
+        #: GeoJSON mappings of ``burn`` for the centre rule, made once per parcel on first use
+        #: (rasterio converts a shapely geometry twice in each chunk it is burned into)
+        self._shapes: np.ndarray = np.full(n, None, dtype=object)
         beyond = outside_pixels(job.geoms, job.plan.spec, all_touched=job.all_touched,
                                 coverage=job.coverage)
         for p in self.partials:
@@ -171,7 +178,7 @@ class _Reducer:
         ids = plan.parcels_of(k)
         transform = plan.spec.transform @ plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
-            self.burn[ids], ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
+            self.burn[ids] if job.coverage else self._burn_shapes(ids), ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
             all_touched=job.all_touched, coverage=job.coverage, base=plan.spec.transform,
             offset=(r0, c0),
         )
@@ -198,6 +205,14 @@ class _Reducer:
                                     None if w is None else w[~ok],
                                     None if area is None else area[ok]))
         return k, out
+
+    def _burn_shapes(self, ids: np.ndarray) -> np.ndarray:
+        """GeoJSON mappings of parcels ``ids`` to burn (cached; identical to what rasterio
+        takes from the shapely geometries themselves)."""
+        shapes = self._shapes[ids]
+        for i in np.flatnonzero(np.equal(shapes, None)):
+            shapes[i] = self._shapes[ids[i]] = shapely.geometry.mapping(self.burn[ids[i]])
+        return shapes
 
     def _observe(self, layer: Layer, t: int, data: Mapping[Key, np.ndarray],
                  masks: Mapping[int, np.ndarray], pix: np.ndarray,

@@ -102,18 +102,31 @@ def label_chunk(
         pix, pos, w = coverage_cells(geoms, base or transform, (r0, r0 + shape[0], c0,
                                                                  c0 + shape[1]))
         return ChunkLabels(pix, parcel_ids[pos], shape, w)
+    # Each parcel is burned as its position in ``parcel_ids`` + 1 (ascending, like the ids),
+    # so grouping pixels by parcel is a stable sort of small integers: a radix sort in 16 bits.
     pix_parts: list[np.ndarray] = []
-    par_parts: list[np.ndarray] = []
-    for p in np.unique(passes):
-        sel = passes == p
-        labels = _burn(geoms[sel], parcel_ids[sel] + 1, transform, shape, all_touched)
+    pos_parts: list[np.ndarray] = []
+    for p in (passes[:1] if passes.size and passes.min() == passes.max() else np.unique(passes)):
+        sel = np.flatnonzero(passes == p)
+        labels = _burn(geoms[sel], sel + 1, transform, shape, all_touched)
+        if sel.size == parcel_ids.size and sel.size < np.iinfo(np.uint16).max:
+            return _grouped(labels.astype(np.uint16), parcel_ids, shape)
         idx = np.flatnonzero(labels)
         pix_parts.append(idx)
-        par_parts.append(labels[idx].astype(np.int64) - 1)
+        pos_parts.append(labels[idx] - 1)
     pixels = np.concatenate(pix_parts) if pix_parts else np.empty(0, np.int64)
-    parcels = np.concatenate(par_parts) if par_parts else np.empty(0, np.int64)
-    order = np.argsort(parcels, kind="stable")
-    return ChunkLabels(pixels[order], parcels[order], shape)
+    pos = np.concatenate(pos_parts) if pos_parts else np.empty(0, np.int64)
+    order = np.argsort(pos.astype(np.uint16) if parcel_ids.size < np.iinfo(np.uint16).max
+                       else pos, kind="stable")
+    return ChunkLabels(pixels[order], parcel_ids[pos[order]], shape)
+
+
+def _grouped(labels: np.ndarray, parcel_ids: np.ndarray, shape: tuple[int, int]) -> ChunkLabels:
+    """Pixels of a one-pass label raster (``uint16`` positions + 1, 0 = no parcel) grouped
+    by parcel, in pixel order within each parcel."""
+    order = np.argsort(labels, kind="stable")  # radix sort: O(pixels)
+    order = order[np.count_nonzero(labels == 0):]
+    return ChunkLabels(order, parcel_ids[labels[order].astype(np.int64) - 1], shape)
 
 
 #: Largest parcel accepted, as pixels along one side of its bounding box (2**20 px: 10,486 km

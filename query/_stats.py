@@ -104,8 +104,11 @@ def parse_stats(stats: str | Iterable[str]) -> StatSpec:
 class Partials:
     """Running per-parcel statistics of one layer (a band or index at one date)."""
 
-    def __init__(self, n: int, *, weighted: bool = False) -> None:
+    def __init__(self, n: int, *, weighted: bool = False, extrema: bool = True) -> None:
         self.weighted = weighted
+        #: whether min and max are kept (two of the reductions per chunk; off when neither
+        #: they nor ``range`` is asked for)
+        self.extrema = extrema
         self.count = np.zeros(n, dtype=np.float64 if weighted else np.int64)
         self.sum = np.zeros(n, dtype=np.float64)
         self.mean = np.zeros(n, dtype=np.float64)
@@ -123,24 +126,25 @@ class Partials:
         """
         if parcels.size == 0:
             return
-        starts = np.flatnonzero(np.r_[True, parcels[1:] != parcels[:-1]])
+        first = np.empty(parcels.size, dtype=bool)
+        first[0] = True
+        np.not_equal(parcels[1:], parcels[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
         ids = parcels[starts]
         v = values.astype(np.float64, copy=False)
-        runs = np.diff(np.r_[starts, parcels.size])
+        runs = np.diff(starts, append=parcels.size)
         if weights is None:
             cnt = runs
             s = np.add.reduceat(v, starts)
             mu = s / cnt
             dev = v - np.repeat(mu, runs)
-            m2 = np.add.reduceat(dev * dev, starts)
+            m2 = np.add.reduceat(np.multiply(dev, dev, out=dev), starts)
         else:
             cnt = np.add.reduceat(weights, starts)
             s = np.add.reduceat(v * weights, starts)
             mu = s / cnt
             dev = v - np.repeat(mu, runs)
             m2 = np.add.reduceat(weights * dev * dev, starts)
-        lo = np.minimum.reduceat(v, starts)
-        hi = np.maximum.reduceat(v, starts)
         n_a = self.count[ids].astype(np.float64)
         n_ab = n_a + cnt
         delta = mu - self.mean[ids]
@@ -148,8 +152,10 @@ class Partials:
         self.m2[ids] += m2 + delta * delta * n_a * cnt / n_ab
         self.count[ids] += cnt
         self.sum[ids] += s
-        np.minimum.at(self.min, ids, lo)  # ids are unique here: cheap
-        np.maximum.at(self.max, ids, hi)
+        if self.extrema:
+            # ids are unique here: plain fancy assignment is exact
+            self.min[ids] = np.minimum(self.min[ids], np.minimum.reduceat(v, starts))
+            self.max[ids] = np.maximum(self.max[ids], np.maximum.reduceat(v, starts))
 
     def add_nodata(self, parcels: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count nodata pixels inside parcels (coverage-weighted with ``weights``)."""
@@ -159,6 +165,8 @@ class Partials:
 
     def result(self, spec: StatSpec, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics for parcels ``ids`` (NaN where a parcel has no valid pixel)."""
+        if not self.extrema and {"min", "max", "range"} & set(spec.names):
+            raise ValueError("min, max and range need Partials(extrema=True)")
         cnt = self.count[ids]
         empty = cnt == 0
         with np.errstate(invalid="ignore", divide="ignore"):
