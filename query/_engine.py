@@ -178,7 +178,8 @@ class _Reducer:
         ids = plan.parcels_of(k)
         transform = plan.spec.transform @ plan.spec.transform.translation(c0, r0)
         labels: ChunkLabels = label_chunk(
-            self.burn[ids] if job.coverage else self._burn_shapes(ids), ids, job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
+            self.burn[ids] if job.coverage else self._burn_shapes(ids), ids,
+            job.plan.passes[ids], transform, (r1 - r0, c1 - c0),
             all_touched=job.all_touched, coverage=job.coverage, base=plan.spec.transform,
             offset=(r0, c0),
         )
