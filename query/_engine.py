@@ -211,7 +211,7 @@ class _Reducer:
         """GeoJSON mappings of parcels ``ids`` to burn (cached; identical to what rasterio
         takes from the shapely geometries themselves)."""
         shapes = self._shapes[ids]
-        for i in np.flatnonzero(np.equal(shapes, None)):
+        for i in np.flatnonzero([s is None for s in shapes]):
             shapes[i] = self._shapes[ids[i]] = shapely.geometry.mapping(self.burn[ids[i]])
         return shapes
 
