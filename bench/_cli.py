@@ -81,7 +81,7 @@ def _measure_all(
                     app, repeats=cfg.repeats, budget_s=cfg.repeat_budget_s,
                     scenario_file=scenario_file, n=cfg.sample(app, n_total),
                     n_total=n_total, threads=cfg.threads, proxy=proxy, connection_string=cs,
-                    work_dir=work,
+                    work_dir=work, store_pid=az.pid,
                 )
                 if app in _REFERENCES:
                     refs[app] = df

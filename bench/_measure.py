@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from parcelzarr.testing import LatencyProxy
 
@@ -57,6 +58,11 @@ class Record:
     p95_ms: float | None
     peak_rss_mb: float
     rss_baseline_mb: float
+    #: CPU seconds of the approach's own process during the timed section
+    client_cpu_s: float | None = None
+    #: CPU seconds of the Azurite emulator (node) while the approach's worker ran: on this
+    #: machine the store's server shares the cores with the client, on Azure it does not
+    store_cpu_s: float | None = None
     runs: int = 1
     seconds_runs: list[float] = field(default_factory=list)
     load_1m: float | None = None
@@ -79,9 +85,13 @@ def run_approach(
     proxy: LatencyProxy,
     connection_string: str,
     work_dir: Path,
+    store_pid: int | None = None,
     timeout_s: float = 1800.0,
 ) -> tuple[Record, pd.DataFrame]:
-    """Run ``approach`` on the first ``n`` of ``n_total`` parcels in a worker; count at proxy."""
+    """Run ``approach`` on the first ``n`` of ``n_total`` parcels in a worker; count at proxy.
+
+    ``store_pid``: the emulator's process, whose CPU time (children included) is taken
+    around the worker's run."""
     out = work_dir / f"{approach.value}-{proxy.delay_ms:g}ms"
     env = dict(os.environ, BENCH_CONNECTION_STRING=connection_string,
                PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO),
@@ -90,10 +100,12 @@ def run_approach(
            str(threads), str(out)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     proxy.reset_counters()
+    store_cpu0 = _cpu_of_tree(store_pid)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
     stats = proxy.snapshot()
+    store_cpu1 = _cpu_of_tree(store_pid)
     if proc.returncode != 0:
         raise WorkerFailedError(
             f"{approach.value} at {proxy.delay_ms:g} ms failed (exit {proc.returncode}):\n"
@@ -117,9 +129,26 @@ def run_approach(
         p50_ms=float(np.percentile(lat, 50)) if lat.size else None,
         p95_ms=float(np.percentile(lat, 95)) if lat.size else None,
         peak_rss_mb=float(m["peak_rss_mb"]), rss_baseline_mb=float(m["rss_baseline_mb"]),
-        seconds_runs=[seconds], load_1m=load,
+        seconds_runs=[seconds], load_1m=load, client_cpu_s=m.get("cpu_s"),
+        store_cpu_s=(store_cpu1 - store_cpu0
+                     if store_cpu0 is not None and store_cpu1 is not None else None),
     )  # fmt: skip
     return record, df
+
+
+def _cpu_of_tree(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` and its children (None without one)."""
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+    except psutil.Error:
+        return None
+    return total
 
 
 def best_of(

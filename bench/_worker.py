@@ -89,9 +89,11 @@ def main(argv: list[str]) -> int:
                   threads=int(threads))
     baseline_mb = psutil.Process().memory_info().rss / _MB
     with _PeakRss() as rss:
+        cpu0 = os.times()
         t0 = time.perf_counter()
         outcome = RUNNERS[app](parcels, ctx)
         seconds = time.perf_counter() - t0
+        cpu1 = os.times()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcome.stats.to_parquet(out_dir / "stats.parquet")
@@ -99,6 +101,8 @@ def main(argv: list[str]) -> int:
         "approach": app.value, "parcels": len(parcels), "seconds": seconds,
         "latencies_ms": [s * 1000 for s in outcome.latencies_s],
         "rss_baseline_mb": baseline_mb, "peak_rss_mb": rss.peak_mb,
+        # CPU of this process (all its threads, GDAL's included) during the timed section
+        "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
     }  # fmt: skip
     (out_dir / "metrics.json").write_text(json.dumps(metrics))
     return 0
