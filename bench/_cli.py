@@ -20,7 +20,7 @@ from parcelzarr.testing import Azurite, LatencyProxy
 from ._config import APPROACHES, Approach, BenchConfig, config_for
 from ._env import environment
 from ._measure import Record, add_ratios, best_of, check
-from ._report import render_section, write_all
+from ._report import render_section, rerender, write_all
 from ._scenario import Scenario, build_local_data, deploy
 
 __all__ = ["main"]
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--approaches", default="",
                    help="comma-separated subset of approaches (parcelzarr references are "
                    "always run); default: all")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite the chart and RESULTS.md section in --out from its "
+                   "results.json and meta.json; run nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -106,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("azure", "urllib3", "fsspec", "adlfs", "rasterio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.render_only:
+        rerender(args.out)
+        return 0
     latencies = tuple(float(v) for v in args.latencies.split(",") if v.strip())
     cfg = config_for("quick" if args.quick else "full", latencies_ms=latencies)
     if args.repeats is not None:

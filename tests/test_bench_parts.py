@@ -131,3 +131,23 @@ def test_goals_report_each_ratio_and_whether_it_is_met() -> None:
     assert "`gdal-vsiaz-threads` time" in rows["county batch: ≥ 5× the strongest baseline"]
     assert "| 2.50 | **no** |" in rows["county batch: ≥ 5× the strongest baseline"]
     assert not any("time series" in k for k in rows)        # not measured: no row
+
+
+def test_goal_between_runs_under_different_loads_is_not_called_met() -> None:
+    batch = _record("parcelzarr-batch", 1000.0, 5e3, 0.1, 300.0)
+    gdal = _record("gdal-vsiaz", 150.0, 2e4, 0.05, 400.0)  # 6.7x as measured
+    batch.load_1m, gdal.load_1m = 2.0, 7.5                  # but the baseline ran under load
+    row = next(line for line in goals([batch, gdal]) if "strongest baseline" in line)
+    assert "not comparable: load 7.5 vs 2.0 (yes as measured)" in row
+    gdal.load_1m = 2.5
+    row = next(line for line in goals([batch, gdal]) if "strongest baseline" in line)
+    assert row.endswith("| 6.67 | yes |")
+
+
+def test_cpu_accounting_line_compares_client_cpu_with_the_strongest_baseline() -> None:
+    batch = _record("parcelzarr-batch", 1000.0, 5e3, 0.1, 300.0)
+    gdal = _record("gdal-vsiaz", 200.0, 2e4, 0.05, 400.0)
+    batch.client_cpu_s, batch.store_cpu_s = 0.08, 0.06
+    gdal.client_cpu_s, gdal.store_cpu_s = 0.3, 0.02
+    text = "\n".join(goals([batch, gdal]))
+    assert "`gdal-vsiaz` / `parcelzarr-batch` = 3.75×" in text
