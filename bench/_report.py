@@ -19,7 +19,7 @@ from parcelzarr._ingest import DEFAULT_TIME_CHUNK
 from ._config import Approach
 from ._measure import Record
 
-__all__ = ["BEGIN", "END", "render_section", "rerender", "replace_section", "verdicts", "write_all"]
+__all__ = ["BEGIN", "END", "render_section", "replace_section", "rerender", "verdicts", "write_all"]
 
 logger = logging.getLogger(__name__)
 
