@@ -36,8 +36,8 @@ def _srid(df: pd.DataFrame) -> int:
 
 def _geometry_column(df: pd.DataFrame) -> str | None:
     """The active geometry column of a GeoDataFrame, else None."""
-    if isinstance(df, gpd.GeoDataFrame) and df._geometry_column_name in df.columns:
-        return str(df._geometry_column_name)
+    if isinstance(df, gpd.GeoDataFrame) and df.active_geometry_name in df.columns:
+        return str(df.active_geometry_name)
     return None
 
 

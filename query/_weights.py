@@ -129,7 +129,7 @@ class WeightReader:
 
     def __init__(self, src: WeightSource, sem: asyncio.Semaphore) -> None:
         self.src = src
-        self.caches = {}
+        self.caches: dict[str, MaskCache] = {}
         for b, layer in src.layers.items():
             arr = layer.array
             n_cols = Tiles((arr.shape[1], arr.shape[2]), (arr.chunks[1], arr.chunks[2])

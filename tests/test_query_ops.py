@@ -158,8 +158,8 @@ def test_frac_alone_and_weighted_frac_by_a_layer_equal_exactextract(
         src = RasterioRasterSource(ds, band_idx=1)
         theirs = exact_extract(src, gdf, ["unique", "weighted_frac"], weights=src,
                                output="pandas")
-    ours = clc_store.zonal_stats(parcels, stats="weighted_frac", weights="coverage",
-                                 weights_band="clc")
+    ours = clc_store.zonal_stats(parcels, bands=["clc"], stats="weighted_frac",
+                                 weights="coverage", weights_band="clc")
     for i, row in theirs.iterrows():
         mine = ours[ours["parcel_id"] == i].set_index("class")["weighted_frac"]
         expected = pd.Series(np.asarray(row["weighted_frac"], float),
