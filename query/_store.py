@@ -382,6 +382,7 @@ class ParcelStore:
         """
         shares_asked = () if categorical else asks_frac(stats)
         if shares_asked:  # exactextract's frac, weighted_frac: class shares
+            check_output(output, categorical=True)  # class rows: the long frame only
             if "weighted_frac" in shares_asked and weights_band is None:
                 raise ValueError("weighted_frac weighs pixels by a weighting raster: name it "
                                  "with weights_band= (CLI --weights-band)")

@@ -149,6 +149,9 @@ def test_weighted_frac_alone_keeps_class_rows(sm_store: pz.ParcelStore,
     both = sm_store.zonal_stats(concelhos.iloc[:2], bands=["clc"], categorical=True,
                                 weights_band="pop", default_weight=0)
     np.testing.assert_array_equal(alone["weighted_frac"], both["weighted_frac"])
+    with pytest.raises(ValueError, match="one row per class"):
+        sm_store.zonal_stats(concelhos.iloc[:2], bands=["clc"], stats="weighted_frac",
+                             weights_band="pop", output="wide")
 
 
 @pytest.mark.parametrize("default", [None, 0.0, 1.0])
@@ -377,6 +380,12 @@ def test_weights_are_checked(slo: dict[str, Any], sm_store: pz.ParcelStore,
     weighted = store.plan(parcels, bands=["NDVI"], stats="weighted_mean", time="2016-04",
                           weights_band="W")
     assert weighted.requests > plain.requests  # the dry run counts the weights' chunks
+    res = CliRunner().invoke(main, ["plan", store.url, str(SLO / "LULC.gpkg"), "--bands", "NDVI",
+                                    "--stats", "weighted_mean", "--time", "2016-04",
+                                    "--weights-band", "W", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["requests"] > store.plan(
+        str(SLO / "LULC.gpkg"), bands=["NDVI"], stats="mean", time="2016-04").requests
 
 
 def test_default_bands_leave_the_weights_layer_out(sm_store: pz.ParcelStore,
