@@ -180,13 +180,14 @@ def _upsampled(path: Path, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(w, factor, axis=0), factor, axis=1)
 
 
-@pytest.mark.parametrize("default", [None, 0.5])
+@pytest.mark.parametrize(("default", "touched"), [(None, False), (0.5, False), (0.5, True)])
 def test_weighted_moments_with_the_centre_rule_equal_numpy(
         sm_store: pz.ParcelStore, concelhos: gpd.GeoDataFrame, gaps: Path,
-        default: float | None) -> None:
-    """Without coverage weights each pixel whose centre is inside weighs its weight alone
-    (c_i = 1): numpy on rasterio's burn, weights upsampled by repetition (4x)."""
-    ours = sm_store.zonal_stats(concelhos, bands=["dem"], stats=WEIGHTED,
+        default: float | None, touched: bool) -> None:
+    """Without coverage weights each pixel whose centre is inside (or, all_touched, that the
+    parcel touches) weighs its weight alone (c_i = 1): numpy on rasterio's burn, weights
+    upsampled by repetition (4x)."""
+    ours = sm_store.zonal_stats(concelhos, bands=["dem"], stats=WEIGHTED, all_touched=touched,
                                 weights_band="gaps", default_weight=default)
     with rasterio.open(DEM) as ds:
         dem = ds.read(1).astype(np.float64)
@@ -197,7 +198,7 @@ def test_weighted_moments_with_the_centre_rule_equal_numpy(
     if default is not None:
         pop = np.where(np.isnan(pop), default, pop)
     for i, geom in enumerate(concelhos.geometry):
-        inside = ~geometry_mask([geom], shape, transform) & ok
+        inside = ~geometry_mask([geom], shape, transform, all_touched=touched) & ok
         x, w = dem[inside], pop[inside]
         total = w.sum()
         mean = (x * w).sum() / total
