@@ -309,7 +309,8 @@ class ParcelStore:
             One row per (parcel, band, time, class) with ``class``, ``count``, ``fraction``
             (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``. ``area_m2`` is
             in square metres on any CRS: the sum of each pixel's ellipsoidal area on
-            geographic grids, ``res_x * res_y`` in metres on projected ones.
+            geographic grids, ``res_x * res_y`` in metres on projected ones. With
+            ``weights_band``, also ``weighted_frac`` (the class's share of the weights).
         mask:
             ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
             ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
