@@ -31,7 +31,7 @@ from ._parcels import ParcelSet
 from ._plan import ChunkPlan, plan_chunks
 from ._rasterize import too_large
 from ._request import ZonalRequest, select_dates
-from ._zonal import _mask_source
+from ._zonal import _mask_source, _weights
 
 __all__ = ["SIZE_SAMPLE", "chunk_keys", "mask_keys", "plan_query"]
 
@@ -143,6 +143,10 @@ def plan_query(store: Any, root: zarr.Group, catalogue: Catalogue, request: Zona
         if request.mask_band is not None:
             src = _mask_source(root, catalogue, info, request.mask_band, classes)
             keys += sorted(mask_keys(plan, src, layers))
+        weights = _weights(root, catalogue, info, request)
+        if weights is not None:  # the weighting raster's chunks, read as the mask's
+            keys += sorted({k for w in weights.layers.values()
+                            for k in mask_keys(plan, w, layers)})
         per_grid.append((a.grid, int(a.subset.size), plan.n_chunks, n_band_chunks,
                          len(all_keys), len(all_keys) + len(keys)))
         all_keys += keys

@@ -10,7 +10,8 @@ Reads go per zarr chunk: for each spatial chunk and band, the dates asked for ar
 the array's time chunking and each time block is read once, then sliced per date; a season on
 a time-compacted layout (chunks ``(T, cy, cx)``) costs one request per spatial chunk and band.
 A cloud mask (SCL) from a coarser grid of the same CRS is read per SCL chunk through a small
-cache in spatial order and upsampled by nearest neighbour onto the band chunk.
+cache in spatial order and upsampled by nearest neighbour onto the band chunk; so is the
+weighting raster of the ``weighted_*`` statistics (:mod:`._weights`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ._mask import MaskCache, MaskSource
 from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
+from ._weights import WeightReader, WeightSource
 
 __all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared", "run_grid"]
 
@@ -58,6 +60,8 @@ class Prepared:
     nodata_weights: np.ndarray | None
     #: Ground area (m²) of each valid pixel (categorical layers only, else None).
     area: np.ndarray | None = None
+    #: Coverage (or 1) times the weighting raster of each valid pixel (``weighted_*``).
+    cw: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class ClassCounts:
     klass: np.ndarray
     count: np.ndarray
     area: np.ndarray
+    #: Per pair, the summed coverage times weight (``weights_band``), else None.
+    wcount: np.ndarray | None = None
 
 
 #: One layer's result: statistic name -> per-parcel values, or a categorical layer's counts.
@@ -122,6 +128,8 @@ class GridJob:
     #: With ``coverage``: pixels the parcel covers less than this fraction of are left out
     #: (exactextract's ``min_coverage_frac``).
     min_coverage_frac: float = 0.0
+    #: The weighting raster of the ``weighted_*`` statistics and ``weighted_frac``.
+    weights: WeightSource | None = None
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -146,7 +154,8 @@ class _Reducer:
         n = len(job.geoms)
         self.job = job
         extrema = bool({"min", "max", "range"} & set(job.stats.names))
-        self.partials = [Partials(n, weighted=job.coverage, extrema=extrema)
+        self.partials = [Partials(n, weighted=job.coverage, extrema=extrema,
+                                  raster_weights=job.stats.weighted)
                          for _ in job.layers]
         #: what is rasterised per chunk: parcels cut to the grid (their pixels unchanged)
         self.burn = clip_to_grid(job.geoms, job.plan.spec)
@@ -170,7 +179,8 @@ class _Reducer:
         return self.job.stats.exact_names
 
     def prepare(self, k: int, data: Mapping[Key, np.ndarray],
-                masks: Mapping[int, np.ndarray]) -> tuple[int, list[Prepared]]:
+                masks: Mapping[int, np.ndarray], weights: Mapping[int, np.ndarray] | None = None
+                ) -> tuple[int, list[Prepared]]:
         """Label chunk ``k`` and pick each layer's valid pixels (pure; runs in any thread)."""
         job = self.job
         plan = job.plan
@@ -199,12 +209,19 @@ class _Reducer:
                        for t in layer.times]
                 v, ok = composite_values(np.stack([o[0] for o in obs]),
                                          np.stack([o[1] for o in obs]), layer.composite)
+            cw = None
+            if weights is not None:  # a static weights layer: any of the layer's dates
+                cw = weights[layer.time_indices[0]].ravel()[pix]
+                if w is not None:
+                    cw = cw * w
             if ok.all():
-                out.append(Prepared(par, v, w, par[:0], None if w is None else w[:0], area))
+                out.append(Prepared(par, v, w, par[:0], None if w is None else w[:0], area,
+                                    cw))
             else:
                 out.append(Prepared(par[ok], v[ok], None if w is None else w[ok], par[~ok],
                                     None if w is None else w[~ok],
-                                    None if area is None else area[ok]))
+                                    None if area is None else area[ok],
+                                    None if cw is None else cw[ok]))
         return k, out
 
     def _burn_shapes(self, ids: np.ndarray) -> np.ndarray:
@@ -247,9 +264,11 @@ class _Reducer:
         job = self.job
         for li, p in enumerate(prepared):
             if job.categorical:
-                self._add_classes(li, p.parcels, p.values, p.weights, p.area)
+                self._add_classes(li, p.parcels, p.values, p.weights, p.area, p.cw)
             else:
                 self.partials[li].add_sorted(p.parcels, p.values, p.weights)
+                if p.cw is not None:
+                    self.partials[li].add_weighted(p.parcels, p.values, p.cw)
             self.partials[li].add_nodata(p.nodata_parcels, p.nodata_weights)
             if job.stats.needs_values and not job.categorical:
                 self.values[li].append((p.parcels, p.values, p.weights))
@@ -259,7 +278,8 @@ class _Reducer:
             self.flush()
 
     def _add_classes(self, li: int, par: np.ndarray, v: np.ndarray,
-                     w: np.ndarray | None, area: np.ndarray | None = None) -> None:
+                     w: np.ndarray | None, area: np.ndarray | None = None,
+                     cw: np.ndarray | None = None) -> None:
         if par.size == 0:
             return
         pairs, inv = np.unique(np.stack([par, v.astype(np.int64)], axis=1), axis=0,
@@ -270,7 +290,9 @@ class _Reducer:
         else:
             area_sum = np.bincount(inv.ravel(), weights=area if w is None else area * w,
                                    minlength=len(pairs))
-        self.classes[li].append(ClassCounts(pairs[:, 0], pairs[:, 1], cnt, area_sum))
+        wcnt = (None if cw is None
+                else np.bincount(inv.ravel(), weights=cw, minlength=len(pairs)))
+        self.classes[li].append(ClassCounts(pairs[:, 0], pairs[:, 1], cnt, area_sum, wcnt))
         self.partials[li].count += np.bincount(
             par, weights=w, minlength=self.partials[li].count.size
         ).astype(self.partials[li].count.dtype)
@@ -319,9 +341,10 @@ class _Reducer:
 
     def _class_result(self, li: int) -> ClassCounts:
         parts = self.classes[li]
+        weighted = self.job.weights is not None
         if not parts:
             return ClassCounts(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0),
-                               np.empty(0))
+                               np.empty(0), np.empty(0) if weighted else None)
         par = np.concatenate([p.parcel for p in parts])
         cls = np.concatenate([p.klass for p in parts])
         cnt = np.concatenate([p.count for p in parts])
@@ -329,7 +352,11 @@ class _Reducer:
         pairs, inv = np.unique(np.stack([par, cls], axis=1), axis=0, return_inverse=True)
         total = np.bincount(inv.ravel(), weights=cnt, minlength=len(pairs))
         area_total = np.bincount(inv.ravel(), weights=area, minlength=len(pairs))
-        return ClassCounts(pairs[:, 0], pairs[:, 1], total, area_total)
+        wtotal = None
+        if weighted:
+            wc = np.concatenate([p.wcount for p in parts if p.wcount is not None])
+            wtotal = np.bincount(inv.ravel(), weights=wc, minlength=len(pairs))
+        return ClassCounts(pairs[:, 0], pairs[:, 1], total, area_total, wtotal)
 
 
 async def run_grid(
@@ -391,6 +418,7 @@ async def _run_grid(
         n_cols = Tiles((mask_arr.shape[1], mask_arr.shape[2]),
                        (mask_arr.chunks[1], mask_arr.chunks[2])).counts[1]
         masks = MaskCache(job.mask, sem, capacity=2 * n_cols + 8)
+    weights = None if job.weights is None else WeightReader(job.weights, sem)
 
     async def get(band: str, t0: int, t1: int, win: tuple[int, int, int, int]) -> np.ndarray:
         r0, r1, c0, c1 = win
@@ -398,22 +426,28 @@ async def _run_grid(
             out = await job.arrays[band].getitem((slice(t0, t1), slice(r0, r1), slice(c0, c1)))
         return np.asarray(out)
 
-    async def fetch(k: int) -> tuple[int, dict[Key, np.ndarray], dict[int, np.ndarray]]:
+    async def fetch(k: int) -> tuple[int, dict[Key, np.ndarray], dict[int, np.ndarray],
+                                     dict[int, np.ndarray] | None]:
         win = plan.chunk_window(k)
         coros: list[Any] = [get(b, t0, t1, win) for b, t0, t1, _ in reads]
         if masks is not None:
             coros.append(masks.window(win, times))
+        if weights is not None:
+            coros.append(weights.window(win, times))
         got = await asyncio.gather(*coros)
         data: dict[Key, np.ndarray] = {}
         for (band, t0, _, ts), block in zip(reads, got, strict=False):
             for t in ts:
                 data[(band, t)] = block[t - t0]
-        return k, data, (got[-1] if masks is not None else {})
+        extra = got[len(reads):]
+        bad = extra.pop(0) if masks is not None else {}
+        wts = extra.pop(0) if weights is not None else None
+        return k, data, bad, wts
 
     async def prepare(k: int) -> tuple[int, list[Prepared]]:
-        k, data, bad = await fetch(k)
+        k, data, bad, wts = await fetch(k)
         async with cpu:
-            return await asyncio.to_thread(reducer.prepare, k, data, bad)
+            return await asyncio.to_thread(reducer.prepare, k, data, bad, wts)
 
     # Chunks are fetched and prepared (labelled, values picked: GDAL and numpy release the
     # GIL) ``workers`` at a time, and folded into the partials in spatial order.

@@ -40,10 +40,11 @@ def stat_frame(pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetime
 def class_frame(pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetime64,
                 res: ClassCounts) -> pd.DataFrame:
     """Categorical rows: one per (parcel, class) the engine found, with count, fraction of
-    the parcel's valid pixels and ground area."""
+    the parcel's valid pixels and ground area (and, with a weighting raster, the class's
+    share of the parcel's summed weights, ``weighted_frac``)."""
     par, cnt = res.parcel, res.count
     total = np.bincount(par, weights=cnt, minlength=subset.size)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         pset.ids.name: pset.ids.to_numpy()[subset[par]],
         "band": band,
         "time": np.full(par.size, when),
@@ -53,6 +54,11 @@ def class_frame(pset: ParcelSet, subset: np.ndarray, band: str, when: np.datetim
         "fraction": cnt / total[par],
         "area_m2": res.area,
     })
+    if res.wcount is not None:  # exactextract's weighted_frac: share of sum(c_i w_i)
+        wtotal = np.bincount(par, weights=res.wcount, minlength=subset.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame["weighted_frac"] = res.wcount / wtotal[par]
+    return frame
 
 
 def uncovered_frames(pset: ParcelSet, catalogue: Catalogue, assignment: Sequence[Assignment],

@@ -16,10 +16,20 @@ majority / minority    the value covering the most / least pixels (coverage-weig
 variety                how many distinct values the parcel holds (a float: NaN without any)
 frac                   per distinct value, its share of the parcel's (coverage-weighted)
                        valid pixels: one row per class, as ``categorical=True``
+weighted_sum           ``sum(x_i c_i w_i)``: ``w_i`` the weighting raster
+                       (``weights_band=``, :mod:`._weights`), ``c_i`` the coverage
+                       fraction (1 with the centre rule)
+weighted_mean          ``sum(x_i c_i w_i) / sum(c_i w_i)``
+weighted_variance      ``sum(c_i w_i (x_i - m)^2) / sum(c_i w_i)``, ``m`` the weighted mean
+weighted_stdev         its square root
+weighted_frac          per distinct value, its share of ``sum(c_i w_i)``: one row per class,
+                       beside ``frac`` if asked
 ====================== ==========================================================
 
-``weighted_frac`` needs a weighting raster, which parcelzarr does not take: it is refused
-with that reason.
+As in exactextract, a pixel without a weight (nodata, NaN) takes ``default_weight`` (NaN by
+default: the parcel's weighted statistics are then NaN); pixels with weight 0 do not count in
+the weighted moments. A parcel without valid pixels has NaN statistics, ``weighted_sum``
+included (exactextract gives 0 there, as for ``sum``).
 """
 
 from __future__ import annotations
@@ -29,13 +39,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["DERIVED", "MODES", "QUANTILE", "asks_frac", "check_min_coverage_frac", "derived",
-           "quantile_percent", "value_modes"]
+__all__ = ["CLASS_OPS", "DERIVED", "MODES", "QUANTILE", "WEIGHTED", "asks_frac",
+           "check_min_coverage_frac", "derived", "quantile_percent", "value_modes"]
 
 #: Statistics computed from the running moments.
 DERIVED = ("stdev", "variance", "coefficient_of_variation")
 #: Statistics of the distinct values (need the values, like the median).
 MODES = ("majority", "minority", "variety")
+#: Statistics weighted by the weighting raster (``weights_band=``), one value per parcel.
+WEIGHTED = ("weighted_sum", "weighted_mean", "weighted_stdev", "weighted_variance")
+#: Statistics with one row per class (distinct value) of the parcel.
+CLASS_OPS = ("frac", "weighted_frac")
 QUANTILE = re.compile(r"^quantile_((?:0|1)(?:\.\d+)?|\.\d+)$")
 
 
@@ -106,19 +120,19 @@ def check_min_coverage_frac(value: float | None, *, coverage: bool) -> float:
     return float(value)
 
 
-def asks_frac(stats: str | Iterable[str]) -> bool:
-    """Whether ``stats`` asks for exactextract's ``frac`` (class shares: one row per class,
-    as ``categorical=True`` gives them). ``frac`` cannot be mixed with other statistics
-    (they have one row per parcel, it one per class), and ``weighted_frac`` needs a weighting
-    raster: both raise a ValueError saying so."""
+def asks_frac(stats: str | Iterable[str]) -> tuple[str, ...]:
+    """Which of exactextract's class shares ``stats`` asks for (``frac``, ``weighted_frac``:
+    one row per class, as ``categorical=True`` gives them); empty for none. They cannot be
+    mixed with other statistics (those have one row per parcel): a ValueError says so."""
     names = ([s.strip() for s in stats.replace(" ", ",").split(",") if s.strip()]
              if isinstance(stats, str) else [str(s) for s in stats])
-    if "weighted_frac" in names:
-        raise ValueError("weighted_frac weighs by a second raster, which parcelzarr does not "
-                         "take: use frac (coverage-weighted with weights='coverage')")
-    if "frac" not in names:
-        return False
-    if set(names) != {"frac"}:
-        raise ValueError("frac gives one row per class and cannot be mixed with "
-                         f"{', '.join(n for n in names if n != 'frac')}: ask for it alone")
-    return True
+    asked = tuple(n for n in CLASS_OPS if n in names)
+    if not asked:
+        return ()
+    others = [n for n in names if n not in CLASS_OPS]
+    if others:
+        verb = "gives" if len(asked) == 1 else "give"
+        raise ValueError(f"{' and '.join(asked)} {verb} one row per class and cannot be mixed "
+                         f"with {', '.join(others)}: ask for {'it' if len(asked) == 1 else 'them'}"
+                         " alone")
+    return asked

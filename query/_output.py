@@ -23,41 +23,39 @@ CUBE_SUFFIXES = (".zarr", ".nc")
 
 def write_stats(df: pd.DataFrame, out: Path | str, *, parcels: Any = None,
                 id_column: str | None = None, geometry: bool = False,
-                layer: str | None = None) -> Path | str:
+                layer: str | None = None, crs: Any = None) -> Path | str:
     """Write ``df`` to ``out`` (``.parquet``, ``.geoparquet``, ``.csv`` or a
     ``postgresql://...?table=NAME`` URL: see :func:`to_postgis`, rows of the same parcel,
     band and time replaced).
 
     With ``geometry`` each row gets its parcel's geometry (in the parcels' CRS), joined on
-    the id column (``layer``: the parcels file's layer): GeoParquet for ``.parquet``, a WKT
-    ``geometry`` column for ``.csv``. ``.geoparquet`` always holds the geometry (a GeoParquet
-    file without one would not be GeoParquet). GeoParquet is written as version 1.1 with a
-    ``bbox`` covering column (xmin, ymin, xmax, ymax per row), which readers use to skip
-    row groups outside a query window.
+    the id column (``layer``: the parcels file's layer; ``crs``: their CRS if they declare
+    none): GeoParquet for ``.parquet``, a WKT ``geometry`` column for ``.csv``, a PostGIS
+    ``geometry`` column (with a GiST index) in a PostgreSQL table. ``.geoparquet`` always
+    holds the geometry (a GeoParquet file without one would not be GeoParquet). GeoParquet
+    is written as version 1.1 with a ``bbox`` covering column (xmin, ymin, xmax, ymax per
+    row), which readers use to skip row groups outside a query window.
     """
-    if is_postgres_url(out):
-        assert isinstance(out, str)
-        if geometry:
-            raise ValueError("geometry=True (CLI --geometry) with a PostgreSQL output: the "
-                             "table holds statistics keyed by parcel id; join the parcels' "
-                             "own table on it")
-        to_postgis(df, out)
-        return out
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".parquet", ".geoparquet", ".csv"):
-        raise ValueError(f"cannot write {out.name}: the output must end in .parquet, "
+    postgres = is_postgres_url(out)
+    suffix = "" if postgres else Path(out).suffix.lower()
+    if not postgres and suffix not in (".parquet", ".geoparquet", ".csv"):
+        raise ValueError(f"cannot write {Path(out).name}: the output must end in .parquet, "
                          ".geoparquet or .csv")
     geometry = geometry or suffix == ".geoparquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
     frame: pd.DataFrame = df
     if geometry:
         if parcels is None:
             raise ValueError("geometry=True (or a .geoparquet output) needs the parcels")
-        pset = load_parcels(parcels, id_column=id_column, layer=layer)
+        pset = load_parcels(parcels, id_column=id_column, layer=layer, crs=crs)
         geoms = pd.Series(pset.geometry, index=pset.ids.to_numpy())
         frame = gpd.GeoDataFrame(df, geometry=geoms.loc[df[pset.ids.name].to_numpy()].to_numpy(),
                                  crs=pset.crs)
+    if postgres:
+        assert isinstance(out, str)
+        to_postgis(frame, out)
+        return out
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         if isinstance(frame, gpd.GeoDataFrame):
             frame = pd.DataFrame(frame.assign(geometry=frame.geometry.to_wkt()))

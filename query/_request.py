@@ -29,6 +29,7 @@ from ._mask_layer import resolve_mask
 from ._ops import check_min_coverage_frac
 from ._select import TimeSelection, describe_times, normalise_bands, select_times
 from ._stats import StatSpec, parse_stats
+from ._weights import check_default_weight, weights_dates
 
 __all__ = ["DEFAULT_MASK_CLASSES", "Output", "ZonalRequest", "select_dates", "zonal_request"]
 
@@ -77,12 +78,17 @@ class ZonalRequest:
     deadline: float | None = None
     #: With ``coverage``: pixels covered less than this fraction are left out (0: none).
     min_coverage_frac: float = 0.0
+    #: The weighting raster of the ``weighted_*`` statistics (a band, index or expression;
+    #: :mod:`._weights`), or None; and the weight of pixels without one (NaN: none).
+    weights_band: Output | None = None
+    default_weight: float = float("nan")
 
     @property
     def stat_names(self) -> list[str]:
         """Columns of one result row after ``band`` and ``time``."""
         if self.categorical:
-            return ["class", "count", "fraction", "area_m2"]
+            return ["class", "count", "fraction", "area_m2",
+                    *(["weighted_frac"] if self.weights_band is not None else [])]
         return [*self.stats.names, "status"]
 
 
@@ -103,6 +109,8 @@ def zonal_request(
     min_coverage_frac: float | None = None,
     interval: str | None = None,
     composite: str | None = None,
+    weights_band: str | None = None,
+    default_weight: float | None = None,
 ) -> ZonalRequest:
     """Check the arguments of :meth:`ParcelStore.zonal_stats` against ``catalogue``.
 
@@ -117,7 +125,11 @@ def zonal_request(
     """
     mask_band, mask_values = resolve_mask(mask, mask_classes, catalogue.bands)
     interval, composite = check_composite(interval, composite, categorical=categorical)
-    outputs = _outputs(catalogue, bands, indices, exclude=mask_band)
+    spec = parse_stats(("count",) if categorical else stats)
+    weighting = _weights_output(catalogue, weights_band, spec, categorical=categorical,
+                                interval=interval)
+    exclude = tuple(b for b in (mask_band, weighting.name if weighting else None) if b)
+    outputs = _outputs(catalogue, bands, indices, exclude=exclude)
     dates = select_dates(catalogue, outputs, time,
                          explicit=bands is not None or bool(indices))
     outputs = [o for o in outputs if any(k[1] == o.name and v.size for k, v in dates.items())]
@@ -133,16 +145,57 @@ def zonal_request(
                          "all_touched=True")
     classes = (tuple(int(c) for c in mask_values) if mask_band is not None
                else DEFAULT_MASK_CLASSES)
+    if default_weight is not None and weighting is None:
+        raise ValueError("default_weight= is the weight of pixels without one in weights_band="
+                         " (CLI --weights-band): give weights_band too")
     return ZonalRequest(
-        outputs=tuple(outputs), stats=parse_stats(("count",) if categorical else stats),
+        outputs=tuple(outputs), stats=spec,
         time=time, all_touched=all_touched, coverage=coverage, categorical=categorical,
         mask_band=mask_band, mask_classes=classes, interval=interval, composite=composite,
         concurrency=concurrency, deadline=limit,
-        min_coverage_frac=check_min_coverage_frac(min_coverage_frac, coverage=coverage))
+        min_coverage_frac=check_min_coverage_frac(min_coverage_frac, coverage=coverage),
+        weights_band=weighting, default_weight=check_default_weight(default_weight))
+
+
+def _weights_output(catalogue: Catalogue, weights_band: str | None, spec: StatSpec, *,
+                    categorical: bool, interval: str | None) -> Output | None:
+    """The weighting raster ``weights_band`` as an :class:`Output` (a band, an index or an
+    expression over bands), checked against the statistics asked for."""
+    if weights_band is None:
+        if spec.weighted:
+            asked = [n for n in spec.names if n.startswith("weighted_")]
+            raise ValueError(f"{', '.join(asked)} weigh(s) pixels by a weighting raster: name "
+                             "it with weights_band= (CLI --weights-band), a band of the "
+                             "store or an expression over bands")
+        return None
+    if not isinstance(weights_band, str) or not weights_band.strip():
+        raise ValueError(f"weights_band={weights_band!r}: give a band name or an expression")
+    if not (spec.weighted or categorical):
+        raise ValueError(f"weights_band={weights_band!r} weighs the weighted_* statistics "
+                         "(weighted_mean, weighted_sum, weighted_stdev, weighted_variance, "
+                         "weighted_frac) only: ask for one of them")
+    name = weights_band.strip()
+    if name in catalogue.bands:
+        out = Output(name, (name,))
+    elif name.lower() in INDICES:
+        out = Output(name.lower(), INDICES[name.lower()].bands)
+    elif name.isidentifier():
+        raise BandNotFoundError(f"weights_band={name!r}: no such band in the store (it holds "
+                                f"{catalogue.bands}), nor an index or expression")
+    else:
+        expr = parse_expression(name)
+        out = Output(expr.text, expr.bands, expr)
+    for b in out.inputs:
+        catalogue.grids_with(b)
+    if interval is not None and weights_dates(catalogue, out.inputs) > 1:
+        raise ValueError(f"weights_band={name!r} holds several dates: with interval= "
+                         "composites, weigh by a layer of one date (static weights)")
+    return out
 
 
 def _outputs(catalogue: Catalogue, bands: str | Iterable[str] | None,
-             indices: str | Iterable[str] | None, *, exclude: str | None) -> list[Output]:
+             indices: str | Iterable[str] | None, *, exclude: tuple[str, ...] = ()
+             ) -> list[Output]:
     """An :class:`Output` for each band, index and expression asked for."""
     if isinstance(indices, str):
         indices = [indices]
@@ -151,7 +204,7 @@ def _outputs(catalogue: Catalogue, bands: str | Iterable[str] | None,
     if bands is None and index_list:
         band_list: list[str] = []
     elif bands is None:
-        band_list = [b for b in available if b != exclude]
+        band_list = [b for b in available if b not in exclude]
     else:
         band_list = normalise_bands(bands, available)
     outputs = [Output(b, (b,)) for b in band_list]
@@ -171,8 +224,8 @@ def _outputs(catalogue: Catalogue, bands: str | Iterable[str] | None,
     if not outputs:
         raise ValueError(
             "nothing to compute: no band or index was asked for"
-            + (f" (the store's only band is the mask band {exclude})"
-               if bands is None and exclude in available else "")
+            + (f" (the store's only bands are the mask or weights {', '.join(exclude)})"
+               if bands is None and exclude and set(available) <= set(exclude) else "")
             + f"; the store holds {available}")
     return outputs
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._ops import DERIVED, MODES, derived, quantile_percent, value_modes
+from ._ops import DERIVED, MODES, WEIGHTED, derived, quantile_percent, value_modes
 
 __all__ = [
     "DEFAULT_STATS",
@@ -53,6 +53,11 @@ class StatSpec:
         return any(n in MODES for n in self.names)
 
     @property
+    def weighted(self) -> bool:
+        """Whether a statistic weighted by the weighting raster is asked for."""
+        return any(n in WEIGHTED for n in self.names)
+
+    @property
     def needs_values(self) -> bool:
         """Whether statistics of the values themselves (median, percentiles, majority,
         minority, variety) are asked for."""
@@ -76,8 +81,8 @@ class StatSpec:
 def parse_stats(stats: str | Iterable[str]) -> StatSpec:
     """Validate statistic names: rasterstats' (count, sum, mean, min, max, std, median,
     range, nodata, percentile_N) and exactextract's (stdev, variance,
-    coefficient_of_variation, majority, minority, variety, quantile_Q; see
-    :mod:`parcelzarr.query._ops`).
+    coefficient_of_variation, majority, minority, variety, quantile_Q, weighted_sum,
+    weighted_mean, weighted_stdev, weighted_variance; see :mod:`parcelzarr.query._ops`).
 
     Examples
     --------
@@ -90,12 +95,14 @@ def parse_stats(stats: str | Iterable[str]) -> StatSpec:
     if not names:
         raise ValueError("no statistics requested")
     for n in names:
-        if n in _SIMPLE or n in DERIVED or n in MODES or quantile_percent(n) is not None:
+        if (n in _SIMPLE or n in DERIVED or n in MODES or n in WEIGHTED
+                or quantile_percent(n) is not None):
             continue
         m = _PERCENTILE.match(n)
         if m is None or not 0 <= float(m.group(1)) <= 100:
+            known = ", ".join(_SIMPLE + DERIVED + MODES + WEIGHTED)
             raise ValueError(
-                f"unknown statistic {n!r}: choose from {', '.join(_SIMPLE + DERIVED + MODES)}, "
+                f"unknown statistic {n!r}: choose from {known}, "
                 "percentile_N (0 <= N <= 100) or quantile_Q (0 <= Q <= 1)"
             )
     return StatSpec(names)
@@ -104,7 +111,8 @@ def parse_stats(stats: str | Iterable[str]) -> StatSpec:
 class Partials:
     """Running per-parcel statistics of one layer (a band or index at one date)."""
 
-    def __init__(self, n: int, *, weighted: bool = False, extrema: bool = True) -> None:
+    def __init__(self, n: int, *, weighted: bool = False, extrema: bool = True,
+                 raster_weights: bool = False) -> None:
         self.weighted = weighted
         #: whether min and max are kept (two of the reductions per chunk; off when neither
         #: they nor ``range`` is asked for)
@@ -116,6 +124,8 @@ class Partials:
         self.min = np.full(n, np.inf, dtype=np.float64)
         self.max = np.full(n, -np.inf, dtype=np.float64)
         self.nodata = np.zeros(n, dtype=np.float64 if weighted else np.int64)
+        #: Moments weighted by ``c_i w_i`` (the weighting raster's ``weighted_*``), if asked.
+        self.w: _Moments | None = _Moments(n) if raster_weights else None
 
     def add_sorted(self, parcels: np.ndarray, values: np.ndarray,
                    weights: np.ndarray | None = None) -> None:
@@ -126,13 +136,8 @@ class Partials:
         """
         if parcels.size == 0:
             return
-        first = np.empty(parcels.size, dtype=bool)
-        first[0] = True
-        np.not_equal(parcels[1:], parcels[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        ids = parcels[starts]
+        starts, ids, runs = _runs(parcels)
         v = values.astype(np.float64, copy=False)
-        runs = np.diff(starts, append=parcels.size)
         if weights is None:
             cnt = runs
             s = np.add.reduceat(v, starts)
@@ -145,17 +150,19 @@ class Partials:
             mu = s / cnt
             dev = v - np.repeat(mu, runs)
             m2 = np.add.reduceat(weights * dev * dev, starts)
-        n_a = self.count[ids].astype(np.float64)
-        n_ab = n_a + cnt
-        delta = mu - self.mean[ids]
-        self.mean[ids] += delta * cnt / n_ab
-        self.m2[ids] += m2 + delta * delta * n_a * cnt / n_ab
+        _merge(self.mean, self.m2, self.count[ids].astype(np.float64), ids, cnt, mu, m2)
         self.count[ids] += cnt
         self.sum[ids] += s
         if self.extrema:
             # ids are unique here: plain fancy assignment is exact
             self.min[ids] = np.minimum(self.min[ids], np.minimum.reduceat(v, starts))
             self.max[ids] = np.maximum(self.max[ids], np.maximum.reduceat(v, starts))
+
+    def add_weighted(self, parcels: np.ndarray, values: np.ndarray, cw: np.ndarray) -> None:
+        """Add valid pixels to the raster-weighted moments, ``parcels`` sorted ascending and
+        ``cw`` each pixel's coverage times weight (NaN for a missing weight)."""
+        if self.w is not None:
+            self.w.add_sorted(parcels, values, cw)
 
     def add_nodata(self, parcels: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count nodata pixels inside parcels (coverage-weighted with ``weights``)."""
@@ -191,7 +198,75 @@ class Partials:
                 elif name in DERIVED:
                     out[name] = derived(name, mean=self.sum[ids] / np.where(empty, 1, cnt),
                                         m2=self.m2[ids], count=cnt)
+                elif name in WEIGHTED and self.w is not None:
+                    out[name] = np.where(empty, np.nan, self.w.result(name, ids))
         return out
+
+
+def _runs(parcels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of parcel indices sorted ascending: where each parcel's run starts, the parcels, and
+    the runs' lengths."""
+    first = np.empty(parcels.size, dtype=bool)
+    first[0] = True
+    np.not_equal(parcels[1:], parcels[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return starts, parcels[starts], np.diff(starts, append=parcels.size)
+
+
+def _merge(mean: np.ndarray, m2: np.ndarray, n_a: np.ndarray, ids: np.ndarray,
+           cnt: np.ndarray, mu: np.ndarray, m2_b: np.ndarray) -> None:
+    """Chan's parallel update, in place: the running ``mean`` and ``m2`` of parcels ``ids``
+    (count ``n_a`` so far) take a partial of count ``cnt``, mean ``mu`` and ``m2_b``."""
+    n_ab = n_a + cnt
+    delta = mu - mean[ids]
+    mean[ids] += delta * cnt / n_ab
+    m2[ids] += m2_b + delta * delta * n_a * cnt / n_ab
+
+
+class _Moments:
+    """Running per-parcel moments of values under arbitrary weights ``c_i w_i``, with
+    exactextract's rules: a NaN weight makes the parcel's moments NaN, a weight 0 adds
+    nothing (West's update skips it), a parcel whose weights sum to 0 has NaN mean and
+    variance."""
+
+    def __init__(self, n: int) -> None:
+        self.count = np.zeros(n)  # sum(c w)
+        self.sum = np.zeros(n)  # sum(x c w)
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)  # sum(c w (x - mean)^2)
+
+    def add_sorted(self, parcels: np.ndarray, values: np.ndarray, cw: np.ndarray) -> None:
+        """Add pixels (``parcels`` sorted ascending) of weights ``cw``: Chan's parallel
+        update, as :meth:`Partials.add_sorted`."""
+        if parcels.size == 0:
+            return
+        starts, ids, runs = _runs(parcels)
+        v = values.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            cnt = np.add.reduceat(cw, starts)
+            s = np.add.reduceat(v * cw, starts)
+            self.sum[ids] += s
+            use = cnt != 0  # True for NaN: a missing weight spoils the parcel's moments
+            mu = s / np.where(use, cnt, 1.0)
+            dev = v - np.repeat(mu, runs)
+            m2 = np.add.reduceat(cw * dev * dev, starts)
+            ids, cnt, mu, m2 = ids[use], cnt[use], mu[use], m2[use]
+            _merge(self.mean, self.m2, self.count[ids], ids, cnt, mu, m2)
+            self.count[ids] += cnt
+
+    def result(self, name: str, ids: np.ndarray) -> np.ndarray:
+        cnt = self.count[ids]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if name == "weighted_sum":
+                return self.sum[ids].copy()
+            if name == "weighted_mean":
+                return np.where(cnt != 0, self.sum[ids] / cnt, np.nan)
+            var = np.where(cnt != 0, self.m2[ids] / cnt, np.nan)
+            if name == "weighted_variance":
+                return var
+            if name == "weighted_stdev":
+                return np.sqrt(var)
+        raise ValueError(f"not a weighted statistic: {name!r}")
 
 
 def _sort_by_parcel_value(parcels: np.ndarray, values: np.ndarray

@@ -179,6 +179,8 @@ class ParcelStore:
         deadline: float | None = None,
         output: Literal["pandas", "wide"] = "pandas",
         min_coverage_frac: float | None = None,
+        weights_band: str | None = None,
+        default_weight: float | None = None,
     ) -> pd.DataFrame: ...
 
     @overload
@@ -207,6 +209,8 @@ class ParcelStore:
         deadline: float | None = None,
         output: Literal["xarray"],
         min_coverage_frac: float | None = None,
+        weights_band: str | None = None,
+        default_weight: float | None = None,
     ) -> xr.Dataset: ...
 
     @overload
@@ -235,6 +239,8 @@ class ParcelStore:
         deadline: float | None = None,
         output: Output = "pandas",
         min_coverage_frac: float | None = None,
+        weights_band: str | None = None,
+        default_weight: float | None = None,
     ) -> pd.DataFrame | xr.Dataset: ...
 
     @pinned
@@ -262,6 +268,8 @@ class ParcelStore:
         deadline: float | None = None,
         output: Output = "pandas",
         min_coverage_frac: float | None = None,
+        weights_band: str | None = None,
+        default_weight: float | None = None,
     ) -> pd.DataFrame | xr.Dataset:
         """Per-parcel statistics of bands (and indices) for every selected date.
 
@@ -281,8 +289,10 @@ class ParcelStore:
             Statistic names (rasterstats'): count, sum, mean, min, max, std (population),
             median, range, nodata, percentile_N; and exactextract's, with its semantics:
             stdev, variance, coefficient_of_variation, quantile_Q (``quantile_0.9``),
-            majority, minority, variety; ``"frac"`` alone gives class shares (one row per
-            class, as ``categorical=True``; see :mod:`parcelzarr.query._ops`).
+            majority, minority, variety, and the ``weighted_*`` statistics of a weighting
+            raster (``weights_band``); ``"frac"`` and ``"weighted_frac"`` alone give class
+            shares (one row per class, as ``categorical=True``; see
+            :mod:`parcelzarr.query._ops`).
         time:
             None (all dates), a year ``"2024"``, a month ``"2024-05"``, a day, ``"START/END"``
             of these (inclusive: ``"2024-05/2024-07"`` is May 1 to July 31), a ``slice`` or a
@@ -299,7 +309,8 @@ class ParcelStore:
             One row per (parcel, band, time, class) with ``class``, ``count``, ``fraction``
             (of the parcel's valid pixels) and ``area_m2`` instead of ``stats``. ``area_m2`` is
             in square metres on any CRS: the sum of each pixel's ellipsoidal area on
-            geographic grids, ``res_x * res_y`` in metres on projected ones.
+            geographic grids, ``res_x * res_y`` in metres on projected ones. With
+            ``weights_band``, also ``weighted_frac`` (the class's share of the weights).
         mask:
             ``True`` or ``"scl"``: exclude pixels whose Sentinel-2 scene classification (the
             ``SCL`` band, any resolution of the same CRS) is in ``mask_classes``; they count
@@ -347,6 +358,19 @@ class ParcelStore:
             With ``weights="coverage"``: leave out pixels the parcel covers less than this
             fraction of (``0 < f <= 1``), as exactextract's ``min_coverage_frac``; the others
             keep their fraction as weight.
+        weights_band:
+            exactextract's weighting raster, for the statistics ``weighted_sum``,
+            ``weighted_mean``, ``weighted_stdev``, ``weighted_variance`` and
+            ``weighted_frac`` (alone, or with ``frac``: one row per class): a band of the store
+            (as stored), an index or an expression over bands (in reflectance), on the
+            values' grid or a coarser aligned one of the same CRS. Each pixel weighs
+            ``c_i * w_i``: its coverage fraction with ``weights="coverage"`` (else 1) times
+            the weight. A weights layer of one date weighs every date; otherwise each date
+            takes the weights of the same date (see :mod:`parcelzarr.query._weights`).
+        default_weight:
+            The weight of pixels whose weight is nodata, NaN or missing (exactextract's
+            ``default_weight``). Default: none, and such a pixel makes the parcel's weighted
+            statistics NaN, as in exactextract.
 
         Returns
         -------
@@ -357,14 +381,21 @@ class ParcelStore:
             with no valid pixels get ``count`` 0 and NaN statistics; no parcel fails the batch.
             The query's cost is in ``df.attrs["parcelzarr"]`` and :attr:`last_report`.
         """
-        if not categorical and asks_frac(stats):  # exactextract's frac: class shares
-            args = {k: v for k, v in locals().items() if k != "self"}
+        shares_asked = () if categorical else asks_frac(stats)
+        if shares_asked:  # exactextract's frac, weighted_frac: class shares
+            check_output(output, categorical=True)  # class rows: the long frame only
+            if "weighted_frac" in shares_asked and weights_band is None:
+                raise ValueError("weighted_frac weighs pixels by a weighting raster: name it "
+                                 "with weights_band= (CLI --weights-band)")
+            args = {k: v for k, v in locals().items() if k not in ("self", "shares_asked")}
             shares = self.zonal_stats(**(args | {"categorical": True, "stats": DEFAULT_STATS}))
             assert isinstance(shares, pd.DataFrame)
-            return shares.rename(columns={"fraction": "frac"})
+            shares = shares.rename(columns={"fraction": "frac"})
+            return shares if "frac" in shares_asked else shares.drop(columns="frac")
         output = check_output(output, categorical=categorical)
         if output != "pandas":  # the long frame, then reshaped
-            args = {k: v for k, v in locals().items() if k not in ("self", "output")}
+            args = {k: v for k, v in locals().items()
+                    if k not in ("self", "output", "shares_asked")}
             long = self.zonal_stats(**args)
             assert isinstance(long, pd.DataFrame)
             with warnings.catch_warnings():  # repairs were reported by the query
@@ -376,7 +407,8 @@ class ParcelStore:
             self.catalogue, bands=bands, indices=indices, stats=stats, time=time,
             all_touched=all_touched, weights=weights, categorical=categorical, mask=mask,
             mask_classes=mask_classes, concurrency=concurrency, deadline=deadline,
-            min_coverage_frac=min_coverage_frac, interval=interval, composite=composite)
+            min_coverage_frac=min_coverage_frac, interval=interval, composite=composite,
+            weights_band=weights_band, default_weight=default_weight)
         deadline_at = None if request.deadline is None else _time.monotonic() + request.deadline
         t0 = _time.perf_counter()
         pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
@@ -407,6 +439,8 @@ class ParcelStore:
         crs: Any = None,
         layer: str | None = None,
         concurrency: int | None = None,
+        weights_band: str | None = None,
+        default_weight: float | None = None,
     ) -> QueryPlan:
         """Dry run of :meth:`zonal_stats` with the same arguments: the chunks, GET requests,
         bytes, seconds and dollars it will cost, reading no pixel (:class:`QueryPlan`;
@@ -414,7 +448,8 @@ class ParcelStore:
         request = zonal_request(
             self.catalogue, bands=bands, indices=indices, stats=stats, time=time,
             all_touched=all_touched, weights=weights, categorical=categorical, mask=mask,
-            mask_classes=mask_classes, concurrency=concurrency)
+            mask_classes=mask_classes, concurrency=concurrency, weights_band=weights_band,
+            default_weight=default_weight)
         t0 = _time.perf_counter()
         pset = load_parcels(parcels, crs=crs, id_column=id_column, layer=layer)
         return plan_query(self._handle.store, self._root, self.catalogue, request, pset,

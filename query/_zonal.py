@@ -37,6 +37,7 @@ from ._plan import plan_chunks
 from ._rasterize import too_large
 from ._report import QueryReport
 from ._request import Output, ZonalRequest, select_dates
+from ._weights import WeightSource, weight_source
 
 __all__ = ["run_zonal"]
 
@@ -88,6 +89,7 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
         n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
         mask = (None if request.mask_band is None
                 else _mask_source(root, catalogue, info, request.mask_band, classes))
+        weights = _weights(root, catalogue, info, request)
         jobs.append((info, a.subset, layers, GridJob(
             plan=plan, geoms=geoms, arrays=arrays,
             nodata={b: info.bands[b].nodata for b in arrays}, layers=layers,
@@ -99,7 +101,7 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
                         if (w := info.footprint_windows(b, t)) is not None},
             row_area=_row_areas(info) if request.categorical else None,
             deadline=request.deadline, deadline_at=deadline_at,
-            min_coverage_frac=request.min_coverage_frac,
+            min_coverage_frac=request.min_coverage_frac, weights=weights,
         )))
     names = request.stats.names
     bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
@@ -151,6 +153,18 @@ def _formula(out: Output, info: GridInfo
         return idx(refl)
 
     return formula
+
+
+def _weights(root: zarr.Group, catalogue: Catalogue, info: GridInfo,
+             request: ZonalRequest) -> WeightSource | None:
+    """Where the grid ``info`` reads the request's weighting raster (None: unweighted)."""
+    out = request.weights_band
+    if out is None:
+        return None
+    formula = (out.expression if out.expression is not None
+               else INDICES[out.name].formula if not out.is_band else None)
+    return weight_source(root, catalogue, info, out.name, out.inputs, formula,
+                         request.default_weight)
 
 
 def _mask_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, band: str,

@@ -101,6 +101,41 @@ def test_weighted_chan_merge_equals_numpy_weighted_moments(
                                    equal_nan=True, err_msg=name)
 
 
+@given(data=st.data(), n=st.integers(1, 5), size=st.integers(1, 200),
+       cuts=st.lists(st.integers(0, 10_000), max_size=6))
+def test_raster_weighted_moments_equal_exactextracts_rules(
+        data: st.DataObject, n: int, size: int, cuts: list[int]) -> None:
+    """weighted_* across chunk splits: numpy's weighted moments, with exactextract's rules
+    (a NaN weight spoils its parcel, weights of 0 count nothing, all-0 weights: NaN mean)."""
+    parcels = data.draw(hnp.arrays(np.int64, size, elements=st.integers(0, n - 1)))
+    values = data.draw(hnp.arrays(np.float64, size, elements=st.floats(-1e3, 1e3)))
+    cw = data.draw(hnp.arrays(np.float64, size, elements=st.sampled_from(
+        [0.0, 0.25, 1.0, 3.5, 120.0, np.nan])))
+    spec = parse_stats("weighted_sum,weighted_mean,weighted_variance,weighted_stdev")
+    partials = Partials(n, raster_weights=True)
+    bounds = [0, *sorted(c % (size + 1) for c in cuts), size]
+    for a, b in itertools.pairwise(bounds):
+        order = np.argsort(parcels[a:b], kind="stable")
+        p, v, w = parcels[a:b][order], values[a:b][order], cw[a:b][order]
+        partials.add_sorted(p, v)
+        partials.add_weighted(p, v, w)
+    got = partials.result(spec, np.arange(n))
+    for i in range(n):
+        here = parcels == i
+        v, w = values[here], cw[here]
+        if not here.any():
+            expect = dict.fromkeys(spec.names, np.nan)
+        else:
+            total = w.sum()
+            mean = (v * w).sum() / total if total != 0 else np.nan
+            var = (w * (v - mean) ** 2).sum() / total if total != 0 else np.nan
+            expect = {"weighted_sum": (v * w).sum(), "weighted_mean": mean,
+                      "weighted_variance": var, "weighted_stdev": np.sqrt(var)}
+        for name in spec.names:
+            np.testing.assert_allclose(got[name][i], expect[name], rtol=1e-7, atol=1e-6,
+                                       equal_nan=True, err_msg=f"{name} parcel {i}")
+
+
 def test_chan_merge_keeps_std_accurate_far_from_zero() -> None:
     """Values 1e9 + small noise, one pixel per chunk: a sum-of-squares formula loses every
     digit of the variance here; the parallel update must not."""

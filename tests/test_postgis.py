@@ -25,9 +25,11 @@ import pytest
 import rasterio
 import shapely
 import sqlalchemy
+from click.testing import CliRunner
 from rasterio.features import geometry_mask
 
 import parcelzarr as pz
+from parcelzarr.cli import main
 from parcelzarr.errors import DatabaseError, GeometryError
 from parcelzarr.testing import PostgresServer
 
@@ -294,13 +296,42 @@ def test_throwaway_server_stops_and_leaves_nothing(postgres: PostgresServer) -> 
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_geometry_output_to_a_table_is_refused(postgres: PostgresServer,
-                                               pgenv: dict[str, str]) -> None:
-    from parcelzarr.query import write_stats
-
+def test_results_with_the_parcel_geometry_to_a_table(store: pz.ParcelStore,
+                                                    postgres: PostgresServer, lulc: str,
+                                                    pgenv: dict[str, str]) -> None:
+    """``--geometry`` into a table: a PostGIS geometry column in the parcels' CRS (SRID 4326,
+    as their table), a GiST index, the parcels' own geometries (read back with GeoPandas);
+    a re-run replaces the rows."""
+    args = ["stats", store.url, f"postgresql:///?table={lulc}", "--out",
+            "postgresql:///?table=geo_out", "--bands", "NDVI", "--stats", "count,mean",
+            "--time", "2016-06", "--geometry", "--quiet"]
+    for _ in range(2):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+    got = gpd.read_postgis("SELECT * FROM geo_out", _engine(postgres), geom_col="geometry")
+    dates = _dates("2016-06-01", "2016-07-01")
+    assert len(got) == 88 * len(dates)
+    assert not got.duplicated(["fid", "band", "time"]).any()
+    assert got.crs is not None and got.crs.to_epsg() == 4326
+    parcels = gpd.read_postgis(f"SELECT fid, geom FROM {lulc}", _engine(postgres),
+                               geom_col="geom")
+    pairs = got.merge(parcels, on="fid")
+    assert len(pairs) == len(got)
+    dist = shapely.hausdorff_distance(pairs["geometry"].to_numpy(), pairs["geom"].to_numpy())
+    assert float(np.max(dist)) < 1e-9
+    ref = _numpy_stats(postgres, lulc, dates)
+    merged = pd.DataFrame(got.drop(columns="geometry")).assign(
+        time=got["time"].astype("datetime64[s]")).merge(ref, on=["fid", "time"])
+    np.testing.assert_array_equal(merged["count_x"], merged["count_y"])
+    with psycopg.connect(**_conn(postgres)) as conn:
+        idx = [d for (d,) in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'geo_out'").fetchall()]
+        kind = conn.execute("SELECT GeometryType(geometry), ST_SRID(geometry) FROM geo_out "
+                            "LIMIT 1").fetchone()
+    assert any("USING gist (geometry)" in d for d in idx), idx
+    assert kind is not None and kind[1] == 4326
+    # a query is not a table to write to
     df = pd.DataFrame({"fid": [1], "band": ["NDVI"], "time": [np.datetime64("2016-06-05")],
                        "count": [3]})
-    with pytest.raises(ValueError, match="--geometry"):
-        write_stats(df, "postgresql:///?table=geo_out", geometry=True, parcels=None)
     with pytest.raises(ValueError, match=r"\?table=NAME, not \?sql="):
         pz.to_postgis(df, "postgresql:///?sql=SELECT 1")

@@ -1,5 +1,6 @@
 """exactextract's operation names, checked against exactextract (coverage weights) and
-rasterstats (pixel-centre rule) on the source GeoTIFFs of ../shared/data."""
+rasterstats (pixel-centre rule) on the source GeoTIFFs of ../shared/data (the weighted
+operations: tests/test_query_weighted.py)."""
 
 from __future__ import annotations
 
@@ -141,9 +142,27 @@ def test_frac_equals_exactextract_on_land_cover(clc_store: pz.ParcelStore) -> No
         np.testing.assert_allclose(mine.loc[expected.index], expected, rtol=1e-5, atol=1e-9)
 
 
-def test_frac_alone_and_weighted_frac_refused(clc_store: pz.ParcelStore) -> None:
-    parcels = gpd.read_file(SM / "concelhos.gpkg").iloc[:1]
+def test_frac_alone_and_weighted_frac_by_a_layer_equal_exactextract(
+        clc_store: pz.ParcelStore) -> None:
+    """weighted_frac weighs by a weighting raster (here the land-cover codes themselves, a
+    raster exactextract takes as weights as well); tests/test_query_weighted.py weighs by
+    population. frac and weighted_frac have one row per class: they mix with nothing else."""
+    parcels = gpd.read_file(SM / "concelhos.gpkg")
     with pytest.raises(ValueError, match="cannot be mixed with mean"):
-        clc_store.zonal_stats(parcels, stats=["frac", "mean"])
-    with pytest.raises(ValueError, match="second raster"):
-        clc_store.zonal_stats(parcels, stats=["weighted_frac"])
+        clc_store.zonal_stats(parcels.iloc[:1], stats=["frac", "mean"])
+    with pytest.raises(ValueError, match="weights_band="):
+        clc_store.zonal_stats(parcels.iloc[:1], stats=["weighted_frac"])
+    with rasterio.open(SM / "clc2018_v2020_20u1.tif") as ds:
+        crs = ds.crs
+        gdf = gpd.GeoDataFrame(geometry=parcels.geometry.to_crs(crs).reset_index(drop=True))
+        src = RasterioRasterSource(ds, band_idx=1)
+        theirs = exact_extract(src, gdf, ["unique", "weighted_frac"], weights=src,
+                               output="pandas")
+    ours = clc_store.zonal_stats(parcels, bands=["clc"], stats="weighted_frac",
+                                 weights="coverage", weights_band="clc")
+    for i, row in theirs.iterrows():
+        mine = ours[ours["parcel_id"] == i].set_index("class")["weighted_frac"]
+        expected = pd.Series(np.asarray(row["weighted_frac"], float),
+                             index=np.asarray(row["unique"], int))
+        assert sorted(mine.index) == sorted(expected.index), i
+        np.testing.assert_allclose(mine.loc[expected.index], expected, rtol=1e-5, atol=1e-9)

@@ -230,8 +230,19 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--composite", type=click.Choice(["median", "mean", "max", "min"]),
               help="Pixel-wise composite of an --interval's valid observations "
                    "(default median).")
+@click.option("--weights-band", metavar="LAYER",
+              help="Weighting raster of the weighted_* statistics (weighted_mean, "
+                   "weighted_sum, weighted_stdev, weighted_variance, weighted_frac): a band, "
+                   "index or expression over bands, as exactextract's weights.")
+@click.option("--default-weight", type=float, metavar="W",
+              help="Weight of pixels whose --weights-band value is nodata (default: none, "
+                   "their parcel's weighted statistics are NaN, as in exactextract).")
+@click.option("--crs", help="CRS of PARCELS when the file declares none (e.g. EPSG:4326).")
+@click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
+              help="Chunk requests in flight (default PARCELZARR_CONCURRENCY, 64).")
 @click.option("--geometry", is_flag=True,
-              help="Add each parcel's geometry (GeoParquet, or WKT in CSV).")
+              help="Add each parcel's geometry (GeoParquet, WKT in CSV, a PostGIS geometry "
+                   "column in a PostgreSQL table).")
 @click.option("--output", "shape", type=click.Choice(["long", "wide", "xarray"]), default="long",
               show_default=True, help="long: a row per parcel, band and date; wide: a row per "
               "parcel and date, {band}_{stat} columns; xarray: an xvec vector cube (.zarr/.nc).")
@@ -249,7 +260,8 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
           all_touched: bool,
           coverage: bool, min_coverage_frac: float | None, categorical: bool,
           mask_layer: str | None, mask_classes: str | None,
-          interval: str | None, composite: str | None,
+          interval: str | None, composite: str | None, weights_band: str | None,
+          default_weight: float | None, crs: str | None, concurrency: int | None,
           geometry: bool, shape: str, scheduler: str | None, batch_size: int | None,
           deadline: float | None,
           quiet: bool, storage_option: tuple[str, ...]) -> None:
@@ -284,35 +296,32 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
         raise click.BadParameter("expected whole numbers separated by commas, e.g. 1 or 3,8,9",
                                  param_hint="--mask-classes") from None
     store = open_store(url, storage_options=_options(storage_option))
+    # what the Python API takes, the same for the streamed and the whole query
+    query: dict[str, Any] = {
+        "bands": _csv(bands), "indices": _top_level_csv(indices), "stats": stat_names,
+        "time": when, "all_touched": all_touched,
+        "weights": "coverage" if coverage else None, "categorical": categorical,
+        "min_coverage_frac": min_coverage_frac, "mask": mask_layer, "mask_classes": classes,
+        "interval": interval, "composite": composite, "weights_band": weights_band,
+        "default_weight": default_weight, "crs": crs, "concurrency": concurrency,
+        "id_column": id_column, "quiet": quiet, "deadline": deadline}
     if batch_size is not None:
         from parcelzarr.query import stream_zonal_stats
 
         if (isinstance(target, str) or target.suffix.lower() not in (".parquet", ".geoparquet")
-                or geometry or scheduler or shape != "long"):
-            raise click.BadParameter("--batch-size writes Parquet (--out *.parquet), without "
-                                     "--geometry or --scheduler", param_hint="--batch-size")
-        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size, bands=_csv(bands),
-                                 indices=_top_level_csv(indices), stats=stat_names, time=when,
-                                 all_touched=all_touched,
-                                 weights="coverage" if coverage else None,
-                                 categorical=categorical, mask=mask_layer,
-                                 mask_classes=classes, id_column=id_column, quiet=quiet,
-                                 deadline=deadline)
+                or geometry or scheduler or shape != "long" or layer):
+            raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
+                                     "*.parquet), without --geometry, --scheduler or --layer",
+                                     param_hint="--batch-size")
+        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size, **query)
         click.echo(f"{rep.rows:,} rows -> {shown}")
         click.echo(str(rep))
         return
-    df = store.zonal_stats(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
-                           stats=stat_names,
-                           time=when, all_touched=all_touched,
-                           weights="coverage" if coverage else None, categorical=categorical,
-                           min_coverage_frac=min_coverage_frac,
-                           mask=mask_layer, mask_classes=classes, interval=interval,
-                           composite=composite,
-                           id_column=id_column, layer=layer, scheduler=scheduler, quiet=quiet,
-                           deadline=deadline, output=outputs[shape])
+    df = store.zonal_stats(parcels, layer=layer, scheduler=scheduler, output=outputs[shape],
+                           **query)
     if isinstance(df, pd.DataFrame):
         write_stats(df, target, parcels=parcels, id_column=id_column, geometry=geometry,
-                    layer=layer)
+                    layer=layer, crs=crs)
         click.echo(f"{len(df):,} rows -> {shown}")
     else:
         write_cube(df, Path(target))
@@ -336,11 +345,17 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
 @click.option("--mask", "mask_layer", is_flag=False, flag_value="scl", metavar="[LAYER]",
               help="Mask by a layer's classes (alone: SCL), as in `stats`.")
 @click.option("--mask-classes", help="Comma-separated values of the mask layer to exclude.")
+@click.option("--weights-band", metavar="LAYER",
+              help="Weighting raster of the weighted_* statistics, as in `stats`.")
+@click.option("--crs", help="CRS of PARCELS when the file declares none.")
+@click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
+              help="Chunk requests in flight (default PARCELZARR_CONCURRENCY, 64).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_storage_option
 def plan(url: str, parcels: str, bands: str | None, indices: str | None, stat_names: str,
          id_column: str | None, layer: str | None, when: str | None, all_touched: bool,
          coverage: bool, categorical: bool, mask_layer: str | None, mask_classes: str | None,
+         weights_band: str | None, crs: str | None, concurrency: int | None,
          as_json: bool, storage_option: tuple[str, ...]) -> None:
     """Dry run of `stats`: the grids, chunks, GET requests, bytes, seconds and dollars the
     query would cost, reading no pixel."""
@@ -351,8 +366,8 @@ def plan(url: str, parcels: str, bands: str | None, indices: str | None, stat_na
     result = store.plan(parcels, bands=_csv(bands), indices=_top_level_csv(indices),
                         stats=stat_names, time=when, all_touched=all_touched,
                         weights="coverage" if coverage else None, categorical=categorical,
-                        mask=mask_layer, mask_classes=classes,
-                        id_column=id_column, layer=layer)
+                        mask=mask_layer, mask_classes=classes, weights_band=weights_band,
+                        crs=crs, concurrency=concurrency, id_column=id_column, layer=layer)
     if as_json:
         out = result.as_dict()
         out.pop("model", None)
