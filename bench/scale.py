@@ -140,8 +140,9 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[str, Any]:
     """One query on one process, then on a LocalCluster of ``workers`` processes."""
+    import pandas as pd
     from distributed import Client, LocalCluster
-    from parcelzarr.query._blocks import chunk_ranges, chunk_reads, partition_parcels
+    from parcelzarr.query._blocks import block_parts, chunk_ranges, chunk_reads, partition_parcels
 
     import parcelzarr as pz
     from parcelzarr import _config
@@ -165,7 +166,13 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
         target_s=_config.task_seconds(), min_tasks=2 * workers)
     t_part = time.perf_counter() - t0
     r = chunk_ranges(__import__("shapely").bounds(geoms), info.spec)
-    total, distinct = chunk_reads(parts, r, info.spec.chunk_counts[1])
+    n_cols = info.spec.chunk_counts[1]
+    total, distinct = chunk_reads(parts, r, n_cols)
+    straddlers = np.unique(np.concatenate([t.parcels[t.straddle] for t in parts
+                                           if t.straddle is not None] + [np.empty(0, int)]))
+    # the blocks before straddlers were reduced by the driver: each parcel whole in the
+    # block of its first chunk, reading its neighbours' chunks
+    whole, _ = chunk_reads(block_parts(r, n_cols, edges[name]), r, n_cols)
     # the partition before issue 13: the spatial order cut into 2 x workers contiguous runs
     from parcelzarr.query._distributed import spatial_order
     from parcelzarr.query._parcels import load_parcels
@@ -189,7 +196,11 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
         t_dask = time.perf_counter() - t0
         rep = store.last_report
     assert rep is not None
-    same = bool(np.allclose(df["mean"].to_numpy(), single["mean"].to_numpy(), equal_nan=True))
+    try:
+        pd.testing.assert_frame_equal(df, single, check_exact=True)
+        same = True
+    except AssertionError:
+        same = False
     return {"workers": workers, "parcels": len(parcels), "tasks": len(parts),
             "block_edge_chunks": edges[name], "partition_s": round(t_part, 3),
             "single_process_s": round(t_single, 2), "dask_cold_s": round(t_cold, 2),
@@ -198,7 +209,9 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
             "requests_single": one.requests, "requests_dask": rep.requests,
             "bytes_single": one.bytes_read, "bytes_dask": rep.bytes_read,
             "bytes_read_twice_frac": round(rep.bytes_read / max(1, one.bytes_read) - 1, 4),
+            "straddlers": int(straddlers.size),
             "spatial_chunk_reads_planned": total, "distinct_spatial_chunks": distinct,
+            "spatial_chunk_reads_whole_parcel_blocks": whole,
             "spatial_chunk_reads_before_issue13": old_total,
             "identical": same}
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,8 @@ from ._plan import ChunkPlan
 from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
 
-__all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared", "run_grid"]
+__all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared",
+           "reduce_prepared", "run_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,27 @@ class Prepared:
     nodata_weights: np.ndarray | None
     #: Ground area (m²) of each valid pixel (categorical layers only, else None).
     area: np.ndarray | None = None
+
+    def select(self, keep: np.ndarray) -> Prepared:
+        """The pixels of the parcels where ``keep`` (a boolean per parcel index) is True,
+        in the same order."""
+        ok, bad = keep[self.parcels], keep[self.nodata_parcels]
+        return Prepared(self.parcels[ok], self.values[ok],
+                        None if self.weights is None else self.weights[ok],
+                        self.nodata_parcels[bad],
+                        None if self.nodata_weights is None else self.nodata_weights[bad],
+                        None if self.area is None else self.area[ok])
+
+    def renumber(self, new: np.ndarray) -> Prepared:
+        """The same pixels with parcel index ``i`` renamed ``new[i]``, sorted by the new
+        index (stable: each parcel's pixels keep their order)."""
+        o, q = (np.argsort(new[self.parcels], kind="stable"),
+                np.argsort(new[self.nodata_parcels], kind="stable"))
+        return Prepared(new[self.parcels][o], self.values[o],
+                        None if self.weights is None else self.weights[o],
+                        new[self.nodata_parcels][q],
+                        None if self.nodata_weights is None else self.nodata_weights[q],
+                        None if self.area is None else self.area[o])
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,10 @@ class GridJob:
     #: With ``coverage``: pixels the parcel covers less than this fraction of are left out
     #: (exactextract's ``min_coverage_frac``).
     min_coverage_frac: float = 0.0
+    #: Per parcel: True where its prepared pixels are handed over chunk by chunk (to
+    #: ``run_grid``'s ``on_spill``) instead of reduced: parcels reaching beyond a Dask block,
+    #: reduced where all their chunks meet (:mod:`._straddle`). None: reduce every parcel.
+    spill: np.ndarray | None = None
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -140,9 +166,12 @@ def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int
 class _Reducer:
     """Accumulates per-parcel statistics for every layer of one grid."""
 
-    def __init__(self, job: GridJob) -> None:
+    def __init__(self, job: GridJob,
+                 on_spill: Callable[[int, list[Prepared]], None] | None = None) -> None:
         n = len(job.geoms)
         self.job = job
+        self.on_spill = on_spill
+        self.keep = None if job.spill is None else ~job.spill
         self.partials = [Partials(n, weighted=job.coverage) for _ in job.layers]
         #: what is rasterised per chunk: parcels cut to the grid (their pixels unchanged)
         self.burn = clip_to_grid(job.geoms, job.plan.spec)
@@ -227,8 +256,14 @@ class _Reducer:
         return v, ok
 
     def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
-        """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
+        """Fold one prepared chunk into the per-parcel partials (in chunk order); the pixels
+        of ``job.spill`` parcels go to ``on_spill`` instead."""
         job = self.job
+        if (self.keep is not None and job.spill is not None
+                and job.spill[job.plan.parcels_of(k)].any()):
+            if self.on_spill is not None:
+                self.on_spill(k, [p.select(job.spill) for p in prepared])
+            prepared = [p.select(self.keep) for p in prepared]
         for li, p in enumerate(prepared):
             if job.categorical:
                 self._add_classes(li, p.parcels, p.values, p.weights, p.area)
@@ -316,11 +351,25 @@ class _Reducer:
         return ClassCounts(pairs[:, 0], pairs[:, 1], total, area_total)
 
 
+def reduce_prepared(job: GridJob, chunks: Iterable[tuple[int, Sequence[Prepared]]]
+                    ) -> list[LayerResult]:
+    """The engine's reduction alone (no I/O): fold prepared chunks ``(k, per-layer
+    Prepared)``, given in the plan's chunk order, and return what :func:`run_grid` returns.
+    Pixels prepared elsewhere (Dask tasks) reduce here exactly as in a single run."""
+    reducer = _Reducer(job)
+    for k, prepared in chunks:
+        reducer.accumulate(k, prepared)
+    return reducer.results()
+
+
 async def run_grid(
-    job: GridJob, on_chunk: Callable[[int], None] | None = None
+    job: GridJob, on_chunk: Callable[[int], None] | None = None,
+    on_spill: Callable[[int, list[Prepared]], None] | None = None,
 ) -> list[LayerResult]:
     """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
     (for ``categorical``: :class:`ClassCounts`, with ``area`` in m² from ``row_area``).
+    ``on_spill(k, prepared)`` receives, in chunk order, the prepared pixels of the
+    ``job.spill`` parcels in chunk ``k`` (whose own results are then meaningless).
 
     Raises
     ------
@@ -338,7 +387,7 @@ async def run_grid(
     scope = asyncio.timeout(left)
     try:
         async with scope:
-            return await _run_grid(job, counted)
+            return await _run_grid(job, counted, on_spill)
     except TimeoutError as exc:
         if not scope.expired():
             raise
@@ -350,10 +399,11 @@ async def run_grid(
 
 
 async def _run_grid(
-    job: GridJob, on_chunk: Callable[[int], None]
+    job: GridJob, on_chunk: Callable[[int], None],
+    on_spill: Callable[[int, list[Prepared]], None] | None,
 ) -> list[LayerResult]:
     plan = job.plan
-    reducer = _Reducer(job)
+    reducer = _Reducer(job, on_spill)
     needed = sorted({(b, t) for layer in job.layers for b in layer.inputs
                      for t in layer.time_indices})
     # per band: the time blocks to read (one zarr chunk along time each) and dates in them
