@@ -83,6 +83,19 @@ def make_state_store(url: str | None = None) -> str:
     return url
 
 
+def make_county_store() -> tuple[str, Path]:
+    """The demo county (`parcelzarr demo`'s data: 10,297 parcels, 5490² px, 4 bands) ingested
+    into a local store (cached); returns the store and the parcels file."""
+    import parcelzarr as pz
+    from parcelzarr.demo import demo_data
+
+    url = CACHE / "county.zarr"
+    parcels, scene = demo_data(CACHE / "county-data", size=5490, n_parcels=10_297, seed=0)
+    if not url.exists():
+        pz.ingest([str(p) for p in scene], str(url), quiet=True)
+    return str(url), parcels
+
+
 def lattice_parcels(n: int, cell: float, *, centre: tuple[float, float] | None = None,
                     box: tuple[float, float, float, float] | None = None) -> Any:
     """``n`` squares on a ``cell``-metre lattice (row-major), centred on ``centre`` or filling
@@ -232,8 +245,7 @@ def cmd_dask(args: argparse.Namespace) -> dict[str, Any]:
         parcels = patch_parcels()
         out = _dask_query(url, parcels, args.workers, ["B04"])
     elif args.what == "county":
-        url = str(CACHE / "county.zarr")
-        src = Path.home() / ".cache/parcelzarr/demo/parcels-10297-5490-0.parquet"
+        url, src = make_county_store()
         parcels = gpd.read_parquet(src).to_crs(CRS)[["parcel_id", "geometry"]]
         out = _dask_query(url, parcels, args.workers, ["B02", "B03", "B04", "B08"])
     else:  # ingest of the 16 patch tiles

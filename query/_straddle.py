@@ -20,8 +20,8 @@ import numpy as np
 
 from ._engine import GridJob, Layer, LayerResult, Prepared, reduce_prepared
 
-__all__ = ["BlockLimit", "Engine", "LayerKey", "Pieces", "layer_key", "merge_pieces",
-           "replay_engine"]
+__all__ = ["BlockLimit", "Engine", "LayerKey", "Packed", "Pieces", "layer_key",
+           "merge_pieces", "replay_engine"]
 
 #: A layer across processes: name, time index, composite's time indices and rule.
 LayerKey = tuple[str, int, tuple[int, ...], str | None]
@@ -46,13 +46,47 @@ class BlockLimit:
     straddle: np.ndarray
 
 
+def _runs(parcels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted parcel indices as runs: (index, length) of each."""
+    if parcels.size == 0:
+        return parcels, np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, parcels[1:] != parcels[:-1]])
+    return parcels[starts], np.diff(np.r_[starts, parcels.size])
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A :class:`._engine.Prepared` with its sorted parcel indices as runs (a piece travels
+    between processes: a pixel's parcel index cost more than its value)."""
+
+    ids: np.ndarray
+    counts: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray | None
+    nodata_ids: np.ndarray
+    nodata_counts: np.ndarray
+    nodata_weights: np.ndarray | None
+    area: np.ndarray | None
+
+    @classmethod
+    def of(cls, p: Prepared) -> Packed:
+        ids, counts = _runs(p.parcels)
+        nids, ncounts = _runs(p.nodata_parcels)
+        return cls(ids, counts, p.values, p.weights, nids, ncounts, p.nodata_weights, p.area)
+
+    def unpack(self) -> Prepared:
+        return Prepared(np.repeat(self.ids, self.counts), self.values, self.weights,
+                        np.repeat(self.nodata_ids, self.nodata_counts), self.nodata_weights,
+                        self.area)
+
+
 @dataclass
 class Pieces:
     """Prepared pixels of straddling parcels, per (grid, layer): ``(chunk row, chunk col,
-    Prepared)`` in chunk order; parcel indices are positions in the task's parcel set until
+    piece)`` in chunk order; parcel indices are positions in the task's parcel set until
     :meth:`renumbered`."""
 
-    by_layer: dict[tuple[str, LayerKey], list[tuple[int, int, Prepared]]] = field(
+    by_layer: dict[tuple[str, LayerKey], list[tuple[int, int, Packed]]] = field(
         default_factory=dict)
 
     def add(self, grid: str, chunk: tuple[int, int], layers: Sequence[Layer],
@@ -60,19 +94,26 @@ class Pieces:
         """One chunk's pieces of a job whose parcel ``i`` is ``positions[i]``."""
         for layer, p in zip(layers, prepared, strict=True):
             self.by_layer.setdefault((grid, layer_key(layer)), []).append(
-                (chunk[0], chunk[1], p.renumber(positions)))
+                (chunk[0], chunk[1], Packed.of(p.renumber(positions))))
 
     def renumbered(self, positions: np.ndarray) -> Pieces:
         """The pieces with parcel ``i`` renamed ``positions[i]`` (a task's parcels to the
         query's)."""
-        return Pieces({k: [(cy, cx, p.renumber(positions)) for cy, cx, p in v]
-                       for k, v in self.by_layer.items()})
+        return Pieces({k: [(cy, cx, Packed.of(p.unpack().renumber(positions)))
+                           for cy, cx, p in v] for k, v in self.by_layer.items()})
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held."""
+        return sum(a.nbytes for v in self.by_layer.values() for _, _, p in v
+                   for a in (p.ids, p.counts, p.values, p.weights, p.nodata_ids,
+                             p.nodata_counts, p.nodata_weights, p.area) if a is not None)
 
 
 def merge_pieces(parts: Iterable[Pieces]) -> Pieces:
     """The pieces of all tasks in one; a chunk comes from one task only (blocks do not
     share chunks), so each (grid, layer, chunk) has one piece."""
-    out: dict[tuple[str, LayerKey], list[tuple[int, int, Prepared]]] = {}
+    out: dict[tuple[str, LayerKey], list[tuple[int, int, Packed]]] = {}
     for part in parts:
         for k, v in part.by_layer.items():
             out.setdefault(k, []).extend(v)
@@ -83,7 +124,7 @@ def replay_engine(pieces: Pieces, positions: np.ndarray, n_query: int) -> Engine
     """An :data:`Engine` reducing the straddlers from ``pieces`` instead of reading:
     ``positions[i]`` is the query position (the pieces' numbering, ``< n_query``) of
     parcel ``i`` of the set the engine runs on."""
-    index: dict[tuple[str, LayerKey], Mapping[tuple[int, int], Prepared]] = {
+    index: dict[tuple[str, LayerKey], Mapping[tuple[int, int], Packed]] = {
         k: {(cy, cx): p for cy, cx, p in v} for k, v in pieces.by_layer.items()}
 
     def run(grid: str, job: GridJob, subset: np.ndarray) -> list[LayerResult]:
@@ -97,7 +138,7 @@ def replay_engine(pieces: Pieces, positions: np.ndarray, n_query: int) -> Engine
                 if any(p is None for p in got):
                     raise RuntimeError(f"no task returned chunk ({cy}, {cx}) of grid {grid} "
                                        "for parcels straddling its block")
-                ready = [p.renumber(local) for p in got if p is not None]
+                ready = [p.unpack().renumber(local) for p in got if p is not None]
                 if any((p.parcels < 0).any() or (p.nodata_parcels < 0).any() for p in ready):
                     raise RuntimeError(f"chunk ({cy}, {cx}) of grid {grid}: pieces of "
                                        "parcels this grid does not read")

@@ -10,6 +10,7 @@ single run's (each chunk fetched once, by one task).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from parcelzarr.query._parcels import load_parcels
 from parcelzarr.query._plan import plan_chunks
 from parcelzarr.query._request import zonal_request
 from parcelzarr.query._stats import exact_stats, weighted_quantiles
+from parcelzarr.query._straddle import Packed
 from pyproj import CRS
 
 import parcelzarr as pz
@@ -112,6 +114,13 @@ def test_prepared_select_and_renumber_keep_each_parcels_pixel_order() -> None:
     assert r.values.tolist() == [7, 8, 9, 10, 5, 6]
     assert r.weights is not None and r.weights.tolist() == [.3, .4, .5, .6, .1, .2]
     assert r.nodata_parcels.tolist() == [3, 4]
+    # packed for the trip between processes: parcel indices as runs, the rest as it is
+    k = Packed.of(r)
+    assert k.ids.tolist() == [3, 4, 9] and k.counts.tolist() == [1, 3, 2]
+    u = k.unpack()
+    for a, b in zip(dataclasses.astuple(u), dataclasses.astuple(r), strict=True):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    assert Packed.of(p.select(np.zeros(3, bool))).unpack().parcels.size == 0
 
 
 def test_weighted_quantiles_do_not_depend_on_the_other_parcels_of_the_batch() -> None:
