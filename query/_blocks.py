@@ -107,16 +107,19 @@ def block_parts(ranges: np.ndarray, n_cols: int, edge: int) -> list[np.ndarray]:
     return list(np.split(pos, cuts))
 
 
-def block_tasks(ranges: np.ndarray, n_cols: int, edge: int, grid: str = ""
-                ) -> list[BlockTask]:
+def block_tasks(ranges: np.ndarray, n_cols: int, edge: int, grid: str = "",
+                shift: tuple[int, int] = (0, 0)) -> list[BlockTask]:
     """One task per block of ``edge`` chunks that some parcel touches, in row-major block
     order: the parcels touching it (positions into ``ranges``), straddlers marked; parcels
-    without chunks (-1 rows) are left out."""
+    without chunks (-1 rows) are left out. ``shift`` (rows, columns, in chunks) moves the
+    block lattice: block ``(i, j)`` starts at chunk ``(i * edge - shift[0], j * edge -
+    shift[1])`` (blocks that must fit another lattice, a coarser mask grid's)."""
     ok = np.flatnonzero(ranges[:, 0] >= 0)
     if ok.size == 0:
         return []
-    b = ranges[ok] // edge  # block ranges: by0, by1, bx0, bx1
-    width = n_cols // edge + 1
+    sy, sx = shift
+    b = (ranges[ok] + np.array([sy, sy, sx, sx])) // edge  # block ranges: by0, by1, bx0, bx1
+    width = (n_cols + sx) // edge + 1
     pid, keys = _cells(b, width)
     pos = ok[pid]
     straddle = ((b[:, 1] > b[:, 0]) | (b[:, 3] > b[:, 2]))[pid]
@@ -127,8 +130,8 @@ def block_tasks(ranges: np.ndarray, n_cols: int, edge: int, grid: str = ""
     for k, p, s in zip(np.split(keys, cuts), np.split(pos, cuts), np.split(straddle, cuts),
                        strict=True):
         by, bx = divmod(int(k[0]), width)
-        out.append(BlockTask(grid, p, (by * edge, (by + 1) * edge, bx * edge,
-                                       (bx + 1) * edge), s))
+        out.append(BlockTask(grid, p, (by * edge - sy, (by + 1) * edge - sy, bx * edge - sx,
+                                       (bx + 1) * edge - sx), s))
     return out
 
 
@@ -156,15 +159,15 @@ def chunk_reads(parts: list[np.ndarray] | list[BlockTask], ranges: np.ndarray, n
 def partition_parcels(specs: dict[str, GridSpec], geoms_by_grid: dict[str, np.ndarray],
                       grid_of: np.ndarray, *, seconds_per_chunk: dict[str, float],
                       target_s: float, min_tasks: int, straddle: bool = True,
-                      min_edge: dict[str, int] | None = None,
+                      min_edge: dict[str, tuple[int, tuple[int, int]]] | None = None,
                       ) -> tuple[list[BlockTask], dict[str, int]]:
     """Tasks over every grid: each grid's parcels (``grid_of`` = the grid's position in
     ``sorted(specs)``) in lattice-aligned blocks sized by :func:`block_edge` (at least
-    ``min_edge[grid]``); parcels on no grid, or without a chunk, form one more task (they
-    read nothing). With ``straddle`` the tasks are :func:`block_tasks` (no chunk read
-    twice); without, each parcel goes whole to the block of its top-left chunk
-    (:func:`block_parts`: straddlers read chunks of the neighbouring block). Returns the
-    tasks and each grid's block edge."""
+    ``min_edge[grid] = (edge, shift)``, see :func:`block_tasks`); parcels on no grid, or
+    without a chunk, form one more task (they read nothing). With ``straddle`` the tasks
+    are :func:`block_tasks` (no chunk read twice); without, each parcel goes whole to the
+    block of its top-left chunk (:func:`block_parts`: straddlers read chunks of the
+    neighbouring block). Returns the tasks and each grid's block edge."""
     tasks: list[BlockTask] = []
     edges: dict[str, int] = {}
     names = sorted(specs)
@@ -180,11 +183,12 @@ def partition_parcels(specs: dict[str, GridSpec], geoms_by_grid: dict[str, np.nd
         n_cols = spec.chunk_counts[1]
         edge = block_edge(ranges, n_cols, seconds_per_chunk=seconds_per_chunk[name],
                           target_s=target_s, min_tasks=share)
-        edge = max(edge, (min_edge or {}).get(name, 1))
+        least, shift = (min_edge or {}).get(name, (1, (0, 0)))
+        edge = max(edge, least)
         edges[name] = edge
         if straddle:
             tasks += [BlockTask(name, sel[t.parcels], t.window, t.straddle)
-                      for t in block_tasks(ranges, n_cols, edge, name)]
+                      for t in block_tasks(ranges, n_cols, edge, name, shift)]
         else:
             tasks += [BlockTask(name, sel[p]) for p in block_parts(ranges, n_cols, edge)]
         nothing = sel[ranges[:, 0] < 0]

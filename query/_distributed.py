@@ -82,29 +82,40 @@ def _grids(pset: ParcelSet, assignment: list[Assignment]) -> tuple[np.ndarray, b
     return grid, one
 
 
-def _mask_edges(catalogue: Catalogue, request: ZonalRequest) -> tuple[dict[str, int], bool]:
-    """Per grid, the smallest block edge (a power of two, in chunks) whose blocks never
-    share a mask chunk; and whether every grid's mask chunks can be aligned so."""
-    edges: dict[str, int] = {}
+def _mask_edges(catalogue: Catalogue, request: ZonalRequest
+                ) -> tuple[dict[str, tuple[int, tuple[int, int]]], bool]:
+    """Per grid, the smallest block edge (a power of two, in chunks) and the shift of the
+    block lattice (:func:`._blocks.block_tasks`) with which blocks never share a chunk of
+    the grid's mask (a 20 m SCL chunk covers 2 x 2 chunks of 10 m bands, on a lattice of its
+    own); and whether every grid's mask chunks can be aligned so (their edges fall on the
+    grid's chunk edges)."""
+    edges: dict[str, tuple[int, tuple[int, int]]] = {}
     if request.mask_band is None:
         return edges, True
     aligned = True
     for name, info in catalogue.grids.items():
         try:
-            m, f, (oy, ox) = mask_grid(catalogue, info, request.mask_band)
+            m, f, offset = mask_grid(catalogue, info, request.mask_band)
         except ParcelzarrError:
             continue  # the query itself says so, for grids it reads
-        sy, sx = m.spec.chunk_y * f, m.spec.chunk_x * f  # band pixels per mask chunk
-        if oy % sy or ox % sx:
+        chunk = (info.spec.chunk_y, info.spec.chunk_x)
+        span = (m.spec.chunk_y * f, m.spec.chunk_x * f)  # band pixels per mask chunk
+        if any(s % c or o % c for s, c, o in zip(span, chunk, offset, strict=True)):
             aligned = False
             continue
+        # band row r reads mask row (r + o) // f: a mask chunk ends where r + o is a multiple
+        # of the span; blocks of e chunks shifted by k chunks end at (i e - k) chunk rows
+        per = [s // c for s, c in zip(span, chunk, strict=True)]  # chunks per mask chunk
         e = 1
-        while (e * info.spec.chunk_y) % sy or (e * info.spec.chunk_x) % sx:
+        while e % per[0] or e % per[1]:
             e *= 2
             if e > 1 << 16:
-                aligned = False
                 break
-        edges[name] = e
+        if e % per[0] or e % per[1]:
+            aligned = False
+            continue
+        ky, kx = ((o // c) % p for o, c, p in zip(offset, chunk, per, strict=True))
+        edges[name] = (e, (ky, kx))
     return edges, aligned
 
 
