@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time as _time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -211,7 +211,7 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
     if straddlers.size:
         pieces = merge_pieces(r[2].renumbered(t.parcels) for t, r in zip(parts, results,
                                                                           strict=True))
-        sub = load_parcels(frame.iloc[straddlers], id_column=name)
+        sub = load_parcels(frame.iloc[straddlers], id_column=cast(str, name))
         df_s, rep_s = run_zonal(handle, root, catalogue, request, sub,
                                 engine=replay_engine(pieces, straddlers, n))
         frames.append(df_s)
