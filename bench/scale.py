@@ -194,6 +194,10 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
     old = np.array_split(spatial_order(store.catalogue, pset,
                                        np.full(len(pset), name, dtype=object)), 2 * workers)
     old_total, _ = chunk_reads([p for p in old if p.size], r, info.spec.chunk_counts[1])
+    seen: list[logging.LogRecord] = []
+    log = logging.getLogger("parcelzarr.query._distributed")
+    log.setLevel(logging.INFO)
+    log.addHandler(_ListHandler(seen))
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         # warm workers: imports are a one-off cost of a long-lived cluster, not of a query
@@ -223,10 +227,23 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
             "bytes_single": one.bytes_read, "bytes_dask": rep.bytes_read,
             "bytes_read_twice_frac": round(rep.bytes_read / max(1, one.bytes_read) - 1, 4),
             "straddlers": int(straddlers.size),
+            "driver_straddlers_mb_s": [r.args[1:] for r in seen
+                                       if "straddlers reduced" in r.msg][-1:],
             "spatial_chunk_reads_planned": total, "distinct_spatial_chunks": distinct,
             "spatial_chunk_reads_whole_parcel_blocks": whole,
             "spatial_chunk_reads_before_issue13": old_total,
             "identical": same}
+
+
+class _ListHandler(logging.Handler):
+    """Keeps the records it is given (the Dask path logs what the driver reduced)."""
+
+    def __init__(self, out: list[logging.LogRecord]) -> None:
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record)
 
 
 def _du(path: Path) -> int:
