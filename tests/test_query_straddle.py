@@ -211,7 +211,7 @@ STATS = "count,mean,std,min,max,median,percentile_10,percentile_90,majority,vari
 
 @pytest.mark.usefixtures("one_chunk_blocks")
 @pytest.mark.parametrize("case", ["centre", "coverage", "expression", "composite",
-                                  "all_touched"])
+                                  "all_touched", "categorical"])
 def test_real_stack_on_one_chunk_blocks_is_the_single_run(
         slo: tuple[pz.ParcelStore, gpd.GeoDataFrame], client: Any, case: str) -> None:
     store, parcels = slo
@@ -226,6 +226,9 @@ def test_real_stack_on_one_chunk_blocks_is_the_single_run(
         kwargs |= {"interval": "1MS", "composite": "median", "time": "2016"}
     elif case == "all_touched":
         kwargs |= {"all_touched": True, "mask": None, "mask_classes": None}
+    elif case == "categorical":  # class areas and shares of the cloud mask, weighted
+        kwargs |= {"bands": ["CLM"], "categorical": True, "weights": "coverage",
+                   "stats": "count", "mask": None, "mask_classes": None}
     df = _compare(store, parcels, client, min_straddlers=20, **kwargs)
     assert df["count"].gt(0).sum() > 100
 
