@@ -282,3 +282,16 @@ def test_a_coarser_mask_grid_gets_blocks_on_its_chunks(tmp_path: Path, client: A
     # a band of the SCL grid beside B04: parcels read from two grids, straddlers go whole
     _compare(store, parcels, client, min_straddlers=0, edge=1, straddle=False,
              bands=["B04", "SCL"], stats="count,mean,median,nodata")
+
+
+@pytest.mark.usefixtures("one_chunk_blocks")
+def test_worker_processes_send_pieces_across(county: tuple[pz.ParcelStore, Path]) -> None:
+    """Two worker processes: the straddlers' pieces travel pickled to the driver."""
+    from distributed import Client, LocalCluster
+
+    store, parcels = county
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        _compare(store, str(parcels), c, min_straddlers=150, id_column="parcel_id",
+                 bands=["B04", "B08"], indices=["ndvi"], weights="coverage",
+                 stats="count,mean,median,quantile_0.9,majority")
