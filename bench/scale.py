@@ -83,6 +83,19 @@ def make_state_store(url: str | None = None) -> str:
     return url
 
 
+def make_county_store() -> tuple[str, Path]:
+    """The demo county (`parcelzarr demo`'s data: 10,297 parcels, 5490² px, 4 bands) ingested
+    into a local store (cached); returns the store and the parcels file."""
+    import parcelzarr as pz
+    from parcelzarr.demo import demo_data
+
+    url = CACHE / "county.zarr"
+    parcels, scene = demo_data(CACHE / "county-data", size=5490, n_parcels=10_297, seed=0)
+    if not url.exists():
+        pz.ingest([str(p) for p in scene], str(url), quiet=True)
+    return str(url), parcels
+
+
 def lattice_parcels(n: int, cell: float, *, centre: tuple[float, float] | None = None,
                     box: tuple[float, float, float, float] | None = None) -> Any:
     """``n`` squares on a ``cell``-metre lattice (row-major), centred on ``centre`` or filling
@@ -140,8 +153,9 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[str, Any]:
     """One query on one process, then on a LocalCluster of ``workers`` processes."""
+    import pandas as pd
     from distributed import Client, LocalCluster
-    from parcelzarr.query._blocks import chunk_ranges, chunk_reads, partition_parcels
+    from parcelzarr.query._blocks import block_parts, chunk_ranges, chunk_reads, partition_parcels
 
     import parcelzarr as pz
     from parcelzarr import _config
@@ -165,7 +179,13 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
         target_s=_config.task_seconds(), min_tasks=2 * workers)
     t_part = time.perf_counter() - t0
     r = chunk_ranges(__import__("shapely").bounds(geoms), info.spec)
-    total, distinct = chunk_reads(parts, r, info.spec.chunk_counts[1])
+    n_cols = info.spec.chunk_counts[1]
+    total, distinct = chunk_reads(parts, r, n_cols)
+    straddlers = np.unique(np.concatenate([t.parcels[t.straddle] for t in parts
+                                           if t.straddle is not None] + [np.empty(0, int)]))
+    # the blocks before straddlers were reduced by the driver: each parcel whole in the
+    # block of its first chunk, reading its neighbours' chunks
+    whole, _ = chunk_reads(block_parts(r, n_cols, edges[name]), r, n_cols)
     # the partition before issue 13: the spatial order cut into 2 x workers contiguous runs
     from parcelzarr.query._distributed import spatial_order
     from parcelzarr.query._parcels import load_parcels
@@ -174,6 +194,10 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
     old = np.array_split(spatial_order(store.catalogue, pset,
                                        np.full(len(pset), name, dtype=object)), 2 * workers)
     old_total, _ = chunk_reads([p for p in old if p.size], r, info.spec.chunk_counts[1])
+    seen: list[logging.LogRecord] = []
+    log = logging.getLogger("parcelzarr.query._distributed")
+    log.setLevel(logging.INFO)
+    log.addHandler(_ListHandler(seen))
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         # warm workers: imports are a one-off cost of a long-lived cluster, not of a query
@@ -189,7 +213,11 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
         t_dask = time.perf_counter() - t0
         rep = store.last_report
     assert rep is not None
-    same = bool(np.allclose(df["mean"].to_numpy(), single["mean"].to_numpy(), equal_nan=True))
+    try:
+        pd.testing.assert_frame_equal(df, single, check_exact=True)
+        same = True
+    except AssertionError:
+        same = False
     return {"workers": workers, "parcels": len(parcels), "tasks": len(parts),
             "block_edge_chunks": edges[name], "partition_s": round(t_part, 3),
             "single_process_s": round(t_single, 2), "dask_cold_s": round(t_cold, 2),
@@ -198,9 +226,24 @@ def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[
             "requests_single": one.requests, "requests_dask": rep.requests,
             "bytes_single": one.bytes_read, "bytes_dask": rep.bytes_read,
             "bytes_read_twice_frac": round(rep.bytes_read / max(1, one.bytes_read) - 1, 4),
+            "straddlers": int(straddlers.size),
+            "driver_straddlers_mb_s": [r.args[1:] for r in seen
+                                       if "straddlers reduced" in r.msg][-1:],
             "spatial_chunk_reads_planned": total, "distinct_spatial_chunks": distinct,
+            "spatial_chunk_reads_whole_parcel_blocks": whole,
             "spatial_chunk_reads_before_issue13": old_total,
             "identical": same}
+
+
+class _ListHandler(logging.Handler):
+    """Keeps the records it is given (the Dask path logs what the driver reduced)."""
+
+    def __init__(self, out: list[logging.LogRecord]) -> None:
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record)
 
 
 def _du(path: Path) -> int:
@@ -219,8 +262,7 @@ def cmd_dask(args: argparse.Namespace) -> dict[str, Any]:
         parcels = patch_parcels()
         out = _dask_query(url, parcels, args.workers, ["B04"])
     elif args.what == "county":
-        url = str(CACHE / "county.zarr")
-        src = Path.home() / ".cache/parcelzarr/demo/parcels-10297-5490-0.parquet"
+        url, src = make_county_store()
         parcels = gpd.read_parquet(src).to_crs(CRS)[["parcel_id", "geometry"]]
         out = _dask_query(url, parcels, args.workers, ["B02", "B03", "B04", "B08"])
     else:  # ingest of the 16 patch tiles

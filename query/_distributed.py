@@ -1,14 +1,18 @@
 """Scale-out: the same query partitioned over a Dask distributed cluster.
 
 Parcels are grouped into blocks of the chunk lattice of the grid that reads them (the local
-query's rule, :func:`._assign.grid_of_parcels`), one task per block, blocks sized from the plan
-to about ``PARCELZARR_TASK_SECONDS`` of work (:mod:`._blocks`): no block edge cuts a chunk, so
-a chunk is read by two tasks only where a parcel straddles a block edge. Each task runs the
-ordinary single-process execution
-(:func:`._zonal.run_zonal`) in a worker on the store opened there, with the same
-:class:`._request.ZonalRequest`; the results are concatenated in the input order. A parcel's
-statistics depend only on its own pixels, so the result is identical to the single-process
-run.
+query's rule, :func:`._assign.assign`), one task per block, blocks sized from the plan to
+about ``PARCELZARR_TASK_SECONDS`` of work (:mod:`._blocks`). Each task opens the store in its
+worker and runs the ordinary single-process execution (:func:`._zonal.run_zonal`) with the
+same :class:`._request.ZonalRequest`, reading only the chunks of its block: parcels wholly
+inside are reduced there; parcels straddling the block's edge come back as prepared pixels,
+and the driver reduces each from the pieces of every block it touches with the engine's own
+reduction (:mod:`._straddle`). No chunk is read by two tasks, and the rows, in input order,
+are those of the single-process run, bit for bit.
+
+Two cases fall back to whole parcels per task (a straddler reads its neighbours' chunks): a
+parcel whose outputs are read from two grids (a band only another grid holds), and a mask
+grid whose chunks cannot be aligned with the blocks (then mask chunks may be read twice).
 """
 
 from __future__ import annotations
@@ -16,28 +20,30 @@ from __future__ import annotations
 import logging
 import time as _time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from parcelzarr.stores import open_store_handle
+import zarr
+from parcelzarr.stores import StoreHandle, open_store_handle
 
 from parcelzarr import _config
 from parcelzarr._catalogue import Catalogue, open_catalogue
 from parcelzarr._snapshot import snapshot_of
 from parcelzarr.errors import ParcelzarrError
 
-from ._assign import grid_of_parcels
-from ._blocks import partition_parcels
+from ._assign import Assignment, assign
+from ._blocks import BlockTask, partition_parcels
 from ._parcels import ParcelSet, load_parcels
 from ._report import QueryReport
 from ._request import ZonalRequest
 from ._snapshot import same_version
-from ._zonal import run_zonal
+from ._straddle import BlockLimit, Pieces, merge_pieces, replay_engine
+from ._zonal import mask_grid, run_zonal
 
-__all__ = ["distributed_zonal_stats", "spatial_order"]
+__all__ = ["distributed_zonal_stats", "spatial_order", "task_parts"]
 
 _BLOCK = 8  # chunks per block edge (spatial_order)
 
@@ -64,12 +70,65 @@ def spatial_order(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray) ->
     return np.lexsort(keys.T[::-1])
 
 
-def _task_parts(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray, *,
-                n_outputs: int, min_tasks: int) -> list[np.ndarray]:
+def _grids(pset: ParcelSet, assignment: list[Assignment]) -> tuple[np.ndarray, bool]:
+    """Each parcel's grid (its name, "" for none: the first output's that has one, as
+    :func:`._assign.grid_of_parcels`) and whether every parcel is read from one grid only."""
+    grid = np.full(len(pset), "", dtype=object)
+    one = True
+    for a in assignment:
+        seen = grid[a.subset]
+        one &= bool(((seen == "") | (seen == a.grid)).all())
+        grid[a.subset[seen == ""]] = a.grid
+    return grid, one
+
+
+def _mask_edges(catalogue: Catalogue, request: ZonalRequest
+                ) -> tuple[dict[str, tuple[int, tuple[int, int]]], bool]:
+    """Per grid, the smallest block edge (a power of two, in chunks) and the shift of the
+    block lattice (:func:`._blocks.block_tasks`) with which blocks never share a chunk of
+    the grid's mask (a 20 m SCL chunk covers 2 x 2 chunks of 10 m bands, on a lattice of its
+    own); and whether every grid's mask chunks can be aligned so (their edges fall on the
+    grid's chunk edges)."""
+    edges: dict[str, tuple[int, tuple[int, int]]] = {}
+    if request.mask_band is None:
+        return edges, True
+    aligned = True
+    for name, info in catalogue.grids.items():
+        try:
+            m, f, offset = mask_grid(catalogue, info, request.mask_band)
+        except ParcelzarrError:
+            continue  # the query itself says so, for grids it reads
+        chunk = (info.spec.chunk_y, info.spec.chunk_x)
+        span = (m.spec.chunk_y * f, m.spec.chunk_x * f)  # band pixels per mask chunk
+        if any(s % c or o % c for s, c, o in zip(span, chunk, offset, strict=True)):
+            aligned = False
+            continue
+        # band row r reads mask row (r + o) // f: a mask chunk ends where r + o is a multiple
+        # of the span; blocks of e chunks shifted by k chunks end at (i e - k) chunk rows
+        per = [s // c for s, c in zip(span, chunk, strict=True)]  # chunks per mask chunk
+        e = 1
+        while e % per[0] or e % per[1]:
+            e *= 2
+            if e > 1 << 16:
+                break
+        if e % per[0] or e % per[1]:
+            aligned = False
+            continue
+        ky, kx = ((o // c) % p for o, c, p in zip(offset, chunk, per, strict=True))
+        edges[name] = (e, (ky, kx))
+    return edges, aligned
+
+
+def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
+               min_tasks: int) -> tuple[list[BlockTask], dict[str, int], bool]:
     """Tasks: blocks of each grid's chunk lattice sized to ``PARCELZARR_TASK_SECONDS`` of work
     (:mod:`._blocks`); a spatial chunk costs ``PARCELZARR_CHUNK_SECONDS`` per output and date
-    of its grid. ``grid_of`` names each parcel's grid ("" for none)."""
+    of its grid. Returns the tasks, each grid's block edge, and whether straddlers are
+    reduced by the driver (else tasks take whole parcels, see the module's docstring)."""
     names = sorted(catalogue.grids)
+    grid_of, one_grid = _grids(pset, assign(pset, catalogue, request.outputs))
+    min_edge, aligned = _mask_edges(catalogue, request)
+    straddle = one_grid and aligned
     index = np.full(len(pset), -1, dtype=np.int64)
     by_grid: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
@@ -78,19 +137,23 @@ def _task_parts(catalogue: Catalogue, pset: ParcelSet, grid_of: np.ndarray, *,
         if sel.any():
             by_grid[name] = pset.to_crs(catalogue.grids[name].spec.crs)
     specs = {g: catalogue.grids[g].spec for g in names}
+    n_outputs = len(request.outputs)
     per_chunk = {g: _config.chunk_seconds() * max(1, n_outputs)
                  * max(1, catalogue.grids[g].times.size) for g in names}
     parts, edges = partition_parcels(specs, by_grid, index, seconds_per_chunk=per_chunk,
-                                     target_s=_config.task_seconds(), min_tasks=min_tasks)
-    logger.info("dask: %d tasks (block edges in chunks: %s)", len(parts), edges)
-    return parts
+                                     target_s=_config.task_seconds(), min_tasks=min_tasks,
+                                     straddle=straddle, min_edge=min_edge)
+    logger.info("dask: %d tasks (block edges in chunks: %s; straddlers %s)", len(parts), edges,
+                "reduced by the driver" if straddle else "read whole by one task")
+    return parts, edges, straddle
 
 
 def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: ZonalRequest,
-              part: gpd.GeoDataFrame, id_column: str,
-              version: int | None = None) -> tuple[pd.DataFrame, QueryReport]:
+              part: gpd.GeoDataFrame, id_column: str, version: int | None = None,
+              block: BlockLimit | None = None) -> tuple[pd.DataFrame, QueryReport, Pieces]:
     """One partition, in a worker: open the store there and run the request (on the
-    driver's ``version``: :class:`SnapshotMoved` if the store is at another one)."""
+    driver's ``version``: :class:`SnapshotMoved` if the store is at another one), reading
+    only ``block``'s chunks; the straddlers' prepared pixels come back as pieces."""
     t0 = _time.perf_counter()
     handle = open_store_handle(url, storage_options, read_only=True)
     try:
@@ -99,19 +162,25 @@ def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: Zona
         if version is not None:
             same_version(version, [snapshot_of(root.attrs).version])
         pset = load_parcels(part, id_column=id_column)
-        return run_zonal(handle, root, catalogue, request, pset, started=t0)
+        pieces = Pieces()
+        df, report = run_zonal(handle, root, catalogue, request, pset, started=t0,
+                               block=block, pieces=pieces if block is not None else None)
+        return df, report, pieces
     finally:
         handle.close()
 
 
 def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
                             catalogue: Catalogue, request: ZonalRequest, pset: ParcelSet, *,
-                            scheduler: Any, started: float | None = None,
+                            scheduler: Any, handle: StoreHandle, root: zarr.Group,
+                            started: float | None = None,
                             version: int | None = None) -> tuple[pd.DataFrame, QueryReport]:
     """``request`` for ``pset`` over a Dask cluster (``scheduler``: a Client or an address),
-    on the store at ``url`` whose catalogue is ``catalogue``; the rows in input order and
-    what the whole query cost (``started``: ``time.perf_counter()`` when the call began).
-    ``version``: the committed version the caller pinned; every worker must read it."""
+    on the store at ``url`` whose catalogue is ``catalogue`` (opened here as ``handle`` and
+    ``root``: the straddlers are reduced against them, reading nothing); the rows in input
+    order and what the whole query cost (``started``: ``time.perf_counter()`` when the call
+    began). ``version``: the committed version the caller pinned; every worker must read it.
+    """
     from distributed import Client
 
     if url.startswith("memory://"):
@@ -124,23 +193,37 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
         name = pset.ids.name
         n = len(pset)
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        parts = _task_parts(catalogue, pset, grid_of_parcels(pset, catalogue, request.outputs),
-                            n_outputs=len(request.outputs), min_tasks=2 * workers)
+        parts, _, _ = task_parts(catalogue, pset, request, min_tasks=2 * workers)
         frame = gpd.GeoDataFrame({name: pset.ids.to_numpy()}, geometry=pset.geometry,
                                  crs=pset.crs)
         options = dict(storage_options) if storage_options else None
-        futures = [client.submit(_run_part, url, options, request, frame.iloc[np.sort(p)],
-                                 name, version, pure=False)
-                   for p in parts]
-        results: list[tuple[pd.DataFrame, QueryReport]] = client.gather(futures)
+        futures = [client.submit(_run_part, url, options, request, frame.iloc[t.parcels],
+                                 name, version, _limit(t), pure=False)
+                   for t in parts]
+        results: list[tuple[pd.DataFrame, QueryReport, Pieces]] = client.gather(futures)
     finally:
         if own:
             client.close()
-    df = pd.concat([r[0] for r in results], ignore_index=True)
+    frames = [r[0] for r in results]
+    reps = [r[1] for r in results]
+    straddlers = np.unique(np.concatenate(
+        [t.parcels[t.straddle] for t in parts if t.straddle is not None] + [np.empty(0, int)]))
+    if straddlers.size:
+        t1 = _time.perf_counter()
+        pieces = merge_pieces(r[2].renumbered(t.parcels) for t, r in zip(parts, results,
+                                                                          strict=True))
+        sub = load_parcels(frame.iloc[straddlers], id_column=cast(str, name))
+        df_s, rep_s = run_zonal(handle, root, catalogue, request, sub,
+                                engine=replay_engine(pieces, straddlers, n))
+        logger.info("dask: %d straddlers reduced by the driver from %.1f MB of pieces in "
+                    "%.2f s", straddlers.size, pieces.nbytes / 1e6, _time.perf_counter() - t1)
+        frames.append(df_s)
+        reps.append(QueryReport(0, 0, 0, rep_s.requests, rep_s.bytes_read, 0.0,
+                                rep_s.grids, rep_s.retries))
+    df = pd.concat(frames, ignore_index=True)
     pos = pd.Series(np.arange(n), index=pset.ids.to_numpy())
     df["_pos"] = pos.loc[df[name].to_numpy()].to_numpy()
     df = df.sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True)
-    reps = [r[1] for r in results]
     report = QueryReport(
         parcels=n, rows=len(df), chunks=sum(r.chunks for r in reps),
         requests=sum(r.requests for r in reps), bytes_read=sum(r.bytes_read for r in reps),
@@ -149,3 +232,10 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
     )
     df.attrs["parcelzarr"] = report.as_dict()
     return df, report
+
+
+def _limit(task: BlockTask) -> BlockLimit | None:
+    """What the task may read (None: all its parcels need)."""
+    if task.window is None or task.straddle is None:
+        return None
+    return BlockLimit(task.grid, task.window, task.straddle)

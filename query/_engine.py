@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ from ._rasterize import ChunkLabels, clip_to_grid, label_chunk, outside_pixels
 from ._stats import Partials, StatSpec, exact_stats
 from ._weights import WeightReader, WeightSource
 
-__all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared", "run_grid"]
+__all__ = ["ClassCounts", "GridJob", "Layer", "LayerResult", "MaskSource", "Prepared",
+           "reduce_prepared", "run_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,29 @@ class Prepared:
     area: np.ndarray | None = None
     #: Coverage (or 1) times the weighting raster of each valid pixel (``weighted_*``).
     cw: np.ndarray | None = None
+
+    def select(self, keep: np.ndarray) -> Prepared:
+        """The pixels of the parcels where ``keep`` (a boolean per parcel index) is True,
+        in the same order."""
+        ok, bad = keep[self.parcels], keep[self.nodata_parcels]
+        return Prepared(self.parcels[ok], self.values[ok],
+                        None if self.weights is None else self.weights[ok],
+                        self.nodata_parcels[bad],
+                        None if self.nodata_weights is None else self.nodata_weights[bad],
+                        None if self.area is None else self.area[ok],
+                        None if self.cw is None else self.cw[ok])
+
+    def renumber(self, new: np.ndarray) -> Prepared:
+        """The same pixels with parcel index ``i`` renamed ``new[i]``, sorted by the new
+        index (stable: each parcel's pixels keep their order)."""
+        o, q = (np.argsort(new[self.parcels], kind="stable"),
+                np.argsort(new[self.nodata_parcels], kind="stable"))
+        return Prepared(new[self.parcels][o], self.values[o],
+                        None if self.weights is None else self.weights[o],
+                        new[self.nodata_parcels][q],
+                        None if self.nodata_weights is None else self.nodata_weights[q],
+                        None if self.area is None else self.area[o],
+                        None if self.cw is None else self.cw[o])
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,10 @@ class GridJob:
     min_coverage_frac: float = 0.0
     #: The weighting raster of the ``weighted_*`` statistics and ``weighted_frac``.
     weights: WeightSource | None = None
+    #: Per parcel: True where its prepared pixels are handed over chunk by chunk (to
+    #: ``run_grid``'s ``on_spill``) instead of reduced: parcels reaching beyond a Dask block,
+    #: reduced where all their chunks meet (:mod:`._straddle`). None: reduce every parcel.
+    spill: np.ndarray | None = None
 
 
 def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int, int, int]
@@ -150,9 +178,12 @@ def _covered(windows: np.ndarray | None, pix: np.ndarray, window: tuple[int, int
 class _Reducer:
     """Accumulates per-parcel statistics for every layer of one grid."""
 
-    def __init__(self, job: GridJob) -> None:
+    def __init__(self, job: GridJob,
+                 on_spill: Callable[[int, list[Prepared]], None] | None = None) -> None:
         n = len(job.geoms)
         self.job = job
+        self.on_spill = on_spill
+        self.keep = None if job.spill is None else ~job.spill
         extrema = bool({"min", "max", "range"} & set(job.stats.names))
         self.partials = [Partials(n, weighted=job.coverage, extrema=extrema,
                                   raster_weights=job.stats.weighted)
@@ -260,8 +291,14 @@ class _Reducer:
         return v, ok
 
     def accumulate(self, k: int, prepared: Sequence[Prepared]) -> None:
-        """Fold one prepared chunk into the per-parcel partials (in chunk order)."""
+        """Fold one prepared chunk into the per-parcel partials (in chunk order); the pixels
+        of ``job.spill`` parcels go to ``on_spill`` instead."""
         job = self.job
+        if (self.keep is not None and job.spill is not None
+                and job.spill[job.plan.parcels_of(k)].any()):
+            if self.on_spill is not None:
+                self.on_spill(k, [p.select(job.spill) for p in prepared])
+            prepared = [p.select(self.keep) for p in prepared]
         for li, p in enumerate(prepared):
             if job.categorical:
                 self._add_classes(li, p.parcels, p.values, p.weights, p.area, p.cw)
@@ -359,11 +396,25 @@ class _Reducer:
         return ClassCounts(pairs[:, 0], pairs[:, 1], total, area_total, wtotal)
 
 
+def reduce_prepared(job: GridJob, chunks: Iterable[tuple[int, Sequence[Prepared]]]
+                    ) -> list[LayerResult]:
+    """The engine's reduction alone (no I/O): fold prepared chunks ``(k, per-layer
+    Prepared)``, given in the plan's chunk order, and return what :func:`run_grid` returns.
+    Pixels prepared elsewhere (Dask tasks) reduce here exactly as in a single run."""
+    reducer = _Reducer(job)
+    for k, prepared in chunks:
+        reducer.accumulate(k, prepared)
+    return reducer.results()
+
+
 async def run_grid(
-    job: GridJob, on_chunk: Callable[[int], None] | None = None
+    job: GridJob, on_chunk: Callable[[int], None] | None = None,
+    on_spill: Callable[[int, list[Prepared]], None] | None = None,
 ) -> list[LayerResult]:
     """Run one grid's query; returns, per layer, a dict of statistic -> per-parcel array
     (for ``categorical``: :class:`ClassCounts`, with ``area`` in m² from ``row_area``).
+    ``on_spill(k, prepared)`` receives, in chunk order, the prepared pixels of the
+    ``job.spill`` parcels in chunk ``k`` (whose own results are then meaningless).
 
     Raises
     ------
@@ -381,7 +432,7 @@ async def run_grid(
     scope = asyncio.timeout(left)
     try:
         async with scope:
-            return await _run_grid(job, counted)
+            return await _run_grid(job, counted, on_spill)
     except TimeoutError as exc:
         if not scope.expired():
             raise
@@ -393,10 +444,11 @@ async def run_grid(
 
 
 async def _run_grid(
-    job: GridJob, on_chunk: Callable[[int], None]
+    job: GridJob, on_chunk: Callable[[int], None],
+    on_spill: Callable[[int, list[Prepared]], None] | None,
 ) -> list[LayerResult]:
     plan = job.plan
-    reducer = _Reducer(job)
+    reducer = _Reducer(job, on_spill)
     needed = sorted({(b, t) for layer in job.layers for b in layer.inputs
                      for t in layer.time_indices})
     # per band: the time blocks to read (one zarr chunk along time each) and dates in them

@@ -58,6 +58,19 @@ class ChunkPlan:
     def parcels_of(self, k: int) -> np.ndarray:
         return self.parcels[self.ptr[k] : self.ptr[k + 1]]
 
+    def within(self, window: tuple[int, int, int, int]) -> ChunkPlan:
+        """The plan restricted to the chunks of ``window`` (chunk rows ``cy0:cy1``, columns
+        ``cx0:cx1``, half-open), in the same order; ``per_parcel`` counts those only."""
+        cy0, cy1, cx0, cx1 = window
+        cy, cx = self.chunks[:, 0], self.chunks[:, 1]
+        keep = np.flatnonzero((cy >= cy0) & (cy < cy1) & (cx >= cx0) & (cx < cx1))
+        sizes = np.diff(self.ptr)[keep]
+        ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        at = np.repeat(self.ptr[keep] - ptr[:-1], sizes) + np.arange(int(ptr[-1]))
+        parcels = self.parcels[at]
+        per_parcel = np.bincount(parcels, minlength=self.per_parcel.size).astype(np.int64)
+        return ChunkPlan(self.spec, self.chunks[keep], ptr, parcels, per_parcel, self.passes)
+
 
 def _pixel_windows(bounds: np.ndarray, spec: GridSpec) -> np.ndarray:
     """Vectorised :meth:`GridSpec.pixel_window` for ``(n, 4)`` bounds; empty rows for NaN."""

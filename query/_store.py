@@ -415,6 +415,7 @@ class ParcelStore:
         if scheduler is not None:
             df, report = distributed_zonal_stats(self.url, self.storage_options, self.catalogue,
                                                  request, pset, scheduler=scheduler,
+                                                 handle=self._handle, root=self._root,
                                                  started=t0, version=self._pin.snapshot.version)
         else:
             df, report = run_zonal(self._handle, self._root, self.catalogue, request, pset,

@@ -28,18 +28,19 @@ from parcelzarr.errors import BandNotFoundError
 from ._area import areal_scale, row_areas
 from ._assign import assign, parcel_status, warn_if_all_outside
 from ._composite_layers import composite_layers
-from ._engine import ClassCounts, GridJob, Layer, run_grid
+from ._engine import ClassCounts, GridJob, Layer, Prepared, run_grid
 from ._frames import class_frame, concat, stat_frame, uncovered_frames
 from ._indices import INDICES
 from ._mask import MaskSource
 from ._parcels import ParcelSet
-from ._plan import plan_chunks
+from ._plan import ChunkPlan, plan_chunks
 from ._rasterize import too_large
 from ._report import QueryReport
 from ._request import Output, ZonalRequest, select_dates
+from ._straddle import BlockLimit, Engine, Pieces
 from ._weights import WeightSource, weight_source
 
-__all__ = ["run_zonal"]
+__all__ = ["mask_grid", "run_zonal"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,21 @@ logger = logging.getLogger(__name__)
 def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
               request: ZonalRequest, pset: ParcelSet, *, quiet: bool = True,
               started: float | None = None, deadline_at: float | None = None,
-              ) -> tuple[pd.DataFrame, QueryReport]:
+              block: BlockLimit | None = None, pieces: Pieces | None = None,
+              engine: Engine | None = None) -> tuple[pd.DataFrame, QueryReport]:
     """Statistics of ``request`` for the parcels ``pset``, and what they cost.
 
     ``started`` (``time.perf_counter()``) is when the call began, for the report;
     ``deadline_at`` (``time.monotonic()``) when the request's deadline ends (default: its
     deadline from now).
+
+    A Dask block's task (:mod:`._straddle`) passes ``block``: only the chunks of its window
+    are read, and the parcels it marks as straddling get no rows; their prepared pixels are
+    added to ``pieces``. The driver passes ``engine`` to reduce such parcels from the
+    pieces instead of reading.
     """
+    if block is not None and pieces is None:
+        raise ValueError("a block's query needs pieces= for its straddling parcels")
     t0 = _time.perf_counter() if started is None else started
     if deadline_at is None and request.deadline is not None:
         deadline_at = _time.monotonic() + request.deadline
@@ -84,6 +93,9 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
             status[a.subset[big]] = "too large"
         plan = plan_chunks(geoms, info.spec, all_touched=request.all_touched,
                            coverage=request.coverage)
+        spill = None
+        if block is not None and a.grid == block.grid:
+            plan, spill = _within_block(plan, block, a.subset)
         arrays = {b: band_array(root, a.grid, b).async_array
                   for o in a.outputs for b in o.inputs}
         n_chunks += plan.n_chunks * _reads_per_chunk(arrays, layers)
@@ -101,13 +113,17 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
                         if (w := info.footprint_windows(b, t)) is not None},
             row_area=_row_areas(info) if request.categorical else None,
             deadline=request.deadline, deadline_at=deadline_at,
-            min_coverage_frac=request.min_coverage_frac, weights=weights,
+            min_coverage_frac=request.min_coverage_frac, weights=weights, spill=spill,
         )))
     names = request.stats.names
     bar = progress(total=n_chunks, desc="zonal_stats", unit="chunk", quiet=quiet)
     with bar:
         for info, subset, layers, job in jobs:
-            results = sync(run_grid(job, on_chunk=bar.update))
+            if engine is not None:
+                results = engine(info.name, job, subset)
+            else:
+                results = sync(run_grid(job, on_chunk=bar.update,
+                                        on_spill=_collector(pieces, info.name, job, subset)))
             for lay, res in zip(layers, results, strict=True):
                 when = lay.label if lay.label is not None else info.times[lay.time_index]
                 if isinstance(res, ClassCounts):
@@ -118,6 +134,8 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
     if not request.categorical:
         frames.extend(uncovered_frames(pset, catalogue, assignment, request, dates,
                                        status=status))
+    if block is not None:  # straddlers' rows come from the driver
+        frames = [f[~block.straddle[f["_order"].to_numpy()]] for f in frames]
     df = concat(frames, pset, request.stat_names, integer_counts=not request.coverage,
                 sort=["_order", "band", "time", "class"] if request.categorical else None)
     used = counters.snapshot() - before
@@ -130,6 +148,31 @@ def run_zonal(handle: StoreHandle, root: zarr.Group, catalogue: Catalogue,
     df.attrs["parcelzarr"] = report.as_dict()
     logger.info("zonal_stats: %s", report)
     return df, report
+
+
+def _within_block(plan: ChunkPlan, block: BlockLimit, subset: np.ndarray
+                  ) -> tuple[ChunkPlan, np.ndarray]:
+    """``plan`` cut to the block's chunks, and which of its parcels straddle the block."""
+    inside = plan.within(block.window)
+    spill = block.straddle[subset]
+    if (inside.per_parcel[~spill] != plan.per_parcel[~spill]).any():
+        raise RuntimeError(f"grid {block.grid}: parcels not marked as straddling reach beyond "
+                           f"the block {block.window}")
+    return inside, spill
+
+
+def _collector(pieces: Pieces | None, grid: str, job: GridJob, subset: np.ndarray
+               ) -> Callable[[int, list[Prepared]], None] | None:
+    """``run_grid``'s ``on_spill``: the job's straddlers' pixels into ``pieces``."""
+    if pieces is None or job.spill is None:
+        return None
+    chunks = job.plan.chunks
+
+    def add(k: int, prepared: list[Prepared]) -> None:
+        pieces.add(grid, (int(chunks[k, 0]), int(chunks[k, 1])), job.layers, prepared,
+                   subset)
+
+    return add
 
 
 def _formula(out: Output, info: GridInfo
@@ -167,9 +210,11 @@ def _weights(root: zarr.Group, catalogue: Catalogue, info: GridInfo,
                          request.default_weight)
 
 
-def _mask_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, band: str,
-                 classes: np.ndarray) -> MaskSource:
-    """Where the grid ``info`` reads its mask: the SCL grid of the same CRS, finest first."""
+def mask_grid(catalogue: Catalogue, info: GridInfo, band: str
+              ) -> tuple[GridInfo, int, tuple[int, int]]:
+    """Where the grid ``info`` reads its mask ``band``: the grid of the same CRS holding it,
+    finest first, whose pixels are whole multiples of ``info``'s on the same lattice; with
+    the factor and the offset of band pixels into it (see :class:`._mask.MaskSource`)."""
     s = info.spec
     found = sorted((g for g in catalogue.grids.values()
                     if band in g.bands and g.spec.crs == s.crs),
@@ -180,12 +225,18 @@ def _mask_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, band: s
         oy = (m.y0 - s.y0) / s.res_y
         ox = (s.x0 - m.x0) / s.res_x
         if all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1:
-            tmap = np.array([_index_of(g.times, t) for t in info.times], dtype=np.int64)
-            return MaskSource(band_array(root, g.name, band).async_array, round(f),
-                              (round(oy), round(ox)), tmap, classes)
+            return g, round(f), (round(oy), round(ox))
     raise BandNotFoundError(
         f"no {band} grid of {s.crs.to_string()} aligns with grid {info.name}: the mask "
         "needs a resolution that is a whole multiple of the band's on the same lattice")
+
+
+def _mask_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, band: str,
+                 classes: np.ndarray) -> MaskSource:
+    """The mask of grid ``info``: :func:`mask_grid`'s grid, array and alignment."""
+    g, f, offset = mask_grid(catalogue, info, band)
+    tmap = np.array([_index_of(g.times, t) for t in info.times], dtype=np.int64)
+    return MaskSource(band_array(root, g.name, band).async_array, f, offset, tmap, classes)
 
 
 def _row_areas(info: GridInfo) -> np.ndarray:

@@ -7,6 +7,7 @@ import shapely
 from parcelzarr.query._blocks import (
     block_edge,
     block_parts,
+    block_tasks,
     chunk_ranges,
     chunk_reads,
     partition_parcels,
@@ -50,9 +51,11 @@ def test_blocks_are_lattice_aligned_and_cover_every_parcel_once() -> None:
     for p in parts:  # every parcel of a task starts in the same 4 x 4 block of chunks
         assert np.unique(r[p, 0] // 4).size == 1 and np.unique(r[p, 2] // 4).size == 1
     total, distinct = chunk_reads(parts, r, N_COLS)
-    # only parcels straddling a block edge make a second read: at most one row and one
-    # column of chunks beyond each 4 x 4 block, (2 * 4 + 1) / 16 of the chunks
-    assert distinct <= total <= (1 + 9 / 16) * distinct
+    # whole parcels per block: only parcels straddling a block edge make a second read, at
+    # most one row and one column of chunks beyond each 4 x 4 block, (2 * 4 + 1) / 16
+    assert distinct < total <= (1 + 9 / 16) * distinct
+    # the tasks the Dask path runs read only their own block: never a chunk twice
+    assert chunk_reads(block_tasks(r, N_COLS, 4), r, N_COLS) == (distinct, distinct)
     # today's partitioning (contiguous runs of the row-major order) reads far more twice
     runs = np.array_split(np.arange(len(geoms)), len(parts))
     t_runs, d_runs = chunk_reads(runs, r, N_COLS)
@@ -87,5 +90,8 @@ def test_a_state_is_thousands_of_tasks_not_millions() -> None:
                                      seconds_per_chunk={"g": 0.0024 * 4 * 20}, target_s=30.0,
                                      min_tasks=4)
     assert 100 <= len(parts) <= 5_000, len(parts)
-    assert sum(p.size for p in parts) == len(geoms)
+    assert np.unique(np.concatenate([t.parcels for t in parts])).size == len(geoms)
+    # a parcel is whole in exactly one task, or a straddler in every block it touches
+    whole = np.concatenate([t.parcels[~t.straddle] for t in parts if t.straddle is not None])
+    assert whole.size == np.unique(whole).size
     assert edges["g"] >= 2
