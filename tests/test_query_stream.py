@@ -306,3 +306,15 @@ def test_stats_cli_batch_size_streams(store: str, tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(tmp_path / "o.csv"),
                                     "--batch-size", "9"])
     assert bad.exit_code != 0 and "--batch-size" in bad.output
+    layer = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(out),
+                                      "--batch-size", "9", "--layer", "x"])
+    assert layer.exit_code != 0 and "--layer" in layer.output
+    loose = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(out),
+                                      "--presorted"])
+    assert loose.exit_code != 0 and "--presorted" in loose.output
+    res = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(out),
+                                    "--batch-size", "9", "--presorted", "--stats", "count,mean",
+                                    "--quiet"])
+    assert res.exit_code == 0, res.output
+    got = pd.read_parquet(out).sort_values(["parcel_id", "band"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
