@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py store                 # the state-sized store (cached)
     .venv/bin/python bench/scale.py plan --parcels 1000000 [--cell 316]
-    .venv/bin/python bench/scale.py stream --parcels 200000 --batch 20000
+    .venv/bin/python bench/scale.py stream --parcels 1000000 --batch 50000 [--whole]
     .venv/bin/python bench/scale.py dask --what county|state|ingest --workers 1|2
 
 The *state store* is a real local parcelzarr store whose single grid (EPSG:32616, 10 m, 256²
@@ -46,6 +46,14 @@ def _load() -> str:
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _hwm_mb() -> float:
+    """This process's peak RSS so far (VmHWM; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return _peak_mb()
 
 
 def patch_origins() -> list[tuple[float, float]]:
@@ -149,6 +157,64 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
             "bytes_exact": plan.bytes_exact, "objects_written": plan.grids[0].objects_written,
             "estimated_query_s": round(plan.seconds, 1),
             "get_cost_usd": round(plan.get_cost_usd, 4)}
+
+
+def stream_file(n: int) -> Path:
+    """``n`` parcels over the patches (a lattice, cell chosen for ``n``) in random order, as
+    ONE row group of a GeoParquet file, with a few register-like attributes (cached). Made
+    in a child process, so a measured run's peak RSS never includes making it."""
+    path = CACHE / f"stream-{n}.parquet"
+    if not path.exists():
+        import subprocess
+
+        subprocess.run([sys.executable, __file__, "parcels", "--parcels", str(n)], check=True)
+    return path
+
+
+def cmd_parcels(args: argparse.Namespace) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    n = args.parcels
+    per_side = int(np.ceil(np.sqrt(n / PATCHES**2)))
+    parcels = patch_parcels(cell=float(np.floor(PATCH * 10 / per_side)))
+    parcels = parcels.sample(n=n, random_state=0).reset_index(drop=True)
+    parcels["parcel_id"] = np.arange(n)
+    rng = np.random.default_rng(0)
+    parcels["crop"] = rng.choice(["corn", "soybeans", "wheat", "alfalfa", "fallow"], n)
+    parcels["area_ha"] = parcels.area / 1e4
+    path = CACHE / f"stream-{n}.parquet"
+    parcels.to_parquet(path, row_group_size=n)
+    return {"what": "parcels", "parcels": n, "path": str(path),
+            "row_groups": pq.ParquetFile(path).num_row_groups,
+            "bytes": path.stat().st_size}
+
+
+def cmd_stream(args: argparse.Namespace) -> dict[str, Any]:
+    """A streamed query (or, with --whole, the same query on the whole file at once)."""
+    from parcelzarr.query import stream_zonal_stats
+
+    import parcelzarr as pz
+
+    url = make_state_store()
+    path = stream_file(args.parcels)
+    out = CACHE / f"stream-out-{args.parcels}.parquet"
+    kw: dict[str, Any] = {"id_column": "parcel_id", "bands": ["B04"],
+                          "stats": "count,mean,median"}
+    store = pz.open_store(url)
+    base = _hwm_mb()
+    t0 = time.perf_counter()
+    if args.whole:
+        df = store.zonal_stats(str(path), **kw)
+        rows, batches, spill = len(df), 1, 0
+    else:
+        rep = stream_zonal_stats(store, path, out, batch_size=args.batch, **kw)
+        rows, batches, spill = rep.rows, rep.batches, rep.spill_bytes
+    wall = time.perf_counter() - t0
+    return {"what": "whole" if args.whole else "stream", "parcels": args.parcels,
+            "batch": None if args.whole else args.batch, "file_bytes": path.stat().st_size,
+            "seconds": round(wall, 1), "rows": rows, "batches": batches,
+            "spill_bytes": spill, "rss_after_open_mb": round(base),
+            "peak_rss_mb": round(_hwm_mb())}
 
 
 def _dask_query(url: str, parcels: Any, workers: int, bands: list[str]) -> dict[str, Any]:
@@ -302,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan")
     p.add_argument("--parcels", type=int, default=1_000_000)
     p.add_argument("--cell", type=float, default=316.0)
+    p = sub.add_parser("parcels")
+    p.add_argument("--parcels", type=int, default=1_000_000)
+    p = sub.add_parser("stream")
+    p.add_argument("--parcels", type=int, default=1_000_000)
+    p.add_argument("--batch", type=int, default=50_000)
+    p.add_argument("--whole", action="store_true", help="the whole file in one zonal_stats")
     p = sub.add_parser("dask")
     p.add_argument("--what", choices=["county", "state", "ingest"], default="state")
     p.add_argument("--workers", type=int, default=2)
@@ -311,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "store":
         out: dict[str, Any] = {"what": "store", "url": make_state_store()}
     else:
-        out = {"plan": cmd_plan, "dask": cmd_dask}[args.cmd](args)
+        out = {"plan": cmd_plan, "dask": cmd_dask, "parcels": cmd_parcels,
+               "stream": cmd_stream}[args.cmd](args)
     out["load"] = _load()
     out["command"] = "bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(out))

@@ -1,26 +1,37 @@
 """State-sized queries in bounded memory: a GeoParquet file streamed in spatial batches.
 
-:func:`stream_zonal_stats` never holds the whole parcel file as geometries:
+:func:`stream_zonal_stats` never holds the whole parcel file, whatever its layout (one giant
+row group, as ``GeoDataFrame.to_parquet`` writes up to 1 M rows, or many): the file is read
+through a buffered stream, page by page, ``batch_size`` rows at a time, and only the columns a
+query uses (the geometry and the id or index columns; other attributes are never read).
 
-1. one pass over the geometry column (record batches) keeps each parcel's bounding-box centre
-   and gives it a Hilbert key (:func:`hilbert_key`): 24 bytes per parcel in all;
-2. parcels are ranked by key and cut into batches of ``batch_size``; a second pass over the
-   file appends each row to its batch's temporary Parquet file (an external bucket sort);
-3. each batch, in key order, is loaded, queried with :meth:`ParcelStore.zonal_stats` and
-   written to the output as Parquet row groups, then dropped.
+1. one pass over the geometry column keeps each parcel's bounding-box centre and gives it a
+   Hilbert key (:func:`hilbert_key`); parcels are ranked by key and cut into batches of
+   ``batch_size`` (:func:`spatial_batches`; 4 bytes per parcel kept, ~20 at the sort);
+2. a second pass sorts each ``batch_size`` rows read by batch and appends them to one
+   temporary Arrow IPC file, one record batch per (rows read, batch) segment (an external
+   bucket sort: one open file, whatever the number of batches; its footer holds 24 bytes per
+   segment). A file already in this order (or declared ``presorted``) skips this pass;
+3. each batch, in key order, is read back from its segments, queried with
+   :meth:`ParcelStore.zonal_stats` and written to the output as Parquet row groups, then
+   dropped.
 
-Peak memory is set by ``batch_size`` (geometries, the plan and results of one batch), not by
-the file. Rows come out in spatial (batch) order, each parcel's rows together; a parcel's
-statistics depend only on its own pixels, so they equal those of any other split.
+Peak memory is set by ``batch_size`` (the batch's rows, geometries, plan and results). Rows
+come out in spatial (batch) order, each parcel's rows together; a parcel's statistics depend
+only on its own pixels, so they equal those of any other split. Parcel ids are those of the
+whole file read by GeoPandas: ``id_column``, the ``id`` of fiboa files, else the stored pandas
+index (a range or index columns) or the row number.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import tempfile
 import time as _time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,13 +55,18 @@ __all__ = ["StreamReport", "hilbert_key", "spatial_batches", "stream_zonal_stats
 
 logger = logging.getLogger(__name__)
 
-_ROW = "__parcelzarr_row"  # the row number in the file, carried through the bucket files
+_ROW = "__parcelzarr_row"  # the row number in the file, carried through the spill file
 _ORDER = 16  # Hilbert curve of 2^16 x 2^16 cells over the parcels' extent
+#: Parquet pages are read through a buffer of this many bytes (without one, Arrow reads a
+#: whole column chunk, i.e. a whole column of a one-row-group file, at once).
+_READ_BUFFER = 1 << 20
+_KEY_CHUNK = 1 << 16  # parcels per hilbert_key call (its temporaries: ~60 bytes each)
 
 
 @dataclass(frozen=True)
 class StreamReport:
-    """What a streamed query did: parcels, batches, output rows and the summed query costs."""
+    """What a streamed query did: parcels, batches, output rows, the summed query costs and
+    the bytes of the temporary spill file (0: the file was read in its own order)."""
 
     parcels: int
     batches: int
@@ -58,6 +74,7 @@ class StreamReport:
     requests: int
     bytes_read: int
     seconds: float
+    spill_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +83,25 @@ class StreamReport:
         return (f"{self.parcels:,} parcels in {self.batches} batches: {self.rows:,} rows, "
                 f"{self.requests:,} requests, {self.bytes_read / 1e6:,.1f} MB in "
                 f"{self.seconds:.1f} s")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What streaming reads of a GeoParquet file and how it makes the parcel ids.
+
+    ``columns`` are read and carried (the geometry, then the id or pandas index columns);
+    ``id_column`` names the id column (given, or fiboa's ``id``); without it and without index
+    columns, the id is ``index_start + row * index_step`` (a stored RangeIndex, or the row
+    number), as ``geopandas.read_parquet`` would make the index.
+    """
+
+    path: str
+    geometry: str
+    crs: Any
+    columns: list[str]
+    id_column: str | None
+    index_range: tuple[int, int] | None  # (start, step); None: index columns are read
+    rows: int
 
 
 def hilbert_key(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
@@ -95,8 +131,33 @@ def hilbert_key(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float,
     return d
 
 
-def _geo_meta(pf: pq.ParquetFile, path: str) -> tuple[str, Any]:
-    """(primary geometry column, CRS) from a GeoParquet file's ``geo`` metadata."""
+def _wkb(col: Any) -> np.ndarray:
+    """The WKB values of a geometry column (binary, or a ``geoarrow.wkb`` extension type)."""
+    if isinstance(col.type, pa.ExtensionType):
+        col = (pa.chunked_array([c.storage for c in col.chunks], type=col.type.storage_type)
+               if isinstance(col, pa.ChunkedArray) else col.storage)
+    return np.asarray(col.to_numpy(zero_copy_only=False))
+
+
+def _release() -> None:
+    """Hand the memory Arrow has freed back to the system. Arrow's allocator keeps freed
+    blocks for reuse; read after read they pile up (measured: +30 MB over the first 8 reads
+    of 4 MB, then flat), which would make the peak that of several batches, not one."""
+    pa.default_memory_pool().release_unused()
+
+
+def _open(path: str) -> pq.ParquetFile:
+    """The file, read page by page through a buffer (never a whole column chunk at once)."""
+    try:
+        return pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise GeometryError(f"cannot read parcels from {path!r}: {exc}") from exc
+
+
+def _source(pf: pq.ParquetFile, path: str, id_column: str | None) -> _Source:
+    """Geometry column, CRS, the columns to read and the id rule of a GeoParquet file."""
+    from ._parcels import _fiboa_metadata
+
     meta = pf.schema_arrow.metadata or {}
     raw = meta.get(b"geo")
     if raw is None:
@@ -109,112 +170,193 @@ def _geo_meta(pf: pq.ParquetFile, path: str) -> tuple[str, Any]:
         raise GeometryError(f"{path}: geometry encoding {info.get('encoding')!r} is not "
                             "supported for streaming; write WKB (GeoPandas' default)")
     crs = info.get("crs", "OGC:CRS84")
-    return col, crs
+    names = pf.schema_arrow.names
+    rows = pf.metadata.num_rows
+    if rows == 0:
+        raise GeometryError(f"parcels file {path!r} holds no parcels")
+    if _ROW in names:
+        raise GeometryError(f"{path}: streaming reserves the column name {_ROW!r}; rename it")
+    attrs = [c for c in names if c != col]
+    if id_column is None and "id" in names and ("fiboa_version" in names
+                                                or _fiboa_metadata(path)):
+        logger.info("parcels follow the fiboa schema: ids from their 'id' column")
+        id_column = "id"
+    if id_column is not None:
+        if id_column not in attrs:
+            raise GeometryError(f"id column {id_column!r} is not among the parcel columns "
+                                f"{attrs}")
+        return _Source(path, col, crs, [col, id_column], id_column, None, rows)
+    pandas_meta = json.loads(meta.get(b"pandas", b"{}"))
+    index = pandas_meta.get("index_columns", [])
+    if index and all(isinstance(c, str) for c in index):  # index columns: to_pandas restores
+        return _Source(path, col, crs, [col, *index], None, None, rows)
+    rng = next((c for c in index if isinstance(c, dict) and c.get("kind") == "range"), None)
+    start, step = (int(rng["start"]), int(rng["step"])) if rng else (0, 1)
+    return _Source(path, col, crs, [col], None, (start, step), rows)
 
 
 def spatial_batches(pf: pq.ParquetFile, geom_col: str, batch_size: int, *,
                     read_rows: int = 65_536) -> np.ndarray:
     """Batch number of every row: rows ranked by the Hilbert key of their bounding-box
-    centre, cut into batches of ``batch_size`` (first pass; memory 24 bytes per row)."""
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    centre, cut into batches of ``batch_size`` (first pass; ``read_rows`` geometries at a
+    time; 4 bytes per row kept, ~20 while sorting)."""
+    n = pf.metadata.num_rows
+    cx = np.empty(n, dtype=np.float32)  # float32: 2^-24 of the coordinates, finer than a key
+    cy = np.empty(n, dtype=np.float32)
+    start = 0
     for rb in pf.iter_batches(batch_size=read_rows, columns=[geom_col]):
-        g = shapely.from_wkb(rb.column(0).to_numpy(zero_copy_only=False))
-        b = shapely.bounds(g)
-        xs.append((b[:, 0] + b[:, 2]) / 2)
-        ys.append((b[:, 1] + b[:, 3]) / 2)
-    x = np.concatenate(xs) if xs else np.empty(0)
-    y = np.concatenate(ys) if ys else np.empty(0)
-    del xs, ys
-    ok = np.isfinite(x) & np.isfinite(y)
-    bounds = ((float(x[ok].min()), float(y[ok].min()), float(x[ok].max()), float(y[ok].max()))
-              if ok.any() else (0.0, 0.0, 1.0, 1.0))
-    key = hilbert_key(x, y, bounds)
-    del x, y
+        b = shapely.bounds(shapely.from_wkb(_wkb(rb.column(0))))
+        cx[start:start + rb.num_rows] = (b[:, 0] + b[:, 2]) / 2
+        cy[start:start + rb.num_rows] = (b[:, 1] + b[:, 3]) / 2
+        start += rb.num_rows
+        del rb, b
+        _release()
+    ok = np.isfinite(cx) & np.isfinite(cy)
+    bounds = ((float(cx[ok].min()), float(cy[ok].min()), float(cx[ok].max()),
+               float(cy[ok].max())) if ok.any() else (0.0, 0.0, 1.0, 1.0))
+    del ok
+    key = np.empty(n, dtype=np.int64)
+    for s in range(0, n, _KEY_CHUNK):
+        e = min(s + _KEY_CHUNK, n)
+        key[s:e] = hilbert_key(cx[s:e].astype(np.float64), cy[s:e].astype(np.float64), bounds)
+    del cx, cy
     order = np.argsort(key, kind="stable")
-    batch = np.empty(order.size, dtype=np.int32)
-    batch[order] = (np.arange(order.size) // batch_size).astype(np.int32)
+    del key
+    batch = np.empty(n, dtype=np.int32)
+    batch[order] = np.arange(n, dtype=np.int32) // batch_size
     return batch
 
 
-def _bucket(pf: pq.ParquetFile, batch: np.ndarray, tmp: Path, *,
-            read_rows: int = 65_536) -> list[Path]:
-    """Second pass: each row appended to its batch's temporary Parquet file."""
-    n_batches = int(batch.max()) + 1 if batch.size else 0
-    paths = [tmp / f"batch-{i:06d}.parquet" for i in range(n_batches)]
-    writers: dict[int, pq.ParquetWriter] = {}
+def _spill(pf: pq.ParquetFile, src: _Source, batch: np.ndarray, path: Path,
+           read_rows: int) -> list[np.ndarray]:
+    """Second pass: every ``read_rows`` rows, sorted by batch, appended to one Arrow IPC file
+    as one record batch per (rows read, batch); returns each batch's record batch numbers."""
+    n_batches = int(batch.max()) + 1
+    seg_batch: list[np.ndarray] = []
+    codec = "lz4" if pa.Codec.is_available("lz4") else None
+    options = pa.ipc.IpcWriteOptions(compression=codec)
     start = 0
-    try:
-        for rb in pf.iter_batches(batch_size=read_rows):
-            b = batch[start:start + rb.num_rows]
-            start += rb.num_rows
-            table = pa.Table.from_batches([rb]).append_column(
-                _ROW, pa.array(np.arange(start - rb.num_rows, start, dtype=np.int64)))
-            for i in np.unique(b):
-                part = table.filter(pa.array(b == i))
-                w = writers.get(int(i))
-                if w is None:
-                    w = writers[int(i)] = pq.ParquetWriter(paths[int(i)], table.schema)
-                w.write_table(part)
-    finally:
-        for w in writers.values():
-            w.close()
-    return paths
+    with contextlib.ExitStack() as stack:
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+        schema: pa.Schema | None = None
+        for rb in pf.iter_batches(batch_size=read_rows, columns=src.columns):
+            k = rb.num_rows
+            b = batch[start:start + k]
+            rows = pa.array(np.arange(start, start + k, dtype=np.int64))
+            start += k
+            if schema is None:
+                schema = rb.schema.append(pa.field(_ROW, pa.int64())).with_metadata(
+                    pf.schema_arrow.metadata)
+                sink = stack.enter_context(pa.OSFile(str(path), "wb"))
+                writer = stack.enter_context(pa.ipc.new_file(sink, schema, options=options))
+            assert writer is not None
+            order = np.argsort(b, kind="stable")
+            part = pa.RecordBatch.from_arrays([*rb.columns, rows], schema=schema)
+            part = part.take(pa.array(order))
+            sb = b[order]
+            cuts = np.concatenate(([0], np.flatnonzero(np.diff(sb)) + 1, [k]))
+            for s, e in itertools.pairwise(cuts):
+                writer.write_batch(part.slice(int(s), int(e - s)))
+            seg_batch.append(sb[cuts[:-1]])
+            del part, rb
+            _release()
+    seg = np.concatenate(seg_batch)
+    order = np.argsort(seg, kind="stable")
+    counts = np.bincount(seg, minlength=n_batches)
+    return np.split(order, np.cumsum(counts)[:-1])
 
 
-def _batches(path: str, batch_size: int, tmp: Path) -> Iterator[tuple[pa.Table, Any, str]]:
-    pf = pq.ParquetFile(path)
-    geom_col, crs = _geo_meta(pf, path)
-    # the passes read as many rows at a time as a batch holds: memory stays the batch's
-    read_rows = min(batch_size, 65_536)
-    batch = spatial_batches(pf, geom_col, batch_size, read_rows=read_rows)
-    paths = _bucket(pf, batch, tmp, read_rows=read_rows)
-    del batch
-    for p in paths:
-        table = pq.read_table(p)
-        p.unlink()
-        yield table, crs, geom_col
+def _batches(pf: pq.ParquetFile, src: _Source, batch_size: int, tmp: Path,
+             presorted: bool, spilled: list[int]
+             ) -> Generator[tuple[pa.Table, np.ndarray], None, None]:
+    """(the batch's columns, its row numbers in the file), batch by batch in spatial order;
+    the spill file's size is appended to ``spilled``."""
+    read_rows = batch_size  # the passes hold as many rows at a time as a batch does
+    if not presorted:
+        batch = spatial_batches(pf, src.geometry, batch_size, read_rows=read_rows)
+        presorted = bool((batch[1:] >= batch[:-1]).all())  # already in key order: no spill
+        if not presorted:
+            spill = tmp / "spill.arrow"
+            segments = _spill(pf, src, batch, spill, read_rows)
+            del batch
+            spilled.append(spill.stat().st_size)
+            with pa.OSFile(str(spill), "rb") as f:  # read, not mapped: RSS stays the batch's
+                reader = pa.ipc.open_file(f)
+                for segs in segments:
+                    table = pa.Table.from_batches([reader.get_batch(int(i)) for i in segs],
+                                                  schema=reader.schema)
+                    rows = table.column(_ROW).to_numpy()
+                    yield table.drop_columns([_ROW]), rows
+            return
+        del batch
+    start = 0
+    for rb in pf.iter_batches(batch_size=batch_size, columns=src.columns):
+        table = pa.Table.from_batches([rb])
+        table = table.replace_schema_metadata(pf.schema_arrow.metadata)
+        yield table, np.arange(start, start + rb.num_rows, dtype=np.int64)
+        start += rb.num_rows
+
+
+def _frame(table: pa.Table, rows: np.ndarray, src: _Source) -> Any:
+    """One batch as the GeoDataFrame ``geopandas.read_parquet`` would give for its rows."""
+    import geopandas as gpd
+    import pandas as pd
+
+    geoms = shapely.from_wkb(_wkb(table.column(src.geometry)))
+    if src.index_range is not None:  # only the geometry was read
+        start, step = src.index_range
+        attrs = pd.DataFrame(index=pd.Index(start + rows * step))
+    else:  # the id column, or the index columns to_pandas makes the index of
+        attrs = table.drop_columns([src.geometry]).to_pandas()
+    return gpd.GeoDataFrame(attrs, geometry=geoms, crs=src.crs)
 
 
 def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                        batch_size: int = 50_000, id_column: str | None = None,
+                       presorted: bool = False, tmp_dir: str | Path | None = None,
                        **kwargs: Any) -> StreamReport:
-    """:meth:`ParcelStore.zonal_stats` over a GeoParquet parcel file of any size, in bounded
-    memory, written to the Parquet file ``out`` one row group per batch (see the module doc).
+    """:meth:`ParcelStore.zonal_stats` over a GeoParquet parcel file of any size and layout,
+    in memory set by ``batch_size``, written to the Parquet file ``out`` one row group per
+    batch (see the module doc).
 
-    ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...). Without ``id_column``
-    the row number in the file is the ``parcel_id``.
+    ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...). Ids are those of the
+    whole file: ``id_column``, fiboa's ``id``, else the stored index or the row number. Ids
+    are checked for uniqueness within each batch only. ``presorted=True`` takes the file's
+    own order as the spatial order (batches are consecutive rows: no sort, no spill); a file
+    already in Hilbert order is detected and read so anyway. The spill (about the size of
+    the geometry and id columns) goes to ``tmp_dir`` (default: ``TMPDIR``) and is removed
+    on return, error or Ctrl-C; ``out`` appears only when complete.
 
     Raises
     ------
     GeometryError
-        ``parcels`` is not a GeoParquet file with WKB geometries.
+        ``parcels`` is not a GeoParquet file with WKB geometries, holds no parcels, or lacks
+        ``id_column``.
     ValueError
         ``batch_size`` below 1, or ``scheduler`` given (stream on one machine; Dask runs take
         the whole query).
     """
-    import geopandas as gpd
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if kwargs.get("scheduler") is not None:
         raise ValueError("stream_zonal_stats runs on this machine: drop scheduler=")
     t0 = _time.perf_counter()
     path = str(parcels)
+    pf = _open(path)
+    src = _source(pf, path, id_column)
     rows = requests = nbytes = n_parcels = n_batches = 0
+    spilled: list[int] = []
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="parcelzarr-stream-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="parcelzarr-stream-", dir=tmp_dir) as tmp:
+        batches = _batches(pf, src, batch_size, Path(tmp), presorted, spilled)
         try:
-            for table, crs, geom_col in _batches(path, batch_size, Path(tmp)):
-                geoms = shapely.from_wkb(table.column(geom_col).to_numpy(zero_copy_only=False))
-                attrs = table.drop_columns([geom_col, _ROW]).to_pandas()
-                if id_column is None:  # the row number in the file, as zonal_stats would
-                    attrs.index = table.column(_ROW).to_numpy()
-                frame = gpd.GeoDataFrame(attrs, geometry=geoms, crs=crs)
-                df = store.zonal_stats(frame, id_column=id_column, **kwargs)
+            for table, row_numbers in batches:
+                frame = _frame(table, row_numbers, src)
+                del table, row_numbers
+                df = store.zonal_stats(frame, id_column=src.id_column, **kwargs)
                 rep = store.last_report
                 if rep is not None:
                     requests += rep.requests
@@ -228,15 +370,17 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                 rows += len(df)
                 n_batches += 1
                 logger.info("batch %d: %d parcels, %d rows", n_batches, len(frame), len(df))
-                del frame, df, tab, geoms, attrs, table
+                del frame, df, tab
+                _release()
         except BaseException:
+            batches.close()
             if writer is not None:
                 writer.close()
             partial.unlink(missing_ok=True)
             raise
-    if writer is None:
-        raise GeometryError(f"{path} holds no parcels")
+    assert writer is not None  # _source refused a file without rows
     writer.close()
     partial.replace(out)
     return StreamReport(parcels=n_parcels, batches=n_batches, rows=rows, requests=requests,
-                        bytes_read=nbytes, seconds=_time.perf_counter() - t0)
+                        bytes_read=nbytes, seconds=_time.perf_counter() - t0,
+                        spill_bytes=sum(spilled))

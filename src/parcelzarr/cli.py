@@ -250,6 +250,9 @@ def info(url: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
               help="Stream a GeoParquet PARCELS file in spatial batches of N parcels, in "
                    "memory set by N (output: Parquet, one row group per batch).")
+@click.option("--presorted", is_flag=True,
+              help="With --batch-size: the file is already in a spatial order (batches are "
+                   "consecutive rows; no sort pass, no temporary spill in TMPDIR).")
 @click.option("--deadline", type=float, metavar="SECONDS",
               help="Fail (never a partial result) if the query takes longer "
                    "(default PARCELZARR_DEADLINE: none).")
@@ -263,7 +266,7 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
           interval: str | None, composite: str | None, weights_band: str | None,
           default_weight: float | None, crs: str | None, concurrency: int | None,
           geometry: bool, shape: str, scheduler: str | None, batch_size: int | None,
-          deadline: float | None,
+          presorted: bool, deadline: float | None,
           quiet: bool, storage_option: tuple[str, ...]) -> None:
     """Per-parcel statistics of the store at URL for PARCELS (a file GeoPandas reads, or
     postgresql://...?table=NAME or ?sql=SELECT...), written to --out."""
@@ -295,6 +298,9 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
     except ValueError:
         raise click.BadParameter("expected whole numbers separated by commas, e.g. 1 or 3,8,9",
                                  param_hint="--mask-classes") from None
+    if presorted and batch_size is None:
+        raise click.BadParameter("--presorted describes a file streamed with --batch-size N",
+                                 param_hint="--presorted")
     store = open_store(url, storage_options=_options(storage_option))
     # what the Python API takes, the same for the streamed and the whole query
     query: dict[str, Any] = {
@@ -313,7 +319,8 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
             raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
                                      "*.parquet), without --geometry, --scheduler or --layer",
                                      param_hint="--batch-size")
-        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size, **query)
+        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
+                                 presorted=presorted, **query)
         click.echo(f"{rep.rows:,} rows -> {shown}")
         click.echo(str(rep))
         return
