@@ -38,10 +38,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from parcelzarr.errors import GeometryError
+from parcelzarr.errors import GeometryError, plain
 
 
 class _Store(Protocol):
@@ -195,6 +196,23 @@ def _source(pf: pq.ParquetFile, path: str, id_column: str | None) -> _Source:
     return _Source(path, col, crs, [col], None, (start, step), rows)
 
 
+def _check_unique_ids(pf: pq.ParquetFile, src: _Source) -> None:
+    """Fail, as the whole-file query does, if parcel ids repeat anywhere in the file (not
+    only within a batch): the id or index columns are read alone (memory: the ids), before
+    anything is written. Ids made from the row number never repeat."""
+    cols = src.columns[1:]
+    if not cols:
+        return
+    ids = pf.read(columns=cols, use_pandas_metadata=False)
+    counts = ids.group_by(cols, use_threads=False).aggregate([([], "count_all")])
+    if len(counts) == ids.num_rows:
+        return
+    first = counts.filter(pc.greater(counts["count_all"], 1)).to_pylist()[0]
+    dup = first[cols[0]] if len(cols) == 1 else tuple(first[c] for c in cols)
+    raise GeometryError(f"parcel ids ({src.id_column or 'parcel_id'}) are not unique (e.g. "
+                        f"{plain(dup)!r}): pass id_column= naming a unique column")
+
+
 def spatial_batches(pf: pq.ParquetFile, geom_col: str, batch_size: int, *,
                     read_rows: int = 65_536) -> np.ndarray:
     """Batch number of every row: rows ranked by the Hilbert key of their bounding-box
@@ -321,17 +339,18 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
 
     ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...). Ids are those of the
     whole file: ``id_column``, fiboa's ``id``, else the stored index or the row number. Ids
-    are checked for uniqueness within each batch only. ``presorted=True`` takes the file's
-    own order as the spatial order (batches are consecutive rows: no sort, no spill); a file
-    already in Hilbert order is detected and read so anyway. The spill (about the size of
-    the geometry and id columns) goes to ``tmp_dir`` (default: ``TMPDIR``) and is removed
-    on return, error or Ctrl-C; ``out`` appears only when complete.
+    repeated anywhere in the file raise before anything is written, as in the whole query.
+    ``presorted=True`` takes the file's own order as the spatial order (batches are
+    consecutive rows: no sort, no spill); a file already in Hilbert order is detected and
+    read so anyway. The spill (about the size of the geometry and id columns) goes to
+    ``tmp_dir`` (default: ``TMPDIR``) and is removed on return, error or Ctrl-C; ``out``
+    appears only when complete.
 
     Raises
     ------
     GeometryError
-        ``parcels`` is not a GeoParquet file with WKB geometries, holds no parcels, or lacks
-        ``id_column``.
+        ``parcels`` is not a GeoParquet file with WKB geometries, holds no parcels, lacks
+        ``id_column``, or its parcel ids repeat.
     ValueError
         ``batch_size`` below 1, or ``scheduler`` given (stream on one machine; Dask runs take
         the whole query).
@@ -344,6 +363,8 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     path = str(parcels)
     pf = _open(path)
     src = _source(pf, path, id_column)
+    _check_unique_ids(pf, src)
+    _release()
     rows = requests = nbytes = n_parcels = n_batches = 0
     spilled: list[int] = []
     writer: pq.ParquetWriter | None = None

@@ -318,3 +318,39 @@ def test_stats_cli_batch_size_streams(store: str, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     got = pd.read_parquet(out).sort_values(["parcel_id", "band"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_ids_repeated_across_batches_fail_before_anything_is_written(store: str,
+                                                                       tmp_path: Path) -> None:
+    """A parcel id that repeats in two different batches fails the stream with the whole
+    query's error (id column, stored index, fiboa id; presorted or not), and an earlier
+    output is left as it was."""
+    from parcelzarr.query._stream import _open, spatial_batches
+
+    st = pz.open_store(store)
+    parcels = make_parcels(n=40)
+    out = tmp_path / "o.parquet"
+    out.write_bytes(b"earlier result")
+    far = [0, len(parcels) - 4]  # two parcels the key pass puts in different batches
+    files = {"field": parcels.assign(field=parcels["field"].where(
+                 parcels.index != far[1], parcels["field"][far[0]])),
+             "index": parcels.set_axis([0 if i == far[1] else i for i in parcels.index]),
+             "fiboa": parcels.assign(id=parcels["field"].where(parcels.index != far[1],
+                                                               parcels["field"][far[0]]),
+                                     fiboa_version="0.2.0")}
+    for name, frame in files.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path)
+        batch = spatial_batches(_open(str(path)), "geometry", 7)
+        assert batch[far[0]] != batch[far[1]], "the repeated ids share a batch"
+        id_column = "field" if name == "field" else None
+        with pytest.raises(GeometryError) as whole:
+            st.zonal_stats(str(path), id_column=id_column, stats="mean")
+        assert "not unique" in str(whole.value)
+        for presorted in (False, True):
+            with pytest.raises(GeometryError) as streamed:
+                stream_zonal_stats(st, path, out, batch_size=7, id_column=id_column,
+                                   presorted=presorted, stats="mean")
+            assert str(streamed.value) == str(whole.value)
+            assert out.read_bytes() == b"earlier result"
+            assert not (tmp_path / "o.parquet.partial").exists()
