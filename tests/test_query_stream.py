@@ -174,6 +174,20 @@ _INTERRUPTED = textwrap.dedent("""
 """)
 
 
+def _started_mid_stream(args: list[str], out: Path, tmp: Path
+                        ) -> tuple[subprocess.Popen[str], Path]:
+    """A streaming process (``TMPDIR=tmp``), returned once it spilled and wrote a batch to
+    ``out``'s partial file (also returned)."""
+    proc = subprocess.Popen(args, env={**os.environ, "TMPDIR": str(tmp)},
+                            stderr=subprocess.PIPE, text=True)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 60
+    while not (partial.exists() and list(tmp.glob("*/spill.arrow"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "no batch was written"
+        time.sleep(0.01)
+    return proc, partial
+
+
 def test_ctrl_c_removes_the_spill_and_the_partial_output(store: str, tmp_path: Path) -> None:
     """SIGINT while batches are queried: the process stops, the temporary directory (TMPDIR)
     and the partial output are removed, no output appears."""
@@ -181,14 +195,8 @@ def test_ctrl_c_removes_the_spill_and_the_partial_output(store: str, tmp_path: P
     path, out, tmp = tmp_path / "p.parquet", tmp_path / "o.parquet", tmp_path / "tmp"
     parcels.to_parquet(path)
     tmp.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, store, str(path), str(out)],
-                            env={**os.environ, "TMPDIR": str(tmp)}, stderr=subprocess.PIPE,
-                            text=True)
-    partial = tmp_path / "o.parquet.partial"
-    deadline = time.monotonic() + 60
-    while not (partial.exists() and list(tmp.glob("*/spill.arrow"))):
-        assert proc.poll() is None and time.monotonic() < deadline, "no batch was written"
-        time.sleep(0.01)
+    proc, partial = _started_mid_stream(
+        [sys.executable, "-c", _INTERRUPTED, store, str(path), str(out)], out, tmp)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
@@ -354,3 +362,23 @@ def test_ids_repeated_across_batches_fail_before_anything_is_written(store: str,
             assert str(streamed.value) == str(whole.value)
             assert out.read_bytes() == b"earlier result"
             assert not (tmp_path / "o.parquet.partial").exists()
+
+
+def test_sigterm_of_the_cli_cleans_up_like_ctrl_c(store: str, tmp_path: Path) -> None:
+    """SIGTERM (a job scheduler's stop) of ``parcelzarr stats --batch-size`` while batches
+    are written: exit status 143, the spill directory and the partial output removed, the
+    earlier output untouched."""
+    parcels = make_parcels(n=3000)
+    path, out, tmp = tmp_path / "p.parquet", tmp_path / "o.parquet", tmp_path / "tmp"
+    parcels.to_parquet(path)
+    out.write_bytes(b"earlier result")
+    tmp.mkdir()
+    cli = Path(sys.executable).parent / "parcelzarr"
+    proc, partial = _started_mid_stream(
+        [str(cli), "stats", store, str(path), "--out", str(out), "--batch-size", "50",
+         "--stats", "mean,median", "--quiet"], out, tmp)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(tmp.iterdir()) == []
+    assert not partial.exists() and out.read_bytes() == b"earlier result"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -15,6 +19,23 @@ from parcelzarr.errors import ParcelzarrError
 from parcelzarr.stores._azure import check_option_names, redact
 
 __all__ = ["main"]
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a scheduler's or ``kill``'s stop) ends the process as Ctrl-C does, through
+    the cleanup code (temporary spill and partial output removed), with status 143; a second
+    SIGTERM during that cleanup kills at once. Without this, SIGTERM ends Python on the spot
+    and leaves both behind."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
@@ -319,8 +340,9 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
             raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
                                      "*.parquet), without --geometry, --scheduler or --layer",
                                      param_hint="--batch-size")
-        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
-                                 presorted=presorted, **query)
+        with _sigterm_unwinds():
+            rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
+                                     presorted=presorted, **query)
         click.echo(f"{rep.rows:,} rows -> {shown}")
         click.echo(str(rep))
         return
