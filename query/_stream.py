@@ -329,6 +329,16 @@ def _frame(table: pa.Table, rows: np.ndarray, src: _Source) -> Any:
     return gpd.GeoDataFrame(attrs, geometry=geoms, crs=src.crs)
 
 
+def _output_schema(first: pa.Schema, src: _Source, file_schema: pa.Schema) -> pa.Schema:
+    """The output's schema: the first batch's, but an id column whose ids were all missing
+    there (typed null by Arrow, a type no later batch's ids cast to) typed as in the file."""
+    source = src.id_column or (src.columns[1] if len(src.columns) == 2 else None)
+    i = first.get_field_index(src.id_column or "parcel_id")
+    if source is None or i < 0 or not pa.types.is_null(first.field(i).type):
+        return first
+    return first.set(i, first.field(i).with_type(file_schema.field(source).type))
+
+
 def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                        batch_size: int = 50_000, id_column: str | None = None,
                        presorted: bool = False, tmp_dir: str | Path | None = None,
@@ -385,7 +395,8 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                 n_parcels += len(frame)
                 tab = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:
-                    schema = tab.schema.remove_metadata()
+                    schema = _output_schema(tab.schema.remove_metadata(), src,
+                                            pf.schema_arrow)
                     writer = pq.ParquetWriter(partial, schema)
                 writer.write_table(tab.cast(schema))
                 rows += len(df)

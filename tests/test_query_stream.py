@@ -382,3 +382,28 @@ def test_sigterm_of_the_cli_cleans_up_like_ctrl_c(store: str, tmp_path: Path) ->
     assert proc.returncode == 128 + signal.SIGTERM
     assert list(tmp.iterdir()) == []
     assert not partial.exists() and out.read_bytes() == b"earlier result"
+
+
+def test_a_missing_id_in_the_first_batch_streams(store: str, tmp_path: Path) -> None:
+    """A string id column (or index) whose one missing id is the first batch's only id:
+    the stream's rows equal the whole query's (Arrow would type that batch's ids null, a
+    type the later batches' ids do not cast to)."""
+    from parcelzarr.query._stream import _open, spatial_batches
+
+    st = pz.open_store(store)
+    parcels = make_parcels(n=20)
+    parcels.to_parquet(tmp_path / "order.parquet")
+    first = int(np.flatnonzero(spatial_batches(_open(str(tmp_path / "order.parquet")),
+                                               "geometry", 1) == 0)[0])
+    ids = parcels["field"].where(parcels.index != first, None)
+    files = {"pid": parcels.assign(pid=ids), None: parcels.set_index(ids.rename("pid"))}
+    for id_column, frame in files.items():
+        path, out = tmp_path / "p.parquet", tmp_path / "o.parquet"
+        frame.to_parquet(path)
+        stream_zonal_stats(st, path, out, batch_size=1, id_column=id_column, stats="mean")
+        want = _via_parquet(st.zonal_stats(str(path), id_column=id_column, stats="mean"),
+                            tmp_path / "whole.parquet")
+        key = [want.columns[0], "band", "time"]
+        got = pd.read_parquet(out)
+        assert got[key[0]].isna().sum() == 2  # the missing id's two bands
+        pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
