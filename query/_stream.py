@@ -42,7 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from parcelzarr.errors import GeometryError, plain
+from parcelzarr import _config
+from parcelzarr.errors import GeometryError, QueryDeadlineError, plain
 
 
 class _Store(Protocol):
@@ -339,6 +340,11 @@ def _output_schema(first: pa.Schema, src: _Source, file_schema: pa.Schema) -> pa
     return first.set(i, first.field(i).with_type(file_schema.field(source).type))
 
 
+def _past_deadline(limit: float, done: int) -> QueryDeadlineError:
+    return QueryDeadlineError(f"streamed query did not finish within its deadline of {limit:g}"
+                              f" s ({done} batches done): raise deadline= (CLI: --deadline)")
+
+
 def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                        batch_size: int = 50_000, id_column: str | None = None,
                        presorted: bool = False, tmp_dir: str | Path | None = None,
@@ -347,7 +353,8 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     in memory set by ``batch_size``, written to the Parquet file ``out`` one row group per
     batch (see the module doc).
 
-    ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...). Ids are those of the
+    ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...); ``deadline`` (default
+    ``PARCELZARR_DEADLINE``) bounds the whole stream, not each batch. Ids are those of the
     whole file: ``id_column``, fiboa's ``id``, else the stored index or the row number. Ids
     repeated anywhere in the file raise before anything is written, as in the whole query.
     ``presorted=True`` takes the file's own order as the spatial order (batches are
@@ -361,15 +368,21 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     GeometryError
         ``parcels`` is not a GeoParquet file with WKB geometries, holds no parcels, lacks
         ``id_column``, or its parcel ids repeat.
+    QueryDeadlineError
+        The stream took longer than ``deadline`` (nothing written).
     ValueError
-        ``batch_size`` below 1, or ``scheduler`` given (stream on one machine; Dask runs take
-        the whole query).
+        ``batch_size`` below 1, ``deadline`` not above 0, or ``scheduler`` given (stream
+        on one machine; Dask runs take the whole query).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if kwargs.get("scheduler") is not None:
         raise ValueError("stream_zonal_stats runs on this machine: drop scheduler=")
     t0 = _time.perf_counter()
+    limit = kwargs.pop("deadline", None)
+    limit = _config.deadline() if limit is None else limit  # for the whole stream
+    if limit is not None and not limit > 0:
+        raise ValueError(f"deadline={limit!r}: give a number of seconds above 0")
     path = str(parcels)
     pf = _open(path)
     src = _source(pf, path, id_column)
@@ -387,7 +400,14 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
             for table, row_numbers in batches:
                 frame = _frame(table, row_numbers, src)
                 del table, row_numbers
-                df = store.zonal_stats(frame, id_column=src.id_column, **kwargs)
+                left = None if limit is None else limit - (_time.perf_counter() - t0)
+                if left is not None and left <= 0:
+                    raise _past_deadline(limit, n_batches)
+                try:
+                    df = store.zonal_stats(frame, id_column=src.id_column, deadline=left,
+                                           **kwargs)
+                except QueryDeadlineError as exc:  # the stream's deadline, not the batch's
+                    raise _past_deadline(limit, n_batches) from exc
                 rep = store.last_report
                 if rep is not None:
                     requests += rep.requests

@@ -407,3 +407,25 @@ def test_a_missing_id_in_the_first_batch_streams(store: str, tmp_path: Path) -> 
         got = pd.read_parquet(out)
         assert got[key[0]].isna().sum() == 2  # the missing id's two bands
         pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
+
+
+def test_the_deadline_bounds_the_whole_stream(store: str, tmp_path: Path) -> None:
+    """``deadline`` is the whole stream's, not each batch's: 49 one-parcel batches (over a
+    second in all, each well within the deadline) fail with QueryDeadlineError, nothing
+    written, the earlier output kept."""
+    from parcelzarr.errors import QueryDeadlineError
+
+    path, out, spill = tmp_path / "p.parquet", tmp_path / "o.parquet", tmp_path / "spill"
+    make_parcels(n=40).to_parquet(path)
+    out.write_bytes(b"earlier result")
+    spill.mkdir()
+    st = pz.open_store(store)
+    t0 = time.perf_counter()
+    with pytest.raises(QueryDeadlineError, match=r"deadline of 0\.3 s"):
+        stream_zonal_stats(st, path, out, batch_size=1, stats="mean", deadline=0.3,
+                           tmp_dir=spill)
+    assert time.perf_counter() - t0 < 5
+    assert out.read_bytes() == b"earlier result" and list(spill.iterdir()) == []
+    assert not (tmp_path / "o.parquet.partial").exists()
+    with pytest.raises(ValueError, match="above 0"):
+        stream_zonal_stats(st, path, out, batch_size=1, deadline=0)
