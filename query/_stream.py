@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import logging
+import secrets
 import tempfile
 import time as _time
 from collections.abc import Generator
@@ -393,7 +394,8 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
+    # one partial file per run: two runs writing the same ``out`` never share one
+    partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
     with tempfile.TemporaryDirectory(prefix="parcelzarr-stream-", dir=tmp_dir) as tmp:
         batches = _batches(pf, src, batch_size, Path(tmp), presorted, spilled)
         try:
@@ -424,15 +426,15 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                 logger.info("batch %d: %d parcels, %d rows", n_batches, len(frame), len(df))
                 del frame, df, tab
                 _release()
+            assert writer is not None  # _source refused a file without rows
+            writer.close()
+            partial.replace(out)
         except BaseException:
             batches.close()
             if writer is not None:
                 writer.close()
             partial.unlink(missing_ok=True)
             raise
-    assert writer is not None  # _source refused a file without rows
-    writer.close()
-    partial.replace(out)
     return StreamReport(parcels=n_parcels, batches=n_batches, rows=rows, requests=requests,
                         bytes_read=nbytes, seconds=_time.perf_counter() - t0,
                         spill_bytes=sum(spilled))

@@ -89,7 +89,7 @@ def test_stream_with_an_id_column_and_a_bad_file(store: str, tmp_path: Path) -> 
     pd.DataFrame({"a": [1]}).to_parquet(plain)
     with pytest.raises(GeometryError, match="GeoParquet"):
         stream_zonal_stats(pz.open_store(store), plain, out)
-    assert not (tmp_path / "o.parquet.partial").exists()
+    assert not list(tmp_path.glob("o.parquet*.partial"))
 
 
 def _sorted(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
@@ -161,7 +161,7 @@ def test_a_failing_batch_leaves_no_output_and_no_spill(store: str, tmp_path: Pat
     with pytest.raises(GeometryError, match="not polygons"):
         stream_zonal_stats(pz.open_store(store), path, out, batch_size=20, tmp_dir=spill,
                            bands=["B04"], stats="mean")
-    assert not out.exists() and not (tmp_path / "o.parquet.partial").exists()
+    assert not out.exists() and not list(tmp_path.glob("o.parquet*.partial"))
     assert list(spill.iterdir()) == []
 
 
@@ -180,12 +180,12 @@ def _started_mid_stream(args: list[str], out: Path, tmp: Path
     ``out``'s partial file (also returned)."""
     proc = subprocess.Popen(args, env={**os.environ, "TMPDIR": str(tmp)},
                             stderr=subprocess.PIPE, text=True)
-    partial = out.with_name(out.name + ".partial")
     deadline = time.monotonic() + 60
-    while not (partial.exists() and list(tmp.glob("*/spill.arrow"))):
+    while not ((partial := list(out.parent.glob(out.name + ".*.partial")))
+               and list(tmp.glob("*/spill.arrow"))):
         assert proc.poll() is None and time.monotonic() < deadline, "no batch was written"
         time.sleep(0.01)
-    return proc, partial
+    return proc, partial[0]
 
 
 def test_ctrl_c_removes_the_spill_and_the_partial_output(store: str, tmp_path: Path) -> None:
@@ -361,7 +361,7 @@ def test_ids_repeated_across_batches_fail_before_anything_is_written(store: str,
                                    presorted=presorted, stats="mean")
             assert str(streamed.value) == str(whole.value)
             assert out.read_bytes() == b"earlier result"
-            assert not (tmp_path / "o.parquet.partial").exists()
+            assert not list(tmp_path.glob("o.parquet*.partial"))
 
 
 def test_sigterm_of_the_cli_cleans_up_like_ctrl_c(store: str, tmp_path: Path) -> None:
@@ -426,6 +426,35 @@ def test_the_deadline_bounds_the_whole_stream(store: str, tmp_path: Path) -> Non
                            tmp_dir=spill)
     assert time.perf_counter() - t0 < 5
     assert out.read_bytes() == b"earlier result" and list(spill.iterdir()) == []
-    assert not (tmp_path / "o.parquet.partial").exists()
+    assert not list(tmp_path.glob("o.parquet*.partial"))
     with pytest.raises(ValueError, match="above 0"):
         stream_zonal_stats(st, path, out, batch_size=1, deadline=0)
+
+
+_RUN = textwrap.dedent("""
+    import sys
+    import parcelzarr as pz
+    from parcelzarr.query import stream_zonal_stats
+    url, parcels, out, batch = sys.argv[1:5]
+    stream_zonal_stats(pz.open_store(url), parcels, out, batch_size=int(batch), stats="mean")
+""")
+
+
+def test_two_runs_writing_one_output_leave_a_whole_file(store: str, tmp_path: Path) -> None:
+    """Two streams to the same output at once (an overlapping re-run): both finish and the
+    output is one run's whole result. Before, they shared one partial file: the output was
+    unreadable and the second run failed."""
+    parcels = make_parcels(n=400)
+    path, out = tmp_path / "p.parquet", tmp_path / "o.parquet"
+    parcels.to_parquet(path)
+    runs = [subprocess.Popen([sys.executable, "-c", _RUN, store, str(path), str(out), batch],
+                             stderr=subprocess.PIPE, text=True) for batch in ("20", "30")]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-2000:]
+    got = pd.read_parquet(out)
+    want = _via_parquet(pz.open_store(store).zonal_stats(parcels, stats="mean"),
+                        tmp_path / "whole.parquet")
+    key = ["parcel_id", "band", "time"]
+    pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
+    assert not list(tmp_path.glob("o.parquet*.partial"))
