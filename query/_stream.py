@@ -372,13 +372,18 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     QueryDeadlineError
         The stream took longer than ``deadline`` (nothing written).
     ValueError
-        ``batch_size`` below 1, ``deadline`` not above 0, or ``scheduler`` given (stream
-        on one machine; Dask runs take the whole query).
+        ``batch_size`` below 1, ``deadline`` not above 0, ``out`` a ``.geoparquet`` file
+        (streaming writes no geometry), or ``scheduler`` given (stream on one machine; Dask
+        runs take the whole query).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if kwargs.get("scheduler") is not None:
         raise ValueError("stream_zonal_stats runs on this machine: drop scheduler=")
+    out = Path(out)
+    if out.suffix.lower() == ".geoparquet":
+        raise ValueError(f"{out.name}: streaming writes Parquet without the parcel geometry, "
+                         "which a .geoparquet file would hold: name the output .parquet")
     t0 = _time.perf_counter()
     limit = kwargs.pop("deadline", None)
     limit = _config.deadline() if limit is None else limit  # for the whole stream
@@ -393,7 +398,7 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     spilled: list[int] = []
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
-    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     # one partial file per run: two runs writing the same ``out`` never share one
     partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
     with tempfile.TemporaryDirectory(prefix="parcelzarr-stream-", dir=tmp_dir) as tmp:
@@ -402,13 +407,17 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
             for table, row_numbers in batches:
                 frame = _frame(table, row_numbers, src)
                 del table, row_numbers
-                left = None if limit is None else limit - (_time.perf_counter() - t0)
-                if left is not None and left <= 0:
-                    raise _past_deadline(limit, n_batches)
+                left = None
+                if limit is not None:
+                    left = limit - (_time.perf_counter() - t0)
+                    if left <= 0:
+                        raise _past_deadline(limit, n_batches)
                 try:
                     df = store.zonal_stats(frame, id_column=src.id_column, deadline=left,
                                            **kwargs)
                 except QueryDeadlineError as exc:  # the stream's deadline, not the batch's
+                    if limit is None:
+                        raise
                     raise _past_deadline(limit, n_batches) from exc
                 rep = store.last_report
                 if rep is not None:

@@ -458,3 +458,35 @@ def test_two_runs_writing_one_output_leave_a_whole_file(store: str, tmp_path: Pa
     key = ["parcel_id", "band", "time"]
     pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
     assert not list(tmp_path.glob("o.parquet*.partial"))
+
+
+def test_stream_outputs_the_whole_query_would_write(store: str, tmp_path: Path) -> None:
+    """The output's folder is made, as the whole query's writer does (before, the stream
+    failed after querying its first batch); a .geoparquet output, which the whole query
+    writes with the geometry, is refused (before, a plain Parquet file without geometry
+    was written under that name); a PostgreSQL output is refused without showing the
+    password."""
+    from click.testing import CliRunner
+
+    from parcelzarr.cli import main
+
+    path = tmp_path / "p.parquet"
+    parcels = make_parcels(n=20)
+    parcels.to_parquet(path)
+    out = tmp_path / "new" / "folder" / "o.parquet"
+    res = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(out),
+                                    "--batch-size", "6", "--stats", "mean", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(out)) == 2 * len(parcels)  # two bands
+    geo = tmp_path / "o.geoparquet"
+    res = CliRunner().invoke(main, ["stats", store, str(path), "--out", str(geo),
+                                    "--batch-size", "6", "--stats", "mean", "--quiet"])
+    assert res.exit_code != 0 and "--batch-size" in res.output and not geo.exists()
+    with pytest.raises(ValueError, match="geoparquet"):
+        stream_zonal_stats(pz.open_store(store), path, geo, batch_size=6)
+    assert not geo.exists()
+    res = CliRunner().invoke(main, ["stats", store, str(path), "--out",
+                                    "postgresql://bob:s3cret@localhost/db?table=t",
+                                    "--batch-size", "6"])
+    assert res.exit_code != 0 and "--batch-size" in res.output
+    assert "s3cret" not in res.output

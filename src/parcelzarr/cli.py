@@ -335,7 +335,7 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
     if batch_size is not None:
         from parcelzarr.query import stream_zonal_stats
 
-        if (isinstance(target, str) or target.suffix.lower() not in (".parquet", ".geoparquet")
+        if (isinstance(target, str) or target.suffix.lower() != ".parquet"
                 or geometry or scheduler or shape != "long" or layer):
             raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
                                      "*.parquet), without --geometry, --scheduler or --layer",
