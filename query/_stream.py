@@ -198,21 +198,59 @@ def _source(pf: pq.ParquetFile, path: str, id_column: str | None) -> _Source:
     return _Source(path, col, crs, [col], None, (start, step), rows)
 
 
+def _ids(pf: pq.ParquetFile, column: str
+         ) -> Generator[tuple[np.ndarray, np.ndarray, int], None, None]:
+    """(the present ids, their 64-bit hashes, the number of missing ids) of ``column``,
+    ``_KEY_CHUNK`` rows at a time. An id hashes alike in every chunk: missing ids, which
+    would turn a chunk of integers into floats, are left out and counted."""
+    from pandas.util import hash_array
+
+    for rb in pf.iter_batches(batch_size=_KEY_CHUNK, columns=[column]):
+        col = rb.column(0)
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        missing = pc.is_null(col, nan_is_null=True)
+        values = col.filter(pc.invert(missing)).to_numpy(zero_copy_only=False)
+        yield values, hash_array(values), pc.sum(missing).as_py() or 0
+
+
 def _check_unique_ids(pf: pq.ParquetFile, src: _Source) -> None:
     """Fail, as the whole-file query does, if parcel ids repeat anywhere in the file (not
-    only within a batch): the id or index columns are read alone (memory: the ids), before
-    anything is written. Ids made from the row number never repeat."""
+    only within a batch), before anything is written. The id column is read alone and kept
+    as 8-byte hashes; only ids whose hashes repeat are compared, in a second read (the
+    columns of a MultiIndex are grouped whole). Ids made from the row number never repeat."""
     cols = src.columns[1:]
-    if not cols:
-        return
-    ids = pf.read(columns=cols, use_pandas_metadata=False)
-    counts = ids.group_by(cols, use_threads=False).aggregate([([], "count_all")])
-    if len(counts) == ids.num_rows:
-        return
-    first = counts.filter(pc.greater(counts["count_all"], 1)).to_pylist()[0]
-    dup = first[cols[0]] if len(cols) == 1 else tuple(first[c] for c in cols)
-    raise GeometryError(f"parcel ids ({src.id_column or 'parcel_id'}) are not unique (e.g. "
-                        f"{plain(dup)!r}): pass id_column= naming a unique column")
+    dup: Any = None
+    if len(cols) > 1:
+        ids = pf.read(columns=cols, use_pandas_metadata=False)
+        counts = ids.group_by(cols, use_threads=False).aggregate([([], "count_all")])
+        if len(counts) < ids.num_rows:
+            first = counts.filter(pc.greater(counts["count_all"], 1)).to_pylist()[0]
+            dup = tuple(first[c] for c in cols)
+    elif cols:
+        hashes, missing = [], 0
+        for _, h, n in _ids(pf, cols[0]):
+            hashes.append(h)
+            missing += n
+        every = np.concatenate(hashes)
+        del hashes
+        every.sort()
+        suspects = np.unique(every[1:][every[1:] == every[:-1]])
+        del every
+        seen: set[Any] = set()
+        for values, h, _ in _ids(pf, cols[0]) if len(suspects) else ():
+            for v in values[np.isin(h, suspects)].tolist():  # in file order, as pandas
+                if v in seen:
+                    dup = v
+                    break
+                seen.add(v)
+            if dup is not None:
+                break
+        if dup is None and missing > 1:
+            dup = float("nan")
+    if dup is not None:
+        raise GeometryError(f"parcel ids ({src.id_column or 'parcel_id'}) are not unique "
+                            f"(e.g. {plain(dup)!r}): pass id_column= naming a unique column")
 
 
 def spatial_batches(pf: pq.ParquetFile, geom_col: str, batch_size: int, *,

@@ -490,3 +490,30 @@ def test_stream_outputs_the_whole_query_would_write(store: str, tmp_path: Path) 
                                     "--batch-size", "6"])
     assert res.exit_code != 0 and "--batch-size" in res.output
     assert "s3cret" not in res.output
+
+
+def test_repeated_ids_are_found_across_read_chunks(tmp_path: Path) -> None:
+    """The uniqueness check reads ids in chunks of 65,536: an integer id repeated in a
+    chunk that also holds a missing id (which pandas would turn into floats) is found, a
+    single missing id is an id like any other, and a file of 70,000 distinct ids passes."""
+    from parcelzarr.query._stream import _check_unique_ids, _open, _source
+
+    n = 70_000
+    geoms = shapely.points(np.arange(n), np.zeros(n))
+    base = np.arange(n, dtype=float) * 7
+    cases = {"distinct": (base, None), "one missing": (np.where(np.arange(n) == 5, np.nan,
+                                                                base), None),
+             "repeated": (np.where(np.arange(n) == 68_000, 7.0 * 3,
+                                   np.where(np.arange(n) == 68_001, np.nan, base)), 21)}
+    for name, (ids, dup) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        frame = gpd.GeoDataFrame({"pid": pd.array(ids, dtype="Int64")}, geometry=geoms,
+                                 crs=CRS)
+        frame.to_parquet(path)
+        pf = _open(str(path))
+        src = _source(pf, str(path), "pid")
+        if dup is None:
+            _check_unique_ids(pf, src)
+        else:
+            with pytest.raises(GeometryError, match=f"not unique \\(e.g. {dup}\\)"):
+                _check_unique_ids(pf, src)
