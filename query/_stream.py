@@ -411,13 +411,16 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
         The stream took longer than ``deadline`` (nothing written).
     ValueError
         ``batch_size`` below 1, ``deadline`` not above 0, ``out`` a ``.geoparquet`` file
-        (streaming writes no geometry), or ``scheduler`` given (stream on one machine; Dask
-        runs take the whole query).
+        (streaming writes no geometry), ``output="xarray"`` (a cube is not streamed), or
+        ``scheduler`` given (stream on one machine; Dask runs take the whole query).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if kwargs.get("scheduler") is not None:
         raise ValueError("stream_zonal_stats runs on this machine: drop scheduler=")
+    if kwargs.get("output", "pandas") not in ("pandas", "wide"):
+        raise ValueError("stream_zonal_stats writes rows to Parquet: output='pandas' or "
+                         f"'wide', not {kwargs['output']!r}")
     out = Path(out)
     if out.suffix.lower() == ".geoparquet":
         raise ValueError(f"{out.name}: streaming writes Parquet without the parcel geometry, "

@@ -464,8 +464,8 @@ def test_stream_outputs_the_whole_query_would_write(store: str, tmp_path: Path) 
     """The output's folder is made, as the whole query's writer does (before, the stream
     failed after querying its first batch); a .geoparquet output, which the whole query
     writes with the geometry, is refused (before, a plain Parquet file without geometry
-    was written under that name); a PostgreSQL output is refused without showing the
-    password."""
+    was written under that name), and so is a cube (output="xarray"); a PostgreSQL
+    output is refused without showing the password."""
     from click.testing import CliRunner
 
     from parcelzarr.cli import main
@@ -485,6 +485,10 @@ def test_stream_outputs_the_whole_query_would_write(store: str, tmp_path: Path) 
     with pytest.raises(ValueError, match="geoparquet"):
         stream_zonal_stats(pz.open_store(store), path, geo, batch_size=6)
     assert not geo.exists()
+    cube = tmp_path / "cube.parquet"  # was an AttributeError after the first batch's query
+    with pytest.raises(ValueError, match="'xarray'"):
+        stream_zonal_stats(pz.open_store(store), path, cube, batch_size=6, output="xarray")
+    assert not list(tmp_path.glob("cube*"))
     res = CliRunner().invoke(main, ["stats", store, str(path), "--out",
                                     "postgresql://bob:s3cret@localhost/db?table=t",
                                     "--batch-size", "6"])
