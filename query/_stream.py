@@ -439,6 +439,7 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     spilled: list[int] = []
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
+    empty: pa.Table | None = None  # the first batch without rows
     out.parent.mkdir(parents=True, exist_ok=True)
     # one partial file per run: two runs writing the same ``out`` never share one
     partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
@@ -466,17 +467,23 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                     nbytes += rep.bytes_read
                 n_parcels += len(frame)
                 tab = pa.Table.from_pandas(df, preserve_index=False)
-                if writer is None:
-                    schema = _output_schema(tab.schema.remove_metadata(), src,
-                                            pf.schema_arrow)
-                    writer = pq.ParquetWriter(partial, schema)
-                writer.write_table(tab.cast(schema))
+                if len(df):
+                    if writer is None:
+                        schema = _output_schema(tab.schema.remove_metadata(), src,
+                                                pf.schema_arrow)
+                        writer = pq.ParquetWriter(partial, schema)
+                    writer.write_table(tab.cast(schema))
+                elif empty is None:  # no rows (categorical parcels outside the coverage):
+                    empty = tab  # pandas' guessed types, the schema only if no batch has rows
                 rows += len(df)
                 n_batches += 1
                 logger.info("batch %d: %d parcels, %d rows", n_batches, len(frame), len(df))
                 del frame, df, tab
                 _release()
-            assert writer is not None  # _source refused a file without rows
+            if writer is None:  # no batch had rows: the first one's empty table
+                assert empty is not None  # _source refused a file without parcels
+                writer = pq.ParquetWriter(partial, empty.schema.remove_metadata())
+                writer.write_table(empty.replace_schema_metadata())
             writer.close()
             partial.replace(out)
         except BaseException:

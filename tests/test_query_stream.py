@@ -521,3 +521,27 @@ def test_repeated_ids_are_found_across_read_chunks(tmp_path: Path) -> None:
         else:
             with pytest.raises(GeometryError, match=f"not unique \\(e.g. {dup}\\)"):
                 _check_unique_ids(pf, src)
+
+
+def test_categorical_batches_without_rows(store: str, tmp_path: Path) -> None:
+    """Categorical parcels outside the coverage (or empty) give no rows: a batch of only
+    those, first or not, no longer types the output (it failed the later batches' cast);
+    the rows equal the whole query's, and a file of only such parcels gives no rows."""
+    x0, y0 = ORIGIN
+    inside = [shapely.box(x0 + 1000 + 40 * i, y0 - 1000, x0 + 1025 + 40 * i, y0 - 975)
+              for i in range(3)]
+    outside = [shapely.box(x0 - 90_000 + 50 * i, y0 + 90_000, x0 - 89_960 + 50 * i,
+                           y0 + 90_040) for i in range(3)]
+    files = {"outside first": outside + inside, "empty first": [shapely.Polygon(), *inside],
+             "all outside": outside}
+    st = pz.open_store(store)
+    kw: dict[str, Any] = {"stats": "count", "categorical": True, "bands": ["B04"]}
+    for name, geoms in files.items():
+        path, out = tmp_path / "p.parquet", tmp_path / "o.parquet"
+        gpd.GeoDataFrame(geometry=geoms, crs=CRS).to_parquet(path)
+        stream_zonal_stats(st, path, out, batch_size=1, **kw)
+        want = _via_parquet(st.zonal_stats(str(path), **kw), tmp_path / "whole.parquet")
+        key = ["parcel_id", "band", "time", "class"]
+        got = pd.read_parquet(out)
+        assert (len(got) == 0) == (name == "all outside"), name
+        pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
