@@ -244,3 +244,24 @@ def test_categorical_batches_without_rows(store: str, tmp_path: Path) -> None:
         got = pd.read_parquet(out)
         assert (len(got) == 0) == (name == "all outside"), name
         pd.testing.assert_frame_equal(_sorted(got, key), _sorted(want, key))
+
+
+def test_the_cli_streams_outside_the_main_thread(store: str, tmp_path: Path) -> None:
+    """``stats --batch-size`` called from a worker thread (an embedding application): the
+    SIGTERM handler, which only the main thread may set, is skipped, the stream runs."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from parcelzarr.cli import main
+
+    path, out = tmp_path / "p.parquet", tmp_path / "o.parquet"
+    make_parcels(n=10).to_parquet(path)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(CliRunner().invoke(
+        main, ["stats", store, str(path), "--out", str(out), "--batch-size", "4",
+               "--stats", "mean", "--quiet"])))
+    worker.start()
+    worker.join(60)
+    assert results and results[0].exit_code == 0, results and results[0].output
+    assert len(pd.read_parquet(out)) == 2 * 19  # 19 parcels, two bands

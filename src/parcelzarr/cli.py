@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,11 @@ def _sigterm_unwinds() -> Iterator[None]:
     """SIGTERM (a scheduler's or ``kill``'s stop) ends the process as Ctrl-C does, through
     the cleanup code (temporary spill and partial output removed), with status 143; a second
     SIGTERM during that cleanup kills at once. Without this, SIGTERM ends Python on the spot
-    and leaves both behind."""
+    and leaves both behind. Outside the main thread (where no handler can be set) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def stop(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise SystemExit(128 + signum)
