@@ -4,6 +4,7 @@ to Zarr or netCDF (xvec's CF encoding)."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,23 @@ def write_stats(df: pd.DataFrame, out: Path | str, *, parcels: Any = None,
         return out
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        if isinstance(frame, gpd.GeoDataFrame):
-            frame = pd.DataFrame(frame.assign(geometry=frame.geometry.to_wkt()))
-        frame.to_csv(out, index=False)
-    elif isinstance(frame, gpd.GeoDataFrame):
-        frame.to_parquet(out, index=False, schema_version="1.1.0", write_covering_bbox=True)
-    else:
-        frame.to_parquet(out, index=False)
+    # written whole to a partial file of this call, then renamed: an error or Ctrl-C
+    # mid-write leaves no half file and an earlier output as it was
+    partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
+    try:
+        if suffix == ".csv":
+            if isinstance(frame, gpd.GeoDataFrame):
+                frame = pd.DataFrame(frame.assign(geometry=frame.geometry.to_wkt()))
+            frame.to_csv(partial, index=False)
+        elif isinstance(frame, gpd.GeoDataFrame):
+            frame.to_parquet(partial, index=False, schema_version="1.1.0",
+                             write_covering_bbox=True)
+        else:
+            frame.to_parquet(partial, index=False)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return out
 
 

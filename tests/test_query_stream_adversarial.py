@@ -265,3 +265,29 @@ def test_the_cli_streams_outside_the_main_thread(store: str, tmp_path: Path) -> 
     worker.join(60)
     assert results and results[0].exit_code == 0, results and results[0].output
     assert len(pd.read_parquet(out)) == 2 * 19  # 19 parcels, two bands
+
+
+class _Unprintable:
+    """A value whose text fails: to_csv stops on it after writing the rows before it."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("unprintable")
+
+    __repr__ = __str__
+
+
+def test_a_failing_whole_query_write_leaves_the_earlier_output(tmp_path: Path) -> None:
+    """The whole query's writer (write_stats) fails mid-write (a CSV stopped after 3 MB of
+    rows): no half file, the earlier output untouched (before, the half CSV replaced it)."""
+    from parcelzarr.query import write_stats
+
+    n = 300_000
+    df = pd.DataFrame({"parcel_id": range(n), "mean": 1.5,
+                       "note": ["a"] * (n - 1) + [_Unprintable()]})
+    out = tmp_path / "o.csv"
+    out.write_text("earlier result")
+    with pytest.raises(RuntimeError, match="unprintable"):
+        write_stats(df, out)
+    assert out.read_text() == "earlier result" and list(tmp_path.iterdir()) == [out]
+    write_stats(df.iloc[:-1], out)
+    pd.testing.assert_frame_equal(pd.read_csv(out), df.iloc[:-1].astype({"note": "str"}))
