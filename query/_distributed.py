@@ -12,7 +12,8 @@ are those of the single-process run, bit for bit.
 
 Two cases fall back to whole parcels per task (a straddler reads its neighbours' chunks): a
 parcel whose outputs are read from two grids (a band only another grid holds), and a mask
-grid whose chunks cannot be aligned with the blocks (then mask chunks may be read twice).
+or weights (``weights_band``) grid whose chunks cannot be aligned with the blocks (then their
+chunks may be read twice); the log says so.
 """
 
 from __future__ import annotations
