@@ -10,11 +10,11 @@ and the driver reduces each from the pieces of every block it touches with the e
 reduction (:mod:`._straddle`). No chunk is read by two tasks, and the rows, in input order,
 are those of the single-process run, bit for bit.
 
-Two cases fall back to whole parcels per task (a straddler reads its neighbours' chunks): a
-parcel whose outputs are read from two grids (a band only another grid holds), and a mask
-or weights (``weights_band``) grid whose chunks cannot be aligned with the blocks (then their
-chunks may be read twice); the log says so.
-"""
+A parcel whose outputs are read from two grids (a band only another grid holds) makes tasks
+take whole parcels (a straddler reads its neighbours' chunks). A mask or weights
+(``weights_band``) grid whose chunks cannot be aligned with the blocks (a 60 m grid under 10 m
+bands) keeps the blocks: only its chunks may be fetched by more than one task (logged; the
+report counts every fetch)."""
 
 from __future__ import annotations
 
@@ -109,8 +109,10 @@ def _mask_edges(catalogue: Catalogue, request: ZonalRequest
             continue  # the query itself says so, for grids it reads
         found = _coarse_lattice(info, sources)
         if found is None:
-            aligned = False
-        elif found[0] > 1:
+            aligned = False  # align the blocks on what can be (a mask, under 60 m weights)
+            fits = [f for src in sources if (f := _coarse_lattice(info, [src])) is not None]
+            found = max(fits, default=None)
+        if found is not None and found[0] > 1:
             edges[name] = found
     return edges, aligned
 
@@ -150,7 +152,7 @@ def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
     names = sorted(catalogue.grids)
     grid_of, one_grid = _grids(pset, assign(pset, catalogue, request.outputs))
     min_edge, aligned = _mask_edges(catalogue, request)
-    straddle = one_grid and aligned
+    straddle = one_grid
     index = np.full(len(pset), -1, dtype=np.int64)
     by_grid: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
@@ -167,6 +169,9 @@ def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
                                      straddle=straddle, min_edge=min_edge)
     logger.info("dask: %d tasks (block edges in chunks: %s; straddlers %s)", len(parts), edges,
                 "reduced by the driver" if straddle else "read whole by one task")
+    if not aligned:
+        logger.info("dask: the chunks of the coarser mask or weights grid do not fall on the "
+                    "blocks' chunk edges: some of them are fetched by more than one task")
     return parts, edges, straddle
 
 

@@ -20,6 +20,9 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
+from parcelzarr.query._distributed import task_parts
+from parcelzarr.query._parcels import load_parcels
+from parcelzarr.query._request import zonal_request
 from rasterio.features import rasterize
 
 import parcelzarr as pz
@@ -36,8 +39,9 @@ SHAPE = (256, 320)
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[pz.ParcelStore, dict[str, Path]]:
-    """10 m B04 and B08, and on a 20 m grid SCL (no nodata) and a weights band B11 whose 0
-    is nodata; 32-px chunks, so a 20 m chunk covers 2 x 2 chunks of the 10 m grid."""
+    """10 m B04 and B08, on a 20 m grid SCL (no nodata) and a weights band B11 whose 0 is
+    nodata, on a 60 m grid weights B09; 32-px chunks, so a 20 m chunk covers 2 x 2 chunks of
+    the 10 m grid (a 60 m chunk 6 x 6, on a lattice 30 px off the 10 m grid's)."""
     tmp = tmp_path_factory.mktemp("edges")
     rng = np.random.default_rng(5)
     scl = rng.choice([4, 5, 8, 9, 3, 10, 4, 4], size=(128, 160)).astype("uint8")
@@ -46,7 +50,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[pz.ParcelStore, dic
     src = {"B04": write_tif(tmp / name.format("B04_10m"), scene_data(SHAPE, 1)),
            "B08": write_tif(tmp / name.format("B08_10m"), scene_data(SHAPE, 2)),
            "SCL": write_tif(tmp / name.format("SCL_20m"), scl, res=20.0, nodata=None),
-           "B11": write_tif(tmp / name.format("B11_20m"), wts, res=20.0, nodata=0)}
+           "B11": write_tif(tmp / name.format("B11_20m"), wts, res=20.0, nodata=0),
+           "B09": write_tif(tmp / name.format("B09_60m"), wts[:43, :54], res=60.0, nodata=0)}
     url = str(tmp / "s.zarr")
     pz.ingest([str(p) for p in src.values()], url, quiet=True, chunk_size=32)
     return pz.open_store(url), src
@@ -113,22 +118,31 @@ def test_categorical_rows_keep_their_dtypes_beside_tasks_without_rows(
 
 @pytest.mark.usefixtures("one_chunk_blocks")
 @pytest.mark.parametrize("mask", [False, True])
-@pytest.mark.parametrize("default_weight", [None, 0.0])
+@pytest.mark.parametrize(("band", "default_weight"), [("B11", None), ("B11", 0.0),
+                                                      ("B09", None), ("B09", 0.0)])
 def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
-        scene: tuple[pz.ParcelStore, dict[str, Path]], client: Any, mask: bool,
+        scene: tuple[pz.ParcelStore, dict[str, Path]], client: Any, mask: bool, band: str,
         default_weight: float | None) -> None:
     """A 20 m weights chunk covers 2 x 2 band chunks: blocks of 2 chunks (as for a coarser
-    mask), so no weights chunk is fetched by two tasks, with or without a mask."""
+    mask), so no weights chunk is fetched by two tasks, with or without a mask. A 60 m
+    chunk fits no block lattice: the blocks stay (on the mask's chunks if there is one) and
+    only 60 m chunks are fetched again, never a band chunk (whole parcels per task, before,
+    fetched 3 times the single run's chunks)."""
     store, src = scene
     parcels = _awkward()
-    df = _run(store, parcels, client, min_straddlers=15, edge=2, bands=["B04"],
-              stats="count,mean,weighted_mean,weighted_sum", weights_band="B11",
-              default_weight=default_weight, mask=mask)
-    # oracle: numpy on the GeoTIFFs, the 20 m weights repeated onto the 10 m pixels
+    kw: dict[str, Any] = {"bands": ["B04"], "stats": "count,mean,weighted_mean,weighted_sum",
+                          "weights_band": band, "default_weight": default_weight,
+                          "mask": mask}
+    if band == "B11":
+        df = _run(store, parcels, client, min_straddlers=15, edge=2, **kw)
+    else:
+        df = _refetching_coarse_chunks(store, parcels, client, edge=2 if mask else 1, **kw)
+    # oracle: numpy on the GeoTIFFs, the coarser weights repeated onto the 10 m pixels
+    f = 2 if band == "B11" else 6
     with rasterio.open(src["B04"]) as ds:
         v, transform = ds.read(1).astype(float), ds.transform
-    with rasterio.open(src["B11"]) as ds:
-        w = np.kron(ds.read(1), np.ones((2, 2))).astype(float)[:SHAPE[0], :SHAPE[1]]
+    with rasterio.open(src[band]) as ds:
+        w = np.kron(ds.read(1), np.ones((f, f))).astype(float)[:SHAPE[0], :SHAPE[1]]
     with rasterio.open(src["SCL"]) as ds:
         scl = np.kron(ds.read(1), np.ones((2, 2), dtype="uint8"))[:SHAPE[0], :SHAPE[1]]
     w[w == 0] = np.nan if default_weight is None else default_weight
@@ -146,3 +160,25 @@ def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
         assert df["weighted_mean"].iloc[i] == pytest.approx(expect, rel=1e-9, nan_ok=True)
         checked += 1
     assert checked > 40
+
+
+def _refetching_coarse_chunks(store: pz.ParcelStore, parcels: Any, client: Any, *, edge: int,
+                              **kwargs: Any) -> pd.DataFrame:
+    """The single run's rows from blocks of ``edge`` chunks whose straddlers the driver
+    reduces, the 60 m weights chunks fetched again by neighbouring tasks (at most the 2 x 2
+    a block can touch, per task), every other chunk once."""
+    request = zonal_request(store.catalogue, **kwargs)
+    tasks, edges, straddling = task_parts(store.catalogue, load_parcels(parcels), request,
+                                          min_tasks=4)
+    assert straddling and edges == {"utm16n/10m": edge}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "invalid parcel geometries", UserWarning)
+        single = store.zonal_stats(parcels, **kwargs)
+        one = store.last_report
+        dist = store.zonal_stats(parcels, scheduler=client, **kwargs)
+        many = store.last_report
+    assert one is not None and many is not None
+    pd.testing.assert_frame_equal(single, dist, check_exact=True)
+    assert many.chunks == one.chunks  # band chunks: each once
+    assert one.requests < many.requests <= one.requests + 4 * len(tasks)
+    return single
