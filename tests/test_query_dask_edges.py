@@ -20,9 +20,6 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
-from parcelzarr.query._distributed import task_parts
-from parcelzarr.query._parcels import load_parcels
-from parcelzarr.query._request import zonal_request
 from rasterio.features import rasterize
 
 import parcelzarr as pz
@@ -133,10 +130,8 @@ def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
     kw: dict[str, Any] = {"bands": ["B04"], "stats": "count,mean,weighted_mean,weighted_sum",
                           "weights_band": band, "default_weight": default_weight,
                           "mask": mask}
-    if band == "B11":
-        df = _run(store, parcels, client, min_straddlers=15, edge=2, **kw)
-    else:
-        df = _refetching_coarse_chunks(store, parcels, client, edge=2 if mask else 1, **kw)
+    df = _run(store, parcels, client, min_straddlers=15, edge=2 if mask or band == "B11" else 1,
+              refetched=band == "B09", **kw)
     # oracle: numpy on the GeoTIFFs, the coarser weights repeated onto the 10 m pixels
     f = 2 if band == "B11" else 6
     with rasterio.open(src["B04"]) as ds:
@@ -161,24 +156,3 @@ def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
         checked += 1
     assert checked > 40
 
-
-def _refetching_coarse_chunks(store: pz.ParcelStore, parcels: Any, client: Any, *, edge: int,
-                              **kwargs: Any) -> pd.DataFrame:
-    """The single run's rows from blocks of ``edge`` chunks whose straddlers the driver
-    reduces, the 60 m weights chunks fetched again by neighbouring tasks (at most the 2 x 2
-    a block can touch, per task), every other chunk once."""
-    request = zonal_request(store.catalogue, **kwargs)
-    tasks, edges, straddling = task_parts(store.catalogue, load_parcels(parcels), request,
-                                          min_tasks=4)
-    assert straddling and edges == {"utm16n/10m": edge}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "invalid parcel geometries", UserWarning)
-        single = store.zonal_stats(parcels, **kwargs)
-        one = store.last_report
-        dist = store.zonal_stats(parcels, scheduler=client, **kwargs)
-        many = store.last_report
-    assert one is not None and many is not None
-    pd.testing.assert_frame_equal(single, dist, check_exact=True)
-    assert many.chunks == one.chunks  # band chunks: each once
-    assert one.requests < many.requests <= one.requests + 4 * len(tasks)
-    return single
