@@ -216,6 +216,8 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
         raise ParcelzarrError("a memory:// store lives in this process only: use a local "
                               "directory or az:// store with scheduler=")
     t0 = _time.perf_counter() if started is None else started
+    if len(pset) == 0:  # no task: the single run's empty frame, reading nothing
+        return run_zonal(handle, root, catalogue, request, pset, started=t0)
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:

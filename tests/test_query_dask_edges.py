@@ -156,3 +156,18 @@ def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
         checked += 1
     assert checked > 40
 
+
+
+def test_no_parcels_give_the_single_runs_empty_frame(
+        scene: tuple[pz.ParcelStore, dict[str, Path]], client: Any) -> None:
+    """No parcel, no task: the empty frame of the single run (pandas had nothing to
+    concatenate), as one parcel outside the store gives its one row."""
+    store, _ = scene
+    parcels = _awkward()
+    for some in (parcels.iloc[:0], parcels[parcels["field"] == "f086"]):
+        single = store.zonal_stats(some, bands=["B04"], stats="count,mean")
+        dist = store.zonal_stats(some, scheduler=client, bands=["B04"], stats="count,mean")
+        pd.testing.assert_frame_equal(single, dist, check_exact=True)
+        assert len(dist) == len(some)
+        rep = store.last_report
+        assert rep is not None and rep.requests == 0
