@@ -25,7 +25,7 @@ from rasterio.features import rasterize
 import parcelzarr as pz
 
 from . import test_query_straddle as straddle
-from ._rasters import ORIGIN, make_parcels, scene_data, write_tif
+from ._rasters import ORIGIN, make_parcels, make_scene, scene_data, write_tif
 
 _compare = straddle._compare
 client = straddle.client  # the fixtures: a LocalCluster of threads, blocks of one chunk
@@ -114,9 +114,8 @@ def test_categorical_rows_keep_their_dtypes_beside_tasks_without_rows(
 
 
 @pytest.mark.usefixtures("one_chunk_blocks")
-@pytest.mark.parametrize("mask", [False, True])
-@pytest.mark.parametrize(("band", "default_weight"), [("B11", None), ("B11", 0.0),
-                                                      ("B09", None), ("B09", 0.0)])
+@pytest.mark.parametrize(("band", "default_weight", "mask"), [
+    ("B11", None, False), ("B11", 0.0, True), ("B09", 0.0, False), ("B09", None, True)])
 def test_weights_on_a_coarser_grid_get_blocks_on_its_chunks(
         scene: tuple[pz.ParcelStore, dict[str, Path]], client: Any, mask: bool, band: str,
         default_weight: float | None) -> None:
@@ -171,3 +170,42 @@ def test_no_parcels_give_the_single_runs_empty_frame(
         assert len(dist) == len(some)
         rep = store.last_report
         assert rep is not None and rep.requests == 0
+
+
+@pytest.fixture(scope="module")
+def two_zones(tmp_path_factory: pytest.TempPathFactory) -> pz.ParcelStore:
+    """B04 and B08 of a UTM 16 tile and a UTM 17 tile (two grids), in 16-px chunks."""
+    tmp = tmp_path_factory.mktemp("zones")
+    east = make_scene(tmp / "z16", bands=["B04", "B08"], shape=(120, 150),
+                      origin=(799_000.0, 4_500_000.0))
+    west = [write_tif(tmp / f"T17TKE_20240615T165849_{b}_10m.tif",
+                      scene_data((120, 150), 9 + i), origin=(201_000.0, 4_500_000.0),
+                      crs="EPSG:32617") for i, b in enumerate(["B04", "B08"])]
+    url = str(tmp / "z.zarr")
+    pz.ingest([str(p) for p in [*east, *west]], url, quiet=True, chunk_size=16)
+    return pz.open_store(url)
+
+
+@pytest.mark.usefixtures("one_chunk_blocks")
+def test_parcels_in_two_utm_zones(two_zones: pz.ParcelStore, client: Any) -> None:
+    """Parcels in WGS 84 on both zones' grids, one crossing the gap between the tiles and a
+    multipolygon with a part in each zone: each grid gets its own blocks."""
+    rng = np.random.default_rng(1)
+
+    def boxes(x0: float, y0: float, crs: str, n: int) -> gpd.GeoSeries:
+        x, y = x0 + rng.uniform(0, 1500, n), y0 - rng.uniform(0, 1200, n)
+        w, h = rng.uniform(20, 600, n), rng.uniform(20, 600, n)
+        return gpd.GeoSeries(shapely.box(x, y - h, x + w, y), crs=crs).to_crs(4326)
+
+    east = boxes(799_000, 4_500_000, "EPSG:32616", 40)
+    west = boxes(201_000, 4_500_000, "EPSG:32617", 40)
+    gap = gpd.GeoSeries([shapely.box(800_200, 4_499_200, 800_900, 4_499_600)],
+                        crs="EPSG:32616").to_crs(4326)
+    both = gpd.GeoSeries([shapely.MultiPolygon([gap.iloc[0], west.iloc[10]])], crs=4326)
+    geoms = pd.concat([east, west, gap, both], ignore_index=True)
+    parcels = gpd.GeoDataFrame({"pid": [f"p{i}" for i in range(len(geoms))]}, geometry=geoms,
+                               crs=4326)
+    df = _run(two_zones, parcels, client, min_straddlers=30, id_column="pid", bands=["B04"],
+              weights="coverage", weights_band="B08",
+              stats="count,mean,median,nodata,weighted_mean")
+    assert df["pid"].nunique() >= 80
