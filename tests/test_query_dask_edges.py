@@ -209,3 +209,4 @@ def test_parcels_in_two_utm_zones(two_zones: pz.ParcelStore, client: Any) -> Non
               weights="coverage", weights_band="B08",
               stats="count,mean,median,nodata,weighted_mean")
     assert df["pid"].nunique() >= 80
+
