@@ -10,13 +10,15 @@ and the driver reduces each from the pieces of every block it touches with the e
 reduction (:mod:`._straddle`). No chunk is read by two tasks, and the rows, in input order,
 are those of the single-process run, bit for bit.
 
-Two cases fall back to whole parcels per task (a straddler reads its neighbours' chunks): a
-parcel whose outputs are read from two grids (a band only another grid holds), and a mask
-grid whose chunks cannot be aligned with the blocks (then mask chunks may be read twice).
-"""
+A parcel whose outputs are read from two grids (a band only another grid holds) makes tasks
+take whole parcels (a straddler reads its neighbours' chunks). A mask or weights
+(``weights_band``) grid whose chunks cannot be aligned with the blocks (a 60 m grid under 10 m
+bands) keeps the blocks: only its chunks may be fetched by more than one task (logged; the
+report counts every fetch)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time as _time
 from collections.abc import Mapping
@@ -30,7 +32,7 @@ import zarr
 from parcelzarr.stores import StoreHandle, open_store_handle
 
 from parcelzarr import _config
-from parcelzarr._catalogue import Catalogue, open_catalogue
+from parcelzarr._catalogue import Catalogue, GridInfo, open_catalogue
 from parcelzarr._snapshot import snapshot_of
 from parcelzarr.errors import ParcelzarrError
 
@@ -41,6 +43,7 @@ from ._report import QueryReport
 from ._request import ZonalRequest
 from ._snapshot import same_version
 from ._straddle import BlockLimit, Pieces, merge_pieces, replay_engine
+from ._weights import weights_grid
 from ._zonal import mask_grid, run_zonal
 
 __all__ = ["distributed_zonal_stats", "spatial_order", "task_parts"]
@@ -86,37 +89,58 @@ def _mask_edges(catalogue: Catalogue, request: ZonalRequest
                 ) -> tuple[dict[str, tuple[int, tuple[int, int]]], bool]:
     """Per grid, the smallest block edge (a power of two, in chunks) and the shift of the
     block lattice (:func:`._blocks.block_tasks`) with which blocks never share a chunk of
-    the grid's mask (a 20 m SCL chunk covers 2 x 2 chunks of 10 m bands, on a lattice of its
-    own); and whether every grid's mask chunks can be aligned so (their edges fall on the
-    grid's chunk edges)."""
+    the grid's mask or weighting raster (``weights_band``) read from a coarser grid (a 20 m
+    SCL chunk covers 2 x 2 chunks of 10 m bands, on a lattice of its own); and whether every
+    grid's coarser chunks can be aligned so (their edges fall on the grid's chunk edges, and
+    the mask's and the weights' lattices agree)."""
     edges: dict[str, tuple[int, tuple[int, int]]] = {}
-    if request.mask_band is None:
+    wb = request.weights_band
+    if request.mask_band is None and wb is None:
         return edges, True
     aligned = True
     for name, info in catalogue.grids.items():
+        sources = []
         try:
-            m, f, offset = mask_grid(catalogue, info, request.mask_band)
+            if request.mask_band is not None:
+                sources.append(mask_grid(catalogue, info, request.mask_band))
+            if wb is not None:
+                sources.append(weights_grid(catalogue, info, wb.name, wb.inputs))
         except ParcelzarrError:
             continue  # the query itself says so, for grids it reads
-        chunk = (info.spec.chunk_y, info.spec.chunk_x)
-        span = (m.spec.chunk_y * f, m.spec.chunk_x * f)  # band pixels per mask chunk
-        if any(s % c or o % c for s, c, o in zip(span, chunk, offset, strict=True)):
-            aligned = False
-            continue
-        # band row r reads mask row (r + o) // f: a mask chunk ends where r + o is a multiple
-        # of the span; blocks of e chunks shifted by k chunks end at (i e - k) chunk rows
-        per = [s // c for s, c in zip(span, chunk, strict=True)]  # chunks per mask chunk
-        e = 1
-        while e % per[0] or e % per[1]:
-            e *= 2
-            if e > 1 << 16:
-                break
-        if e % per[0] or e % per[1]:
-            aligned = False
-            continue
-        ky, kx = ((o // c) % p for o, c, p in zip(offset, chunk, per, strict=True))
-        edges[name] = (e, (ky, kx))
+        found = _coarse_lattice(info, sources)
+        if found is None:
+            aligned = False  # align the blocks on what can be (a mask, under 60 m weights)
+            fits = [f for src in sources if (f := _coarse_lattice(info, [src])) is not None]
+            found = max(fits, default=None)
+        if found is not None and found[0] > 1:
+            edges[name] = found
     return edges, aligned
+
+
+def _coarse_lattice(info: GridInfo, sources: list[tuple[GridInfo, int, tuple[int, int]]]
+                    ) -> tuple[int, tuple[int, int]] | None:
+    """The smallest block edge and shift (see :func:`_mask_edges`) whose blocks hold whole
+    chunks of every coarser grid in ``sources`` (grid, factor, offset of ``info``'s pixels
+    into it); None if there is none."""
+    chunk = (info.spec.chunk_y, info.spec.chunk_x)
+    per: list[int] = [1, 1]  # chunks per coarser chunk, the largest (powers of two)
+    shift: list[int] = [0, 0]
+    for m, f, offset in sources:
+        span = (m.spec.chunk_y * f, m.spec.chunk_x * f)  # band pixels per coarser chunk
+        for axis in (0, 1):
+            s, c, o = span[axis], chunk[axis], offset[axis]
+            if s % c or o % c:
+                return None
+            # band row r reads coarser row (r + o) // f: its chunk ends where r + o is a
+            # multiple of the span; blocks of e chunks shifted by k end at (i e - k) chunks
+            p, k = s // c, (o // c) % (s // c)
+            if p & (p - 1) or p > 1 << 16:
+                return None  # no power-of-two edge is a multiple of it
+            small, big = sorted([(per[axis], shift[axis]), (p, k)])
+            if big[1] % small[0] != small[1]:
+                return None  # two lattices no block lattice fits
+            per[axis], shift[axis] = big
+    return max(per), (shift[0], shift[1])
 
 
 def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
@@ -128,7 +152,7 @@ def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
     names = sorted(catalogue.grids)
     grid_of, one_grid = _grids(pset, assign(pset, catalogue, request.outputs))
     min_edge, aligned = _mask_edges(catalogue, request)
-    straddle = one_grid and aligned
+    straddle = one_grid
     index = np.full(len(pset), -1, dtype=np.int64)
     by_grid: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
@@ -145,15 +169,20 @@ def task_parts(catalogue: Catalogue, pset: ParcelSet, request: ZonalRequest, *,
                                      straddle=straddle, min_edge=min_edge)
     logger.info("dask: %d tasks (block edges in chunks: %s; straddlers %s)", len(parts), edges,
                 "reduced by the driver" if straddle else "read whole by one task")
+    if not aligned:
+        logger.info("dask: the chunks of the coarser mask or weights grid do not fall on the "
+                    "blocks' chunk edges: some of them are fetched by more than one task")
     return parts, edges, straddle
 
 
 def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: ZonalRequest,
               part: gpd.GeoDataFrame, id_column: str, version: int | None = None,
-              block: BlockLimit | None = None) -> tuple[pd.DataFrame, QueryReport, Pieces]:
+              block: BlockLimit | None = None, unusable: np.ndarray | None = None
+              ) -> tuple[pd.DataFrame, QueryReport, Pieces]:
     """One partition, in a worker: open the store there and run the request (on the
     driver's ``version``: :class:`SnapshotMoved` if the store is at another one), reading
-    only ``block``'s chunks; the straddlers' prepared pixels come back as pieces."""
+    only ``block``'s chunks; the straddlers' prepared pixels come back as pieces.
+    ``unusable``: the driver's :attr:`ParcelSet.unusable` of the part's parcels."""
     t0 = _time.perf_counter()
     handle = open_store_handle(url, storage_options, read_only=True)
     try:
@@ -161,7 +190,7 @@ def _run_part(url: str, storage_options: Mapping[str, Any] | None, request: Zona
         root, catalogue = open_catalogue(handle.store, handle.url)
         if version is not None:
             same_version(version, [snapshot_of(root.attrs).version])
-        pset = load_parcels(part, id_column=id_column)
+        pset = _with_unusable(load_parcels(part, id_column=id_column), unusable)
         pieces = Pieces()
         df, report = run_zonal(handle, root, catalogue, request, pset, started=t0,
                                block=block, pieces=pieces if block is not None else None)
@@ -187,6 +216,8 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
         raise ParcelzarrError("a memory:// store lives in this process only: use a local "
                               "directory or az:// store with scheduler=")
     t0 = _time.perf_counter() if started is None else started
+    if len(pset) == 0:  # no task: the single run's empty frame, reading nothing
+        return run_zonal(handle, root, catalogue, request, pset, started=t0)
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
@@ -198,7 +229,8 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
                                  crs=pset.crs)
         options = dict(storage_options) if storage_options else None
         futures = [client.submit(_run_part, url, options, request, frame.iloc[t.parcels],
-                                 name, version, _limit(t), pure=False)
+                                 name, version, _limit(t), _part_of(pset.unusable, t.parcels),
+                                 pure=False)
                    for t in parts]
         results: list[tuple[pd.DataFrame, QueryReport, Pieces]] = client.gather(futures)
     finally:
@@ -212,7 +244,8 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
         t1 = _time.perf_counter()
         pieces = merge_pieces(r[2].renumbered(t.parcels) for t, r in zip(parts, results,
                                                                           strict=True))
-        sub = load_parcels(frame.iloc[straddlers], id_column=cast(str, name))
+        sub = _with_unusable(load_parcels(frame.iloc[straddlers], id_column=cast(str, name)),
+                             _part_of(pset.unusable, straddlers))
         df_s, rep_s = run_zonal(handle, root, catalogue, request, sub,
                                 engine=replay_engine(pieces, straddlers, n))
         logger.info("dask: %d straddlers reduced by the driver from %.1f MB of pieces in "
@@ -220,7 +253,8 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
         frames.append(df_s)
         reps.append(QueryReport(0, 0, 0, rep_s.requests, rep_s.bytes_read, 0.0,
                                 rep_s.grids, rep_s.retries))
-    df = pd.concat(frames, ignore_index=True)
+    # a task without rows has an empty frame whose columns have no dtypes to keep
+    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     pos = pd.Series(np.arange(n), index=pset.ids.to_numpy())
     df["_pos"] = pos.loc[df[name].to_numpy()].to_numpy()
     df = df.sort_values("_pos", kind="stable").drop(columns="_pos").reset_index(drop=True)
@@ -232,6 +266,21 @@ def distributed_zonal_stats(url: str, storage_options: Mapping[str, Any] | None,
     )
     df.attrs["parcelzarr"] = report.as_dict()
     return df, report
+
+
+def _part_of(unusable: np.ndarray | None, positions: np.ndarray) -> np.ndarray | None:
+    """The unusable flags of the parcels at ``positions`` (None: none is)."""
+    if unusable is None or not unusable[positions].any():
+        return None
+    return unusable[positions]
+
+
+def _with_unusable(pset: ParcelSet, unusable: np.ndarray | None) -> ParcelSet:
+    """``pset`` with the driver's unusable flags: a geometry beyond repair reaches a task as
+    the empty polygon that replaced it, which alone would say "empty"."""
+    if unusable is None:
+        return pset
+    return dataclasses.replace(pset, unusable=unusable)
 
 
 def _limit(task: BlockTask) -> BlockLimit | None:

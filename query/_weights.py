@@ -39,7 +39,7 @@ from parcelzarr.errors import BandNotFoundError
 from ._mask import MaskCache, MaskSource
 
 __all__ = ["WeightReader", "WeightSource", "check_default_weight", "weight_source",
-           "weights_dates"]
+           "weights_dates", "weights_grid"]
 
 Formula = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -88,6 +88,28 @@ def weight_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, name: 
     BandNotFoundError
         No such grid (another CRS, a finer or misaligned resolution).
     """
+    g, f, offset = weights_grid(catalogue, info, name, inputs)
+    tmap = _time_map(info, g, inputs)
+    layers = {b: MaskSource(band_array(root, g.name, b).async_array, f, offset, tmap,
+                            np.empty(0, np.int64))
+              for b in inputs}
+    return WeightSource(
+        layers=layers, nodata={b: g.bands[b].nodata for b in inputs},
+        formula=formula,
+        scales={b: (g.bands[b].scale, g.bands[b].offset) for b in inputs},
+        default=default)
+
+
+def weights_grid(catalogue: Catalogue, info: GridInfo, name: str, inputs: tuple[str, ...]
+                 ) -> tuple[GridInfo, int, tuple[int, int]]:
+    """The grid :func:`weight_source` reads the weights ``name`` from for grid ``info``, with
+    the factor and offset of ``info``'s pixels into it (as :func:`._zonal.mask_grid`).
+
+    Raises
+    ------
+    BandNotFoundError
+        No such grid (another CRS, a finer or misaligned resolution).
+    """
     s = info.spec
     found = sorted((g for g in catalogue.holding(inputs) if g.spec.crs == s.crs),
                    key=lambda g: (g.name != info.name, g.spec.res_x))
@@ -96,18 +118,9 @@ def weight_source(root: zarr.Group, catalogue: Catalogue, info: GridInfo, name: 
         f = m.res_x / s.res_x
         oy = (m.y0 - s.y0) / s.res_y
         ox = (s.x0 - m.x0) / s.res_x
-        if not (all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1
+        if (all(abs(v - round(v)) < 1e-6 for v in (f, oy, ox)) and round(f) >= 1
                 and abs(m.res_y / s.res_y - f) < 1e-6):
-            continue
-        tmap = _time_map(info, g, inputs)
-        layers = {b: MaskSource(band_array(root, g.name, b).async_array, round(f),
-                                (round(oy), round(ox)), tmap, np.empty(0, np.int64))
-                  for b in inputs}
-        return WeightSource(
-            layers=layers, nodata={b: g.bands[b].nodata for b in inputs},
-            formula=formula,
-            scales={b: (g.bands[b].scale, g.bands[b].offset) for b in inputs},
-            default=default)
+            return g, round(f), (round(oy), round(ox))
     raise BandNotFoundError(
         f"no grid of {s.crs.to_string()} holding the weights {name!r} aligns with grid "
         f"{info.name}: the weighting raster needs the values' resolution or a whole multiple "

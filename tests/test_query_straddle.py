@@ -166,9 +166,12 @@ def one_chunk_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _compare(store: pz.ParcelStore, parcels: Any, client: Any, *, min_straddlers: int,
-             edge: int = 1, straddle: bool = True, **kwargs: Any) -> pd.DataFrame:
+             edge: int = 1, straddle: bool = True, refetched: bool = False,
+             **kwargs: Any) -> pd.DataFrame:
     """The query on one process and on the cluster: identical rows, and (with ``straddle``)
-    the same requests and bytes; the partition has blocks of ``edge`` chunks."""
+    the same requests and bytes; the partition has blocks of ``edge`` chunks. ``refetched``:
+    a coarser grid's chunks fit no block lattice, so tasks fetch them again (at most the
+    2 x 2 a block touches, per task), every band chunk still once."""
     request = zonal_request(store.catalogue, **{k: v for k, v in kwargs.items()
                                                 if k not in ("id_column",)})
     pset = load_parcels(parcels, id_column=kwargs.get("id_column"))
@@ -183,7 +186,10 @@ def _compare(store: pz.ParcelStore, parcels: Any, client: Any, *, min_straddlers
     many = store.last_report
     assert one is not None and many is not None
     pd.testing.assert_frame_equal(single, dist, check_exact=True)
-    if straddle:
+    if refetched:
+        assert many.chunks == one.chunks
+        assert one.requests < many.requests <= one.requests + 4 * len(tasks)
+    elif straddle:
         assert (many.requests, many.bytes_read, many.chunks) == (
             one.requests, one.bytes_read, one.chunks)
     else:  # whole parcels per task: straddlers read their neighbours' chunks again
