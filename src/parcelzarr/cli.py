@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -41,6 +42,18 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_background_logging() -> None:
+    """Stop logging and flush the standard streams before the interpreter shuts down.
+
+    Daemon threads (zarr's event loop, the transport's retries and hedged requests) may still
+    log at exit, above all with ``-vv``; a write to stderr in flight while Python finalizes
+    aborts the process (SIGABRT, "_enter_buffered_busy") and turns exit status 2 into -6."""
+    logging.disable(logging.CRITICAL)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
@@ -112,6 +125,10 @@ _wait_option = click.option(
 def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     """parcelzarr: per-parcel satellite statistics from parcel-sized Zarr chunks."""
     ctx.obj = {"debug": debug}
+    # at exit, before daemon threads are frozen (once per process; in-process runners such
+    # as click's CliRunner keep logging until their own interpreter exits)
+    atexit.unregister(_quiet_background_logging)
+    atexit.register(_quiet_background_logging)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
