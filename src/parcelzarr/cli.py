@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ import click
 from parcelzarr.errors import ParcelzarrError
 from parcelzarr.stores._azure import check_option_names, redact
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 @contextlib.contextmanager
@@ -454,5 +455,19 @@ def demo(store: str | None, size: int, n_parcels: int, seed: int, data_dir: Path
     click.echo(report.summary())
 
 
+def run() -> None:
+    """The ``parcelzarr`` command: :func:`main`, ending a failed command (exit status 2,
+    its one-line error already printed and everything unwound) without interpreter
+    finalization, where the transport's background threads (obstore's runtime, zarr's event
+    loop) could still abort the process and turn status 2 into -6 (SIGABRT)."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 2:
+            _quiet_background_logging()
+            os._exit(2)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
