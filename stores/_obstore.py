@@ -94,6 +94,10 @@ def obstore_store(path: str, options: Mapping[str, Any], *, read_only: bool) -> 
     from obstore.store import AzureStore
     from zarr.storage import ObjectStore
 
+    from ._quiesce import register
+
+    register()  # its threads must leave Python before the interpreter finalizes (at exit)
+
     unknown = sorted(set(options) - OBSTORE_OPTIONS)
     if unknown:
         named = [k for k in unknown if k in ADLFS_OPTIONS]  # others might be secrets

@@ -23,6 +23,7 @@ from parcelzarr.errors import CredentialsError, ParcelzarrError, StoreUnreachabl
 from ._azure import azure_options, check_option_names, redact
 from ._errors import describe, is_transient
 from ._obstore import obstore_store
+from ._quiesce import settle
 from ._retry import IOCounters, ResilientStore, RetryPolicy
 from ._url import Location, parse_location
 
@@ -173,6 +174,7 @@ def _close_all() -> None:  # runs before zarr stops its loop (atexit is last-in,
     _cancel_pending()
     for fs in list(_OPEN.values()):
         _close_fs(fs)
+    settle()  # obstore's threads out of Python before finalization (see ._quiesce)
 
 
 def _cancel_pending() -> None:

@@ -37,6 +37,7 @@ from parcelzarr._concurrency import gather_bounded
 from parcelzarr.errors import StoreUnreachableError
 
 from ._errors import describe, is_transient, translate, unwrap
+from ._quiesce import inflight
 
 __all__ = ["IOCounters", "IOSnapshot", "ResilientStore", "RetryPolicy"]
 
@@ -316,11 +317,12 @@ class ResilientStore(WrapperStore[Store]):
             raise StoreUnreachableError(message)
         floor = self.policy.hedge_after
         try:
-            return await self.policy.run(
-                what, call, self.counters.add_retry, label=self.label, write=write,
-                timeout=timeout, on_hedge=self.counters.add_hedge, tripped=self._tripped,
-                hedge_after=max(floor, self._latencies.p95) if hedge and floor else None,
-            )
+            with inflight():  # the process waits for it at exit (see ._quiesce)
+                return await self.policy.run(
+                    what, call, self.counters.add_retry, label=self.label, write=write,
+                    timeout=timeout, on_hedge=self.counters.add_hedge, tripped=self._tripped,
+                    hedge_after=max(floor, self._latencies.p95) if hedge and floor else None,
+                )
         except StoreUnreachableError as exc:
             if self._tripped() is None:
                 self._trip = (time.monotonic(), str(exc))

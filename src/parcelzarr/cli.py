@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -46,11 +45,9 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def _quiet_background_logging() -> None:
-    """Stop logging and flush the standard streams before the interpreter shuts down.
-
-    Daemon threads (zarr's event loop, the transport's retries and hedged requests) may still
-    log at exit, above all with ``-vv``; a write to stderr in flight while Python finalizes
-    aborts the process (SIGABRT, "_enter_buffered_busy") and turns exit status 2 into -6."""
+    """Stop logging and flush the standard streams before :func:`run` ends the process with
+    ``os._exit`` (which flushes nothing): daemon threads (zarr's event loop, retries) may
+    still be logging, above all with ``-vv``."""
     logging.disable(logging.CRITICAL)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -126,10 +123,6 @@ _wait_option = click.option(
 def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     """parcelzarr: per-parcel satellite statistics from parcel-sized Zarr chunks."""
     ctx.obj = {"debug": debug}
-    # at exit, before daemon threads are frozen (once per process; in-process runners such
-    # as click's CliRunner keep logging until their own interpreter exits)
-    atexit.unregister(_quiet_background_logging)
-    atexit.register(_quiet_background_logging)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
@@ -458,8 +451,10 @@ def demo(store: str | None, size: int, n_parcels: int, seed: int, data_dir: Path
 def run() -> None:
     """The ``parcelzarr`` command: :func:`main`, ending a failed command (exit status 2,
     its one-line error already printed and everything unwound) without interpreter
-    finalization, where the transport's background threads (obstore's runtime, zarr's event
-    loop) could still abort the process and turn status 2 into -6 (SIGABRT)."""
+    finalization: requests of the failed command may still be in flight on obstore's
+    threads, which abort the process (-6, SIGABRT) if they complete while Python finalizes.
+    A successful command exits normally; the stores' exit hook lets those threads settle
+    first (see ``stores/_quiesce.py``)."""
     try:
         main()
     except SystemExit as exc:
