@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--approaches", default="",
                    help="comma-separated subset of approaches (parcelzarr references are "
                    "always run); default: all")
+    p.add_argument("--chunk", type=int, default=None, metavar="PX",
+                   help="object edge of the benchmark's stores (default: the ingest default, "
+                   "256); the layout trade-off of a county batch")
+    p.add_argument("--inner-chunk", type=int, default=None, metavar="PX",
+                   help="with --chunk: objects are shards of chunks of this edge")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the chart and RESULTS.md section in --out from its "
                    "results.json and meta.json; run nothing")
@@ -116,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_for("quick" if args.quick else "full", latencies_ms=latencies)
     if args.repeats is not None:
         cfg = dataclasses.replace(cfg, repeats=args.repeats)
+    if args.chunk is not None:
+        cfg = dataclasses.replace(cfg, chunk_size=args.chunk)
+    if args.inner_chunk is not None:
+        cfg = dataclasses.replace(cfg, inner_chunk=args.inner_chunk)
     approaches = _selected(args.approaches)
     t0 = time.perf_counter()
     env = environment()  # at the start: the commit that is measured

@@ -106,6 +106,10 @@ class BenchConfig:
         Thread-pool size of the ``*-threads`` / time-series GDAL approaches.
     seed:
         Seed of the synthetic data.
+    chunk_size, inner_chunk:
+        Object edge of both stores and, below it, the edge of the chunks inside each object
+        (a shard), as ``pz.ingest(chunk_size=..., inner_chunk=...)``; ``None``: the ingest
+        default.
     repeats, repeat_budget_s:
         Each approach runs up to ``repeats`` times, but a further run only starts while its
         runs so far took less than ``repeat_budget_s`` in total; the fastest run is reported
@@ -123,6 +127,8 @@ class BenchConfig:
     seed: int = 0
     repeats: int = 1
     repeat_budget_s: float = 40.0
+    chunk_size: int | None = None
+    inner_chunk: int | None = None
 
     def sample(self, approach: Approach, n_available: int) -> int:
         """How many parcels ``approach`` is timed on (at most ``n_available``)."""

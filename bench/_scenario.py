@@ -185,16 +185,18 @@ def deploy(cfg: BenchConfig, data: LocalData, az: Azurite) -> Scenario:
     _upload(az, ts_files)
     seconds["upload"] = time.perf_counter() - t0
     opts = az.storage_options()
+    layout = {k: v for k, v in (("chunk_size", cfg.chunk_size),
+                                ("inner_chunk", cfg.inner_chunk)) if v is not None}
     store_url = f"az://{STORE_CONTAINER}/county.zarr"
     ts_store_url = f"az://{STORE_CONTAINER}/timeseries.zarr"
     t0 = time.perf_counter()
     report = pz.ingest([str(p) for p in data.cogs.values()], store_url, storage_options=opts,
-                       quiet=True)
+                       quiet=True, **layout)
     seconds["ingest"] = time.perf_counter() - t0
     logger.info("ingest: %s", report)
     t0 = time.perf_counter()
     ts_report = pz.ingest([str(p) for b in data.ts_cogs.values() for p in b.values()],
-                          ts_store_url, storage_options=opts, quiet=True)
+                          ts_store_url, storage_options=opts, **layout, quiet=True)
     seconds["ingest_timeseries"] = time.perf_counter() - t0
     logger.info("ingest (time series): %s", ts_report)
     t0 = time.perf_counter()
