@@ -12,7 +12,10 @@ from typing import Any
 
 import parcelzarr._config as _config
 
-__all__ = ["CostModel", "GridCost", "QueryPlan", "estimate"]
+__all__ = ["RATE_CHUNK_PX", "CostModel", "GridCost", "QueryPlan", "estimate"]
+
+#: Pixels of the band chunk ``chunk_seconds`` was measured on (256²).
+RATE_CHUNK_PX = 256 * 256
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,8 @@ class CostModel:
     Attributes
     ----------
     chunk_seconds:
-        CPU seconds to decode, label and reduce one band chunk (``PARCELZARR_CHUNK_SECONDS``).
+        CPU seconds to decode, label and reduce one band chunk of 256² pixels
+        (``PARCELZARR_CHUNK_SECONDS``); other chunk sizes in proportion to their pixels.
     requests_per_s:
         GET requests one process completes per second with the default concurrency
         (``PARCELZARR_REQUESTS_PER_S``).
@@ -115,9 +119,10 @@ class QueryPlan:
         )
 
 
-def estimate(*, chunks: int, requests: int, bytes_read: int, model: CostModel
+def estimate(*, chunks: float, requests: int, bytes_read: int, model: CostModel
              ) -> tuple[float, float, float]:
-    """(seconds, GET USD, egress USD) of a query.
+    """(seconds, GET USD, egress USD) of a query of ``chunks`` band chunks, counted in
+    units of :data:`RATE_CHUNK_PX` pixels (a 512² chunk is 4 of them).
 
     Fetching and reducing overlap (the engine reduces chunk ``k`` while later ones are in
     flight), so the time is the larger of the CPU time over the workers and the requests at

@@ -24,7 +24,7 @@ from parcelzarr._catalogue import Catalogue, band_array
 from parcelzarr._zarr_compat import sync
 
 from ._assign import assign
-from ._cost import CostModel, GridCost, QueryPlan, estimate
+from ._cost import RATE_CHUNK_PX, CostModel, GridCost, QueryPlan, estimate
 from ._engine import Layer
 from ._mask import MaskSource
 from ._parcels import ParcelSet
@@ -125,6 +125,7 @@ def plan_query(store: Any, root: zarr.Group, catalogue: Catalogue, request: Zona
     grids: list[GridCost] = []
     all_keys: list[str] = []
     per_grid: list[tuple[str, int, int, int, int, int]] = []
+    cpu_chunks = 0.0  # band chunks in units of the rate's 256² chunk (CPU follows pixels)
     for a in assign(pset, catalogue, request.outputs):
         info = catalogue.grids[a.grid]
         layers = [Layer(o.name, int(t), o.inputs) for o in a.outputs
@@ -140,6 +141,7 @@ def plan_query(store: Any, root: zarr.Group, catalogue: Catalogue, request: Zona
         arrays = {b: band_array(root, a.grid, b) for o in a.outputs for b in o.inputs}
         keys = chunk_keys(plan, arrays, layers)
         n_band_chunks = len(keys)
+        cpu_chunks += n_band_chunks * info.spec.chunk_y * info.spec.chunk_x / RATE_CHUNK_PX
         if request.mask_band is not None:
             src = _mask_source(root, catalogue, info, request.mask_band, classes)
             keys += sorted(mask_keys(plan, src, layers))
@@ -161,7 +163,7 @@ def plan_query(store: Any, root: zarr.Group, catalogue: Catalogue, request: Zona
     chunks = sum(g.chunks for g in grids)
     requests = sum(g.requests for g in grids)
     nbytes = sum(g.bytes_read for g in grids)
-    seconds, get_usd, egress_usd = estimate(chunks=chunks, requests=requests,
+    seconds, get_usd, egress_usd = estimate(chunks=cpu_chunks, requests=requests,
                                             bytes_read=nbytes, model=model)
     planned = _time.perf_counter() - t0
     return QueryPlan(parcels=len(pset), chunks=chunks, requests=requests, bytes_read=nbytes,

@@ -176,3 +176,22 @@ def test_plan_predicts_a_masked_query(tmp_path: Path) -> None:
     assert plan.chunks == rep.chunks
     assert _close(plan.requests, rep.requests), (plan.requests, rep.requests)
     assert _close(plan.bytes_read, rep.bytes_read), (plan.bytes_read, rep.bytes_read)
+
+
+def test_plan_seconds_follow_the_pixels_not_the_chunk_count(
+        county: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU estimate counts the pixels a query decodes: a 512² layout reads several times
+    fewer chunks than 256² for about the same pixels, and its estimate must not shrink with
+    the chunk count (it did: the rate was per chunk, measured on 256² chunks)."""
+    monkeypatch.setenv("PARCELZARR_REQUESTS_PER_S", "1e12")  # the CPU term alone
+    parcels, scene = county
+    plans = {}
+    for edge in (256, 512):
+        url = str(tmp_path / f"chunks{edge}.zarr")
+        pz.ingest([str(p) for p in scene], url, chunk_size=edge, quiet=True)
+        plans[edge] = pz.open_store(url).plan(str(parcels), id_column="parcel_id",
+                                              bands=["B04"])
+    assert plans[256].chunks >= 2 * plans[512].chunks
+    pixels = {edge: plan.chunks * edge * edge for edge, plan in plans.items()}
+    cpu = {edge: plan.seconds - plan.plan_seconds for edge, plan in plans.items()}
+    assert cpu[512] / cpu[256] == pytest.approx(pixels[512] / pixels[256], rel=0.01)
