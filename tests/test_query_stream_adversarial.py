@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,39 @@ def test_sigterm_of_the_cli_cleans_up_like_ctrl_c(store: str, tmp_path: Path) ->
     assert proc.returncode == 128 + signal.SIGTERM
     assert list(tmp.iterdir()) == []
     assert not partial.exists() and out.read_bytes() == b"earlier result"
+
+
+def test_sigterm_of_a_whole_query_exits_143_and_keeps_the_earlier_output(
+        store: str, tmp_path: Path) -> None:
+    """SIGTERM of ``parcelzarr stats`` without ``--batch-size`` once the store is open:
+    status 143 through the cleanup (it was -15, killed on the spot), no partial output, the
+    earlier output untouched."""
+    parcels = make_parcels(n=3000)
+    path, out = tmp_path / "p.parquet", tmp_path / "o.csv"
+    parcels.to_parquet(path)
+    out.write_bytes(b"earlier result")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parcelzarr.cli", "-vv", "stats", store, str(path), "--out",
+         str(out), "--stats", "mean,median", "--quiet"], stderr=subprocess.PIPE, text=True)
+    opened = threading.Event()
+    lines: list[str] = []
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "Creating Zarr event loop" in line:
+                opened.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert opened.wait(60), "the store was never opened"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(lines)[-800:]
+    assert out.read_bytes() == b"earlier result"
+    assert not list(tmp_path.glob("o.csv*.partial"))
 
 
 def test_a_missing_id_in_the_first_batch_streams(store: str, tmp_path: Path) -> None:

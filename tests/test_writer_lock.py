@@ -185,3 +185,31 @@ def test_memory_store_one_writer(scenes: dict[str, list[Path]]) -> None:
         pz.ingest([str(p) for p in scenes[DATES[0]]], url, quiet=True, chunk_size=64)
     report = pz.ingest([str(p) for p in scenes[DATES[0]]], url, quiet=True, chunk_size=64)
     assert report.sources_written == 4
+
+
+@pytest.mark.azure
+def test_sigterm_stops_an_ingest_and_frees_its_lock(scenes: dict[str, list[Path]],
+                                                     azurite: Any, az_container: str) -> None:
+    """SIGTERM (a job scheduler's stop) of an ingest writing to Azure: exit status 143 and
+    the blob lease released on the way out (stopped on the spot, the writer held the next
+    ingest off for up to its lease); the next ingest, without ``--wait``, completes the
+    store and every band equals its source."""
+    from azure.storage.blob import ContainerClient
+
+    url, opts = f"az://{az_container}/term.zarr", azurite.storage_options()
+    paths = [p for d in DATES for p in scenes[d]]
+    proc = subprocess.Popen(_cli(url, opts, paths), env=ENV, stderr=subprocess.PIPE, text=True)
+    container = ContainerClient.from_connection_string(azurite.connection_string, az_container)
+    deadline = time.monotonic() + 60
+    while not any("/c/" in b.name for b in container.list_blobs(name_starts_with="term.zarr/")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no chunk was written"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the ingest ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-800:]
+    assert not _held_elsewhere(url, opts)
+    again = subprocess.run(_cli(url, opts, paths), env=ENV, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-800:]
+    check_store(url, opts, scenes, list(DATES))

@@ -25,10 +25,12 @@ __all__ = ["main", "run"]
 
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (a scheduler's or ``kill``'s stop) ends the process as Ctrl-C does, through
-    the cleanup code (temporary spill and partial output removed), with status 143; a second
-    SIGTERM during that cleanup kills at once. Without this, SIGTERM ends Python on the spot
-    and leaves both behind. Outside the main thread (where no handler can be set) a no-op."""
+    """SIGTERM (a scheduler's or ``kill``'s stop) ends any command as Ctrl-C does, through
+    the cleanup code, with status 143: an ingest releases the store's writer lock (a blob
+    lease on Azure, which would otherwise block the next run for up to its 30 s), stats
+    remove their temporary spill and partial output. A second SIGTERM during that cleanup
+    kills at once. Without this, SIGTERM ends Python on the spot and leaves them all behind.
+    Outside the main thread (where no handler can be set) a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -93,7 +95,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_unwinds():  # a stopped ingest releases its lock, stats its partial
+                return super().invoke(ctx)
         except (ParcelzarrError, NotImplementedError, ValueError, TypeError, OSError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -356,9 +359,8 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
             raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
                                      "*.parquet), without --geometry, --scheduler or --layer",
                                      param_hint="--batch-size")
-        with _sigterm_unwinds():
-            rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
-                                     presorted=presorted, **query)
+        rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
+                                 presorted=presorted, **query)
         click.echo(f"{rep.rows:,} rows -> {shown}")
         click.echo(str(rep))
         return
