@@ -32,7 +32,7 @@ import logging
 import secrets
 import tempfile
 import time as _time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,9 @@ import shapely
 
 from parcelzarr import _config
 from parcelzarr.errors import GeometryError, QueryDeadlineError, plain
+
+from ._pg import is_postgres_url
+from ._pg_sink import to_postgis_batches
 
 
 class _Store(Protocol):
@@ -379,6 +382,40 @@ def _output_schema(first: pa.Schema, src: _Source, file_schema: pa.Schema) -> pa
     return first.set(i, first.field(i).with_type(file_schema.field(source).type))
 
 
+def _write_parquet(frames: Iterator[Any], out: Path, src: _Source,
+                   file_schema: pa.Schema) -> None:
+    """The frames as row groups of ``out``, which appears only when complete: written to a
+    partial file of this call (two runs writing one ``out`` never share one), removed on
+    error or Ctrl-C."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    empty: pa.Table | None = None  # the first batch without rows
+    try:
+        for df in frames:
+            tab = pa.Table.from_pandas(df, preserve_index=False)
+            if len(df):
+                if writer is None:
+                    schema = _output_schema(tab.schema.remove_metadata(), src, file_schema)
+                    writer = pq.ParquetWriter(partial, schema)
+                writer.write_table(tab.cast(schema))
+            elif empty is None:  # no rows (categorical parcels outside the coverage):
+                empty = tab  # pandas' guessed types, the schema only if no batch has rows
+            del df, tab
+        if writer is None:  # no batch had rows: the first one's empty table
+            assert empty is not None  # _source refused a file without parcels
+            writer = pq.ParquetWriter(partial, empty.schema.remove_metadata())
+            writer.write_table(empty.replace_schema_metadata())
+        writer.close()
+        partial.replace(out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _past_deadline(limit: float, done: int) -> QueryDeadlineError:
     return QueryDeadlineError(f"streamed query did not finish within its deadline of {limit:g}"
                               f" s ({done} batches done): raise deadline= (CLI: --deadline)")
@@ -390,7 +427,9 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
                        **kwargs: Any) -> StreamReport:
     """:meth:`ParcelStore.zonal_stats` over a GeoParquet parcel file of any size and layout,
     in memory set by ``batch_size``, written to the Parquet file ``out`` one row group per
-    batch (see the module doc).
+    batch (see the module doc), or to the PostgreSQL table of a ``postgresql://...?table=``
+    URL in one transaction (rows of earlier runs with the same keys replaced, as
+    :func:`~parcelzarr.query.to_postgis`; a failed or interrupted stream writes nothing).
 
     ``kwargs`` are those of ``zonal_stats`` (bands, stats, time, ...); ``deadline`` (default
     ``PARCELZARR_DEADLINE``) bounds the whole stream, not each batch. Ids are those of the
@@ -421,10 +460,11 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     if kwargs.get("output", "pandas") not in ("pandas", "wide"):
         raise ValueError("stream_zonal_stats writes rows to Parquet: output='pandas' or "
                          f"'wide', not {kwargs['output']!r}")
-    out = Path(out)
-    if out.suffix.lower() == ".geoparquet":
-        raise ValueError(f"{out.name}: streaming writes Parquet without the parcel geometry, "
-                         "which a .geoparquet file would hold: name the output .parquet")
+    postgres = is_postgres_url(out)
+    if not postgres and Path(out).suffix.lower() == ".geoparquet":
+        raise ValueError(f"{Path(out).name}: streaming writes Parquet without the parcel "
+                         "geometry, which a .geoparquet file would hold: name the output "
+                         ".parquet")
     t0 = _time.perf_counter()
     limit = kwargs.pop("deadline", None)
     limit = _config.deadline() if limit is None else limit  # for the whole stream
@@ -437,61 +477,46 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
     _release()
     rows = requests = nbytes = n_parcels = n_batches = 0
     spilled: list[int] = []
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
-    empty: pa.Table | None = None  # the first batch without rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # one partial file per run: two runs writing the same ``out`` never share one
-    partial = out.with_name(f"{out.name}.{secrets.token_hex(6)}.partial")
+
+    def results(batches: Iterator[tuple[pa.Table, np.ndarray]]) -> Iterator[Any]:
+        """Each batch's statistics, in batch order."""
+        nonlocal rows, requests, nbytes, n_parcels, n_batches
+        for table, row_numbers in batches:
+            frame = _frame(table, row_numbers, src)
+            del table, row_numbers
+            left = None
+            if limit is not None:
+                left = limit - (_time.perf_counter() - t0)
+                if left <= 0:
+                    raise _past_deadline(limit, n_batches)
+            try:
+                df = store.zonal_stats(frame, id_column=src.id_column, deadline=left, **kwargs)
+            except QueryDeadlineError as exc:  # the stream's deadline, not the batch's
+                if limit is None:
+                    raise
+                raise _past_deadline(limit, n_batches) from exc
+            rep = store.last_report
+            if rep is not None:
+                requests += rep.requests
+                nbytes += rep.bytes_read
+            n_parcels += len(frame)
+            rows += len(df)
+            n_batches += 1
+            logger.info("batch %d: %d parcels, %d rows", n_batches, len(frame), len(df))
+            del frame
+            yield df
+            del df
+            _release()
+
     with tempfile.TemporaryDirectory(prefix="parcelzarr-stream-", dir=tmp_dir) as tmp:
         batches = _batches(pf, src, batch_size, Path(tmp), presorted, spilled)
         try:
-            for table, row_numbers in batches:
-                frame = _frame(table, row_numbers, src)
-                del table, row_numbers
-                left = None
-                if limit is not None:
-                    left = limit - (_time.perf_counter() - t0)
-                    if left <= 0:
-                        raise _past_deadline(limit, n_batches)
-                try:
-                    df = store.zonal_stats(frame, id_column=src.id_column, deadline=left,
-                                           **kwargs)
-                except QueryDeadlineError as exc:  # the stream's deadline, not the batch's
-                    if limit is None:
-                        raise
-                    raise _past_deadline(limit, n_batches) from exc
-                rep = store.last_report
-                if rep is not None:
-                    requests += rep.requests
-                    nbytes += rep.bytes_read
-                n_parcels += len(frame)
-                tab = pa.Table.from_pandas(df, preserve_index=False)
-                if len(df):
-                    if writer is None:
-                        schema = _output_schema(tab.schema.remove_metadata(), src,
-                                                pf.schema_arrow)
-                        writer = pq.ParquetWriter(partial, schema)
-                    writer.write_table(tab.cast(schema))
-                elif empty is None:  # no rows (categorical parcels outside the coverage):
-                    empty = tab  # pandas' guessed types, the schema only if no batch has rows
-                rows += len(df)
-                n_batches += 1
-                logger.info("batch %d: %d parcels, %d rows", n_batches, len(frame), len(df))
-                del frame, df, tab
-                _release()
-            if writer is None:  # no batch had rows: the first one's empty table
-                assert empty is not None  # _source refused a file without parcels
-                writer = pq.ParquetWriter(partial, empty.schema.remove_metadata())
-                writer.write_table(empty.replace_schema_metadata())
-            writer.close()
-            partial.replace(out)
-        except BaseException:
+            if postgres:  # one transaction: all batches' rows or none
+                to_postgis_batches(results(batches), str(out))
+            else:
+                _write_parquet(results(batches), Path(out), src, pf.schema_arrow)
+        finally:
             batches.close()
-            if writer is not None:
-                writer.close()
-            partial.unlink(missing_ok=True)
-            raise
     return StreamReport(parcels=n_parcels, batches=n_batches, rows=rows, requests=requests,
                         bytes_read=nbytes, seconds=_time.perf_counter() - t0,
                         spill_bytes=sum(spilled))

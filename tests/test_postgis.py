@@ -335,3 +335,69 @@ def test_results_with_the_parcel_geometry_to_a_table(store: pz.ParcelStore,
                        "count": [3]})
     with pytest.raises(ValueError, match=r"\?table=NAME, not \?sql="):
         pz.to_postgis(df, "postgresql:///?sql=SELECT 1")
+
+
+class _FailingAt:
+    """A store whose ``zonal_stats`` raises at call ``n`` (a batch failing mid-stream); the
+    other calls go to the real store."""
+
+    def __init__(self, store: pz.ParcelStore, n: int) -> None:
+        self._store, self._n, self.calls = store, n, 0
+
+    @property
+    def last_report(self) -> object:
+        return self._store.last_report
+
+    def zonal_stats(self, parcels: object, **kwargs: object) -> pd.DataFrame:
+        self.calls += 1
+        if self.calls == self._n:
+            raise KeyboardInterrupt("stopped mid-stream")
+        return self._store.zonal_stats(parcels, **kwargs)
+
+
+def test_stream_to_a_table_in_one_transaction(store: pz.ParcelStore, postgres: PostgresServer,
+                                              lulc: str, pgenv: dict[str, str],
+                                              tmp_path: Path) -> None:
+    """``stream_zonal_stats`` (and ``stats --batch-size``) into a PostgreSQL table: the rows
+    of every batch, equal to numpy on the GeoTIFF; a re-run replaces them (no duplicates); a
+    stream stopped mid-way leaves the table exactly as it was (one transaction)."""
+    from parcelzarr.query import stream_zonal_stats
+
+    parcels = gpd.read_file(SLO / "LULC.gpkg").to_crs(4326)
+    parcels = gpd.GeoDataFrame({"fid": 1000 + np.arange(len(parcels))},
+                               geometry=parcels.geometry.to_numpy(), crs=4326)
+    path = tmp_path / "lulc.parquet"
+    parcels.to_parquet(path)
+    url = "postgresql:///?table=ndvi_streamed"
+    query = {"bands": ["NDVI"], "stats": "count,mean", "time": "2016-01/2016-03",
+             "id_column": "fid"}
+    rep = stream_zonal_stats(store, path, url, batch_size=25, **query)
+    assert rep.batches == -(-len(parcels) // 25) > 2
+    got = _table(postgres, "ndvi_streamed")
+    assert rep.rows == len(got) > 0 and not got.duplicated(["fid", "band", "time"]).any()
+    want = _numpy_stats(postgres, lulc, _dates("2016-01-01", "2016-04-01"))  # March in
+    got["time"] = got["time"].astype("datetime64[s]")
+    merged = want.merge(got, on=["fid", "time"], suffixes=("", "_pz"))
+    assert len(merged) == len(want) == len(got)
+    np.testing.assert_array_equal(merged["count_pz"], merged["count"])
+    np.testing.assert_allclose(merged["mean_pz"], merged["mean"], rtol=1e-9)
+
+    before = got.sort_values(["fid", "time"]).reset_index(drop=True)
+    failing = _FailingAt(store, 3)
+    with pytest.raises(KeyboardInterrupt):
+        stream_zonal_stats(failing, path, url, batch_size=25, **{**query, "time": "2016"})
+    assert failing.calls == 3  # two batches were computed and copied, then nothing committed
+    after = _table(postgres, "ndvi_streamed")
+    after["time"] = after["time"].astype("datetime64[s]")
+    pd.testing.assert_frame_equal(after.sort_values(["fid", "time"]).reset_index(drop=True),
+                                  before)
+
+    # the same stream again through the CLI: the same rows, replaced, not duplicated
+    done = _cli(["stats", str(store.url), str(path), "--out", url, "--batch-size", "25",
+                 "--bands", "NDVI", "--stats", "count,mean", "--time", "2016-01/2016-03",
+                 "--id-column", "fid", "--quiet"], {**os.environ, **pgenv}, tmp_path)
+    assert done.returncode == 0, done.stderr[-800:]
+    again = _table(postgres, "ndvi_streamed")
+    again["time"] = again["time"].astype("datetime64[s]")
+    pd.testing.assert_frame_equal(again.sort_values(["fid", "time"]).reset_index(drop=True),
+                                  before)

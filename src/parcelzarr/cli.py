@@ -354,10 +354,11 @@ def stats(url: str, parcels: str, out: str, bands: str | None, indices: str | No
     if batch_size is not None:
         from parcelzarr.query import stream_zonal_stats
 
-        if (isinstance(target, str) or target.suffix.lower() != ".parquet"
+        if ((isinstance(target, Path) and target.suffix.lower() != ".parquet")
                 or geometry or scheduler or shape != "long" or layer):
             raise click.BadParameter("--batch-size streams a GeoParquet file to Parquet (--out "
-                                     "*.parquet), without --geometry, --scheduler or --layer",
+                                     "*.parquet) or to a PostgreSQL table, without "
+                                     "--geometry, --scheduler or --layer",
                                      param_hint="--batch-size")
         rep = stream_zonal_stats(store, parcels, target, batch_size=batch_size,
                                  presorted=presorted, **query)
