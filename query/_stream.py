@@ -461,6 +461,9 @@ def stream_zonal_stats(store: _Store, parcels: str | Path, out: str | Path, *,
         raise ValueError("stream_zonal_stats writes rows to Parquet: output='pandas' or "
                          f"'wide', not {kwargs['output']!r}")
     postgres = is_postgres_url(out)
+    if postgres and kwargs.get("output") == "wide":
+        raise ValueError("a PostgreSQL table takes the long rows (id, band, time): drop "
+                         "output='wide'")
     if not postgres and Path(out).suffix.lower() == ".geoparquet":
         raise ValueError(f"{Path(out).name}: streaming writes Parquet without the parcel "
                          "geometry, which a .geoparquet file would hold: name the output "

@@ -230,6 +230,9 @@ def test_stream_outputs_the_whole_query_would_write(store: str, tmp_path: Path) 
     assert res.output.startswith("error: cannot write results to "
                                  "postgresql://bob@localhost/db?table=t: ")
     assert "s3cret" not in res.output and len(res.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="long rows"):  # before any work, not after a batch
+        stream_zonal_stats(pz.open_store(store), path, "postgresql:///db?table=t",
+                           batch_size=6, output="wide")
 
 
 def test_repeated_ids_are_found_across_read_chunks(tmp_path: Path) -> None:
